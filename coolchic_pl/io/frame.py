@@ -1,0 +1,125 @@
+"""The in-memory frame every reader returns and every writer accepts."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+ColorSpace = Literal["rgb", "yuv420", "yuv444"]
+COLOR_SPACES: tuple[ColorSpace, ...] = ("rgb", "yuv420", "yuv444")
+
+
+class FrameFormatError(ValueError):
+    """A file cannot be read or written as a frame; the message names the file and why."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class FrameData:
+    """One decoded frame with samples normalised to [0, 1] by 2^bitdepth - 1.
+
+    ``rgb`` and ``yuv444`` frames hold one [1, 3, H, W] tensor in ``planes[0]``; ``yuv420``
+    frames hold the luma [1, 1, H, W] and the two chroma planes [1, 1, ceil(H/2), ceil(W/2)]
+    separately, because the codec computes its distortion on the subsampled planes.
+    """
+
+    planes: tuple[Tensor, ...]
+    bitdepth: int
+    color_space: ColorSpace
+
+    def __post_init__(self) -> None:
+        expected = 3 if self.color_space == "yuv420" else 1
+        if len(self.planes) != expected:
+            raise ValueError(f"{self.color_space} frame needs {expected} plane tensor(s), got {len(self.planes)}")
+
+    @property
+    def height(self) -> int:
+        return self.planes[0].shape[-2]
+
+    @property
+    def width(self) -> int:
+        return self.planes[0].shape[-1]
+
+    @property
+    def n_pixels(self) -> int:
+        return self.height * self.width
+
+    @property
+    def max_value(self) -> int:
+        return 2**self.bitdepth - 1
+
+    def to(self, device: torch.device | str) -> FrameData:
+        return FrameData(tuple(p.to(device) for p in self.planes), self.bitdepth, self.color_space)
+
+
+def samples_to_tensor(samples: np.ndarray, bitdepth: int) -> Tensor:
+    """[H, W, C] integer samples -> [1, C, H, W] float32 in [0, 1]."""
+    scale = 1.0 / (2**bitdepth - 1)
+    chw = np.ascontiguousarray(samples.transpose(2, 0, 1), dtype=np.float32)
+    return torch.from_numpy(chw).mul_(scale).unsqueeze(0)
+
+
+def tensor_to_samples(plane: Tensor, bitdepth: int) -> np.ndarray:
+    """[1, C, H, W] float in [0, 1] -> [H, W, C] integers on the 2^bitdepth - 1 grid.
+
+    Rounds half away from zero after clamping, which is what a decoder writing its
+    output file does; the dtype is the smallest unsigned type that holds the bit depth.
+    """
+    max_value = 2**bitdepth - 1
+    values = plane.detach().to("cpu", torch.float64)[0].clamp(0.0, 1.0).mul(max_value).add(0.5).floor()
+    dtype = np.uint8 if bitdepth <= 8 else np.uint16
+    return values.permute(1, 2, 0).numpy().astype(dtype)
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` and move it into place only on success.
+
+    An interrupted or failed writer therefore never leaves a truncated file that looks
+    like a valid output.
+    """
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise FrameFormatError(target, f"cannot write: folder {directory} does not exist")
+    try:
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=directory)
+    except OSError as error:
+        raise FrameFormatError(target, f"cannot write: {error.strerror}") from error
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except OSError as error:
+        raise FrameFormatError(target, f"cannot write: {error.strerror}") from error
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """Whole file contents, with missing, unreadable and empty files reported by name."""
+    file = Path(path)
+    if not file.exists():
+        raise FrameFormatError(file, "no such file")
+    if file.is_dir():
+        raise FrameFormatError(file, "is a folder, not a file")
+    try:
+        data = file.read_bytes()
+    except OSError as error:
+        raise FrameFormatError(file, f"cannot read: {error.strerror}") from error
+    if not data:
+        raise FrameFormatError(file, "file is empty")
+    return data

@@ -1,0 +1,100 @@
+"""RGB image files: PNG (8 and 16 bits) and binary PPM (P6, 1 to 16 bits).
+
+Cool-Chic codes three colour channels. Grayscale, grayscale+alpha and RGBA PNGs are
+refused rather than silently converted, because any conversion changes what is being
+compressed (an invented colour for gray, a discarded alpha plane) and the user should
+make that choice explicitly (for example ``PIL.Image.open(p).convert("RGB")``).
+Palette PNGs are the one exception: expanding a palette to RGB is lossless, so they are
+read as 8-bit RGB.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import struct
+import zlib
+
+import numpy as np
+import png
+from PIL import Image
+
+from coolchic_pl.io.frame import FrameData, FrameFormatError, atomic_write, read_bytes, samples_to_tensor, tensor_to_samples
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
+_PPM_HEADER = re.compile(rb"P6(?:\s|#[^\n]*\n)+(\d+)(?:\s|#[^\n]*\n)+(\d+)(?:\s|#[^\n]*\n)+(\d+)\s")
+
+
+def read_png(path: str | os.PathLike) -> FrameData:
+    data = read_bytes(path)
+    if not data.startswith(PNG_SIGNATURE) or len(data) < 33 or data[12:16] != b"IHDR":
+        raise FrameFormatError(path, "not a PNG file (bad signature or header)")
+    bitdepth, color_type = data[24], data[25]
+    kind = _PNG_COLOR_TYPES.get(color_type, f"colour type {color_type}")
+    if color_type not in (2, 3):
+        raise FrameFormatError(path, f"{kind} PNG is not supported: convert it to RGB first")
+    try:
+        if color_type == 2 and bitdepth == 16:
+            width, height, rows, info = png.Reader(bytes=data).asDirect()
+            samples = np.vstack(list(rows)).reshape(height, width, 3)
+            bitdepth = info["bitdepth"]
+        else:
+            with Image.open(io.BytesIO(data)) as image:
+                samples = np.asarray(image.convert("RGB"))
+            bitdepth = 8
+    except (png.Error, OSError, SyntaxError, ValueError, zlib.error, struct.error) as error:
+        raise FrameFormatError(path, f"corrupt PNG ({error})") from error
+    return FrameData((samples_to_tensor(samples, bitdepth),), bitdepth, "rgb")
+
+
+def read_ppm(path: str | os.PathLike) -> FrameData:
+    data = read_bytes(path)
+    header = _PPM_HEADER.match(data)
+    if header is None:
+        raise FrameFormatError(path, "not a binary PPM (P6) file")
+    width, height, max_value = (int(v) for v in header.groups())
+    bitdepth = max_value.bit_length()
+    if max_value != 2**bitdepth - 1 or not 1 <= bitdepth <= 16:
+        raise FrameFormatError(path, f"PPM maxval {max_value} is not 2^n - 1 with n in 1..16")
+    if width == 0 or height == 0:
+        raise FrameFormatError(path, f"PPM has an empty size {width}x{height}")
+    dtype = np.dtype(">u2") if bitdepth > 8 else np.dtype(np.uint8)
+    expected = width * height * 3 * dtype.itemsize
+    payload = data[header.end():]
+    if len(payload) != expected:
+        raise FrameFormatError(path, f"PPM payload is {len(payload)} bytes, expected {expected} for {width}x{height}")
+    samples = np.frombuffer(payload, dtype=dtype).reshape(height, width, 3)
+    if samples.max() > max_value:
+        raise FrameFormatError(path, f"PPM sample above maxval {max_value}")
+    return FrameData((samples_to_tensor(samples, bitdepth),), bitdepth, "rgb")
+
+
+def _check_rgb(frame: FrameData, path: str | os.PathLike, fmt: str) -> None:
+    if frame.color_space != "rgb":
+        raise FrameFormatError(path, f"cannot write a {frame.color_space} frame as {fmt}: use a .yuv name")
+
+
+def write_png(frame: FrameData, path: str | os.PathLike) -> None:
+    """8-bit frames go through Pillow; deeper ones as 16-bit PNG with an sBIT chunk
+    carrying the true depth, so that a 10-bit frame reads back as 10-bit."""
+    _check_rgb(frame, path, "PNG")
+    samples = tensor_to_samples(frame.planes[0], frame.bitdepth)
+    with atomic_write(path) as tmp:
+        if frame.bitdepth == 8:
+            Image.fromarray(samples, "RGB").save(tmp, format="PNG")
+            return
+        height, width, _ = samples.shape
+        with open(tmp, "wb") as handle:
+            png.Writer(width, height, greyscale=False, bitdepth=frame.bitdepth).write(handle, samples.reshape(height, width * 3))
+
+
+def write_ppm(frame: FrameData, path: str | os.PathLike) -> None:
+    _check_rgb(frame, path, "PPM")
+    samples = tensor_to_samples(frame.planes[0], frame.bitdepth)
+    if frame.bitdepth > 8:
+        samples = samples.astype(">u2")
+    header = f"P6\n{frame.width} {frame.height}\n{frame.max_value}\n".encode()
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(header + samples.tobytes())

@@ -1,0 +1,103 @@
+"""Auto-regressive module: causal context extraction and the MLP that predicts a Laplace
+(mu, scale) for every latent from already-decoded neighbours in the same grid.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# (row offset, first column offset, last column offset) per row, top to bottom. The order
+# of the flattened offsets is the order of the MLP inputs and so part of the format.
+_PATTERN_ROWS: dict[int, tuple[tuple[int, int, int], ...]] = {
+    8: ((-3, 0, 0), (-2, 0, 0), (-1, -1, 1), (0, -3, -1)),
+    16: ((-3, 0, 1), (-2, -2, 2), (-1, -3, 2), (0, -3, -1)),
+    24: ((-4, 0, 0), (-3, -2, 2), (-2, -3, 3), (-1, -3, 3), (0, -4, -1)),
+    32: ((-4, -2, 1), (-3, -3, 3), (-2, -3, 4), (-1, -4, 4), (0, -4, -1)),
+}
+CONTEXT_PATTERNS: dict[int, tuple[tuple[int, int], ...]] = {
+    n: tuple((dy, dx) for dy, first, last in rows for dx in range(first, last + 1))
+    for n, rows in _PATTERN_ROWS.items()
+}
+ARM_CONTEXT_SIZES = tuple(CONTEXT_PATTERNS)
+
+# Clamp of the log-scale after its -4 shift: scale in [exp(-4.6), exp(5)] = [0.01, 148].
+LOG_SCALE_SHIFT = 4.0
+LOG_SCALE_MIN = -4.6
+LOG_SCALE_MAX = 5.0
+
+
+def context_index(grid_shapes: Sequence[tuple[int, int, int]], dim_arm: int) -> Tensor:
+    """Gather index [N, dim_arm] of every latent's causal context in the flat latent vector.
+
+    ``grid_shapes`` holds (channels, height, width) per grid, in the order of the flat
+    vector. Neighbours outside their grid point to index N, one past the last latent,
+    where the caller appends a zero: this is the reference's zero padding, and it lets a
+    single gather serve every grid at once.
+    """
+    offsets = torch.tensor(CONTEXT_PATTERNS[dim_arm])
+    total = sum(c * h * w for c, h, w in grid_shapes)
+    parts, base = [], 0
+    for channels, height, width in grid_shapes:
+        if channels == 0:
+            continue
+        rows = torch.arange(height).view(-1, 1, 1) + offsets[:, 0]
+        cols = torch.arange(width).view(1, -1, 1) + offsets[:, 1]
+        inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+        index = torch.where(inside, base + rows * width + cols, total)
+        parts.append(index.reshape(-1, dim_arm))
+        base += height * width
+    if not parts:
+        return torch.zeros(0, dim_arm, dtype=torch.long)
+    return torch.cat(parts)
+
+
+def gather_contexts(flat_latents: Tensor, index: Tensor) -> Tensor:
+    """[N] latents -> [N, dim_arm] contexts, zeros outside the grids."""
+    padded = torch.cat([flat_latents, flat_latents.new_zeros(1)])
+    return padded[index]
+
+
+class Arm(nn.Module):
+    """MLP of ``n_hidden`` residual ReLU layers of width ``dim_arm`` and a 2-output layer.
+
+    Hidden layers compute relu(W x + b + x). They are evaluated as relu((W + I) x + b),
+    which saves one full-size addition per layer in the forward and the backward.
+    """
+
+    def __init__(self, dim_arm: int, n_hidden: int):
+        super().__init__()
+        if dim_arm not in CONTEXT_PATTERNS:
+            raise ValueError(f"ARM context size must be one of {ARM_CONTEXT_SIZES}, got {dim_arm}")
+        if n_hidden < 0:
+            raise ValueError(f"ARM hidden layer count must be >= 0, got {n_hidden}")
+        self.dim_arm = dim_arm
+        self.hidden = nn.ModuleList(nn.Linear(dim_arm, dim_arm) for _ in range(n_hidden))
+        self.output = nn.Linear(dim_arm, 2)
+        self.register_buffer("identity", torch.eye(dim_arm), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Residual layers start as the identity; the output layer ~ N(0, 1/C_out^4)."""
+        with torch.no_grad():
+            for layer in self.hidden:
+                layer.weight.zero_()
+                layer.bias.zero_()
+            self.output.weight.normal_().div_(self.output.out_features**2)
+            self.output.bias.zero_()
+
+    def forward(self, contexts: Tensor) -> tuple[Tensor, Tensor]:
+        """[N, dim_arm] contexts -> (mu [N], raw log-scale [N]) before the -4 shift."""
+        x = contexts
+        for layer in self.hidden:
+            x = torch.relu_(F.linear(x, layer.weight + self.identity, layer.bias))
+        out = self.output(x)
+        return out[:, 0], out[:, 1]
+
+
+def clamped_log_scale(raw_log_scale: Tensor) -> Tensor:
+    """log(b) = clamp(s - 4, -4.6, 5.0)."""
+    return torch.clamp(raw_log_scale - LOG_SCALE_SHIFT, LOG_SCALE_MIN, LOG_SCALE_MAX)

@@ -1,0 +1,99 @@
+"""Synthesis: a small convolution stack described by a layer string.
+
+Each comma-separated item is ``<out_ch>-<kernel>-<linear|residual>-<none|relu>``; an
+``out_ch`` of ``X`` stands for the number of outputs the frame needs (3 for an image).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_LAYER = re.compile(r"^(?P<out>\d+|X)-(?P<kernel>\d+)-(?P<mode>linear|residual)-(?P<act>none|relu)$")
+LAYER_SYNTAX = "<out_ch|X>-<kernel>-<linear|residual>-<none|relu>"
+
+
+@dataclass(frozen=True)
+class SynthesisLayerSpec:
+    out_channels: int
+    kernel_size: int
+    residual: bool
+    relu: bool
+
+
+def parse_synthesis_layers(layers: str, n_inputs: int, n_outputs: int) -> list[SynthesisLayerSpec]:
+    """Parse and validate a layer string; errors name the offending item."""
+    if not layers.strip():
+        raise ValueError("synthesis layer string is empty")
+    specs: list[SynthesisLayerSpec] = []
+    in_channels = n_inputs
+    for position, item in enumerate(layers.split(","), start=1):
+        match = _LAYER.match(item.strip())
+        if match is None:
+            raise ValueError(f"synthesis layer {position} '{item}' is malformed: expected {LAYER_SYNTAX}")
+        out = n_outputs if match["out"] == "X" else int(match["out"])
+        kernel = int(match["kernel"])
+        if out < 1:
+            raise ValueError(f"synthesis layer {position} '{item}' needs at least one output channel")
+        if kernel % 2 == 0:
+            raise ValueError(f"synthesis layer {position} '{item}' has an even kernel: replicate padding needs it odd")
+        residual = match["mode"] == "residual"
+        if residual and out != in_channels:
+            raise ValueError(
+                f"synthesis layer {position} '{item}' is residual but maps {in_channels} to {out} channels"
+            )
+        specs.append(SynthesisLayerSpec(out, kernel, residual, match["act"] == "relu"))
+        in_channels = out
+    if in_channels != n_outputs:
+        raise ValueError(f"synthesis ends with {in_channels} channels but the frame needs {n_outputs} (use X)")
+    return specs
+
+
+class SynthesisConv(nn.Module):
+    """Convolution with replicate padding, optional residual and ReLU."""
+
+    def __init__(self, in_channels: int, spec: SynthesisLayerSpec):
+        super().__init__()
+        self.spec = spec
+        self.weight = nn.Parameter(torch.zeros(spec.out_channels, in_channels, spec.kernel_size, spec.kernel_size))
+        self.bias = nn.Parameter(torch.zeros(spec.out_channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Biases 0; residual weights 0 (identity layer); others U(-a, a) with
+        a = 1 / (C_out^2 sqrt(C_in k^2)): PyTorch's default bound shrunk by C_out^2."""
+        with torch.no_grad():
+            self.bias.zero_()
+            if self.spec.residual:
+                self.weight.zero_()
+            else:
+                out_ch, in_ch, k, _ = self.weight.shape
+                bound = 1.0 / (out_ch**2 * math.sqrt(in_ch * k * k))
+                self.weight.uniform_(-bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pad = self.spec.kernel_size // 2
+        source = F.pad(x, (pad,) * 4, mode="replicate") if pad else x
+        y = F.conv2d(source, self.weight, self.bias)
+        if self.spec.residual:
+            y = y + x
+        return torch.relu(y) if self.spec.relu else y
+
+
+class Synthesis(nn.Module):
+    def __init__(self, n_inputs: int, layers: str, n_outputs: int):
+        super().__init__()
+        self.layer_string = layers
+        specs = parse_synthesis_layers(layers, n_inputs, n_outputs)
+        in_channels = [n_inputs] + [s.out_channels for s in specs[:-1]]
+        self.layers = nn.ModuleList(SynthesisConv(c, s) for c, s in zip(in_channels, specs))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
