@@ -89,6 +89,9 @@ class Arm(nn.Module):
             self.output.weight.normal_().div_(self.output.out_features**2)
             self.output.bias.zero_()
 
+    def macs_per_latent(self) -> int:
+        return len(self.hidden) * self.dim_arm**2 + 2 * self.dim_arm
+
     def forward(self, contexts: Tensor) -> tuple[Tensor, Tensor]:
         """[N, dim_arm] contexts -> (mu [N], raw log-scale [N]) before the -4 shift."""
         x = contexts

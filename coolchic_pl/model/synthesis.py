@@ -77,12 +77,27 @@ class SynthesisConv(nn.Module):
                 self.weight.uniform_(-bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        pad = self.spec.kernel_size // 2
-        source = F.pad(x, (pad,) * 4, mode="replicate") if pad else x
-        y = F.conv2d(source, self.weight, self.bias)
+        """1x1 layers run as one matrix product on the [C, H*W] view of the NCHW tensor:
+        on CPU this is several times faster than a 1x1 convolution, backward included."""
+        batch, in_channels, height, width = x.shape
+        if self.spec.kernel_size == 1 and batch == 1:
+            source = x.reshape(in_channels, height * width)
+            weight = self.weight.view(self.spec.out_channels, in_channels)
+            y = torch.addmm(self.bias.view(-1, 1), weight, source)
+        else:
+            # oneDNN runs these few-channel convolutions about twice as fast (forward and
+            # backward) in channels-last layout, conversion included.
+            pad = self.spec.kernel_size // 2
+            source = x
+            padded = F.pad(x, (pad,) * 4, mode="replicate").contiguous(memory_format=torch.channels_last)
+            y = F.conv2d(padded, self.weight, self.bias)
         if self.spec.residual:
-            y = y + x
-        return torch.relu(y) if self.spec.relu else y
+            y = y + source
+        if self.spec.relu:
+            # In place on a tensor that is not a view: neither addmm, conv2d nor the
+            # residual add needs its output for backward, so no copy is made.
+            y = torch.relu_(y)
+        return y.view(batch, self.spec.out_channels, height, width)
 
 
 class Synthesis(nn.Module):
@@ -92,6 +107,10 @@ class Synthesis(nn.Module):
         specs = parse_synthesis_layers(layers, n_inputs, n_outputs)
         in_channels = [n_inputs] + [s.out_channels for s in specs[:-1]]
         self.layers = nn.ModuleList(SynthesisConv(c, s) for c, s in zip(in_channels, specs))
+
+    def macs_per_pixel(self) -> int:
+        """Multiply-accumulates per synthesis output pixel: sum of C_in C_out k^2."""
+        return sum(layer.weight.numel() for layer in self.layers)
 
     def forward(self, x: Tensor) -> Tensor:
         for layer in self.layers:
