@@ -25,7 +25,8 @@ def softround(x: Tensor, temperature: Tensor | float) -> Tensor:
     """Differentiable rounding: identity-like for large temperatures, round() as T -> 0."""
     floor = torch.floor(x)
     delta = x - floor - 0.5
-    return floor + 0.5 + 0.5 * torch.tanh(delta / temperature) / torch.tanh(0.5 / torch.as_tensor(temperature))
+    temperature = torch.as_tensor(temperature, dtype=x.dtype, device=x.device)
+    return floor + 0.5 + 0.5 * torch.tanh(delta / temperature) / torch.tanh(0.5 / temperature)
 
 
 class _StraightThroughSoftround(torch.autograd.Function):

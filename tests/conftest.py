@@ -1,0 +1,28 @@
+"""Shared fixtures: the real test data lives in ../shared/data beside the checkout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+DATA_DIR = Path(os.environ.get("COOLCHIC_TEST_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA_DIR.is_dir():
+        raise RuntimeError(f"test data not found at {DATA_DIR}; set COOLCHIC_TEST_DATA to the shared/data folder")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def kodim15(data_dir: Path) -> Path:
+    return data_dir / "images" / "kodim15_192x128.png"
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)

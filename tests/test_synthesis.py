@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from coolchic_pl.model.architecture import ARCHITECTURES
+from coolchic_pl.model.synthesis import Synthesis, parse_synthesis_layers
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_reference_strings_parse(name: str) -> None:
+    specs = parse_synthesis_layers(ARCHITECTURES[name].layers_synthesis, 7, 3)
+    assert specs[-1].out_channels == 3
+    assert specs[0].kernel_size == 1 and not specs[0].residual and specs[0].relu
+
+
+def test_x_is_replaced_by_the_output_count() -> None:
+    specs = parse_synthesis_layers("9-1-linear-relu,X-1-linear-none,X-3-residual-none", 5, 2)
+    assert [s.out_channels for s in specs] == [9, 2, 2]
+    assert [s.kernel_size for s in specs] == [1, 1, 3]
+
+
+@pytest.mark.parametrize("layers, message", [
+    ("", "empty"),
+    ("48-1-linear", "layer 1 '48-1-linear' is malformed"),
+    ("48-1-linear-relu,X-1-conv-none", "layer 2 'X-1-conv-none' is malformed"),
+    ("48-1-linear-gelu", "malformed"),
+    ("48-2-linear-relu,X-1-linear-none", "even kernel"),
+    ("X-1-residual-none", "residual but maps 7 to 3"),
+    ("0-1-linear-none,X-1-linear-none", "at least one output"),
+    ("48-1-linear-relu", "ends with 48 channels"),
+    ("48-1-linear-relu,,X-1-linear-none", "layer 2 '' is malformed"),
+])
+def test_malformed_strings_are_rejected_clearly(layers: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_synthesis_layers(layers, 7, 3)
+
+
+def test_initialisation_and_replicate_padding() -> None:
+    synthesis = Synthesis(7, "48-1-linear-relu,X-1-linear-none,X-3-residual-relu,X-3-residual-none", 3)
+    first, second, third, fourth = synthesis.layers
+    assert torch.count_nonzero(third.weight) == 0 and torch.count_nonzero(fourth.weight) == 0
+    assert all(torch.count_nonzero(layer.bias) == 0 for layer in synthesis.layers)
+    bound = 1 / (48**2 * 7**0.5)
+    assert first.weight.abs().max() <= bound and first.weight.abs().max() > bound / 2
+    # Replicate padding: a constant input gives a constant output, borders included.
+    with torch.no_grad():
+        for layer in synthesis.layers:
+            layer.weight.normal_()
+            layer.bias.normal_()
+    out = synthesis(torch.ones(1, 7, 9, 13))
+    assert out.shape == (1, 3, 9, 13)
+    assert torch.allclose(out, out[..., :1, :1].expand_as(out), atol=1e-4)
+
+
+def test_matrix_product_path_equals_convolution() -> None:
+    synthesis = Synthesis(7, "16-1-linear-relu,16-1-residual-relu,X-3-linear-none", 3)
+    with torch.no_grad():
+        for layer in synthesis.layers:
+            layer.weight.normal_(0, 0.3)
+            layer.bias.normal_()
+    x = torch.randn(1, 7, 10, 12)
+    expected = x
+    for layer in synthesis.layers:
+        pad = layer.spec.kernel_size // 2
+        y = torch.nn.functional.conv2d(torch.nn.functional.pad(expected, (pad,) * 4, mode="replicate"),
+                                       layer.weight, layer.bias)
+        y = y + expected if layer.spec.residual else y
+        expected = torch.relu(y) if layer.spec.relu else y
+    assert torch.allclose(synthesis(x), expected, atol=1e-4)
