@@ -69,11 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=50, help="timed steps per image")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before timing")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="skip configure_cpu_allocator(), to measure what it gains")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
-    configure_cpu_allocator()
+    if not args.default_allocator:
+        configure_cpu_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
     results = []
