@@ -58,7 +58,8 @@ def context_index(grid_shapes: Sequence[tuple[int, int, int]], dim_arm: int) -> 
 def gather_contexts(flat_latents: Tensor, index: Tensor) -> Tensor:
     """[N] latents -> [N, dim_arm] contexts, zeros outside the grids."""
     padded = torch.cat([flat_latents, flat_latents.new_zeros(1)])
-    return padded[index]
+    # index_select (backward: index_add) is 1.2 to 1.5x faster than advanced indexing here.
+    return torch.index_select(padded, 0, index.view(-1)).view(index.shape)
 
 
 class Arm(nn.Module):
