@@ -44,7 +44,7 @@ def time_training_steps(
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         out = model("softround", temperature, "gaussian", noise)
-        loss = rate_distortion_loss(mse(out.image.clamp(0.0, 1.0), target), out.rate_bits.sum(), lmbda, frame.n_pixels)
+        loss = rate_distortion_loss(mse((out.image.clamp(0.0, 1.0),), (target,)), out.rate_bits.sum(), lmbda, frame.n_pixels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 0.1)
         optimizer.step()

@@ -1,0 +1,287 @@
+"""Typed configuration: training phases, warm-up, presets and the fit command's options.
+
+Everything that varies between training phases is data in a :class:`TrainerPhase`;
+callbacks read it. Presets are functions of the main-phase length ``n_itr`` and the
+starting learning rate, as in the reference encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Literal, Optional
+
+from coolchic_pl.model.architecture import ARCHITECTURES, CoolChicArchitecture
+from coolchic_pl.model.coolchic import MODULE_NAMES, ModuleName
+from coolchic_pl.model.quantizer import NOISE_TYPES, QUANTIZER_TYPES, NoiseType, QuantizerType
+
+
+@dataclass
+class TrainerPhase:
+    """One training phase; defaults are those of the reference's TrainerPhase (v4.2.1)."""
+
+    lr: float = 1e-2
+    max_itr: int = 5000
+    freq_valid: int = 100
+    patience: int = 10000
+    quantize_model: bool = False
+    schedule_lr: bool = False
+    softround_temperature: tuple[float, float] = (0.3, 0.3)
+    noise_parameter: tuple[float, float] = (1.0, 1.0)
+    quantizer_noise_type: NoiseType = "kumaraswamy"
+    quantizer_type: QuantizerType = "softround"
+    optimized_module: list[ModuleName] = field(default_factory=lambda: ["all"])
+
+    def __post_init__(self) -> None:
+        self.softround_temperature = tuple(self.softround_temperature)
+        self.noise_parameter = tuple(self.noise_parameter)
+        self.optimized_module = list(self.optimized_module)
+        problems = []
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        for name in ("max_itr", "freq_valid", "patience"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if len(self.softround_temperature) != 2 or min(self.softround_temperature) <= 0:
+            problems.append(f"softround_temperature must be two values > 0, got {self.softround_temperature}")
+        if len(self.noise_parameter) != 2 or min(self.noise_parameter) < 0:
+            problems.append(f"noise_parameter must be two values >= 0, got {self.noise_parameter}")
+        if self.quantizer_noise_type == "kumaraswamy" and min(self.noise_parameter) <= 0:
+            problems.append("kumaraswamy noise needs noise_parameter > 0")
+        if self.quantizer_type not in QUANTIZER_TYPES:
+            problems.append(f"quantizer_type must be one of {QUANTIZER_TYPES}, got {self.quantizer_type!r}")
+        if self.quantizer_noise_type not in NOISE_TYPES:
+            problems.append(f"quantizer_noise_type must be one of {NOISE_TYPES}, got {self.quantizer_noise_type!r}")
+        unknown = [m for m in self.optimized_module if m not in MODULE_NAMES]
+        if unknown or not self.optimized_module:
+            problems.append(f"optimized_module must be a non-empty list of {MODULE_NAMES}, got {self.optimized_module}")
+        if problems:
+            raise ValueError("invalid training phase: " + "; ".join(problems))
+
+
+@dataclass
+class WarmupPhase:
+    """Train ``candidates`` survivors with ``training_phase``, then keep the best."""
+
+    candidates: int
+    training_phase: TrainerPhase
+
+    def __post_init__(self) -> None:
+        if self.candidates < 1:
+            raise ValueError(f"a warm-up phase needs at least one candidate, got {self.candidates}")
+
+
+@dataclass
+class Warmup:
+    phases: list[WarmupPhase] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        counts = [p.candidates for p in self.phases]
+        if any(later > earlier for earlier, later in zip(counts, counts[1:])):
+            raise ValueError(f"warm-up candidate counts cannot grow from phase to phase, got {counts}")
+
+    @property
+    def total_iterations(self) -> int:
+        return sum(p.candidates * p.training_phase.max_itr for p in self.phases)
+
+    @property
+    def n_candidates(self) -> int:
+        return self.phases[0].candidates if self.phases else 1
+
+
+@dataclass
+class Preset:
+    name: str
+    all_phases: list[TrainerPhase]
+    warmup: Warmup = field(default_factory=Warmup)
+
+    def __post_init__(self) -> None:
+        if not self.all_phases:
+            raise ValueError(f"preset '{self.name}' has no training phase")
+        if not any(p.quantize_model for p in self.all_phases):
+            raise ValueError(f"preset '{self.name}' never quantizes the networks: set quantize_model on a phase")
+
+    @property
+    def total_iterations(self) -> int:
+        """Upper bound: patience may end phases earlier."""
+        return self.warmup.total_iterations + sum(p.max_itr for p in self.all_phases)
+
+    def table(self) -> str:
+        """Human-readable table of every stage, printed at start and saved with the run."""
+        header = ("stage", "cand.", "lr", "max_itr", "patience", "valid", "cosine", "quantizer", "T",
+                  "noise", "noise param", "modules", "quantize")
+        rows = [
+            (f"warm-up {i}", str(w.candidates), *_phase_cells(w.training_phase))
+            for i, w in enumerate(self.warmup.phases)
+        ]
+        rows += [(f"phase {i}", "1", *_phase_cells(p)) for i, p in enumerate(self.all_phases)]
+        widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+        lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+        lines.insert(1, "-+-".join("-" * width for width in widths))
+        total = (f"preset {self.name}: warm-up {self.warmup.total_iterations} iterations, "
+                 f"at most {self.total_iterations} in all")
+        return total + "\n" + "\n".join(lines)
+
+
+def _range(values: tuple[float, float]) -> str:
+    start, end = values
+    return f"{start:g}" if start == end else f"{start:g}->{end:g}"
+
+
+def _phase_cells(p: TrainerPhase) -> tuple[str, ...]:
+    return (f"{p.lr:g}", str(p.max_itr), str(p.patience), str(p.freq_valid), "yes" if p.schedule_lr else "no",
+            p.quantizer_type, _range(p.softround_temperature), p.quantizer_noise_type, _range(p.noise_parameter),
+            ",".join(p.optimized_module), "yes" if p.quantize_model else "no")
+
+
+# ----------------------------------------------------------------------------- presets
+
+def _main_phase(lr: float, n_itr: int, **overrides) -> TrainerPhase:
+    """The long phase of every preset: cosine LR, softround 0.3 -> 0.1, Gaussian 0.25 -> 0.1."""
+    values = dict(lr=lr, max_itr=n_itr, patience=5000, freq_valid=100, schedule_lr=True,
+                  softround_temperature=(0.3, 0.1), noise_parameter=(0.25, 0.1), quantizer_noise_type="gaussian")
+    values.update(overrides)
+    return TrainerPhase(**values)
+
+
+def _ste_phase(max_itr: int, patience: int, quantize: bool, **overrides) -> TrainerPhase:
+    """Straight-through phase at lr 1e-4 with T = 1e-4 and no noise."""
+    values = dict(lr=1e-4, max_itr=max_itr, patience=patience, freq_valid=100, schedule_lr=True,
+                  quantizer_type="ste", softround_temperature=(1e-4, 1e-4), quantizer_noise_type="none",
+                  quantize_model=quantize)
+    values.update(overrides)
+    return TrainerPhase(**values)
+
+
+def _latent_retune(max_itr: int, patience: int) -> TrainerPhase:
+    """Latent-only re-tune after quantisation (v3.4 c3x): constant lr 1e-4, STE, valid every 10."""
+    return _ste_phase(max_itr, patience, False, freq_valid=10, schedule_lr=False, optimized_module=["latent"])
+
+
+def _warmup_phase(lr: float, max_itr: int, patience: int, freq_valid: int) -> TrainerPhase:
+    return TrainerPhase(lr=lr, max_itr=max_itr, patience=patience, freq_valid=freq_valid,
+                        softround_temperature=(0.3, 0.3), noise_parameter=(2.0, 2.0))
+
+
+def c3x_intra(n_itr: int, start_lr: float) -> Preset:
+    """Cool-Chic 4.2.1 image preset: 5 then 2 candidates x 400, main phase, STE + quantise."""
+    warm = _warmup_phase(start_lr, 400, 400, 100)
+    return Preset("c3x_intra",
+                  [_main_phase(start_lr, n_itr), _ste_phase(1500, 1500, True)],
+                  Warmup([WarmupPhase(5, warm), WarmupPhase(2, warm)]))
+
+
+def c3x(n_itr: int, start_lr: float) -> Preset:
+    """Cool-Chic 3.4 preset: as c3x_intra (validation every 400 in warm-up), plus a
+    latent-only re-tune after the networks are quantised."""
+    warm = _warmup_phase(start_lr, 400, 100000, 400)
+    return Preset("c3x",
+                  [_main_phase(start_lr, n_itr), _ste_phase(1500, 1500, True), _latent_retune(1000, 50)],
+                  Warmup([WarmupPhase(5, warm), WarmupPhase(2, warm)]))
+
+
+def fast(n_itr: int, start_lr: float) -> Preset:
+    """CPU-friendly default, about 2600 iterations in all with n_itr = 1500: a short
+    3 then 2 candidate warm-up (100 iterations each), the main phase, a 300-iteration STE
+    phase with quantisation and a short latent re-tune."""
+    warm = _warmup_phase(start_lr, 100, 100, 100)
+    return Preset("fast",
+                  [_main_phase(start_lr, n_itr), _ste_phase(300, 300, True, freq_valid=50),
+                   _latent_retune(300, 50)],
+                  Warmup([WarmupPhase(3, warm), WarmupPhase(2, warm)]))
+
+
+def debug(n_itr: int, start_lr: float) -> Preset:
+    """Seconds: the reference debug preset (its phase 0 length is fixed at 50)."""
+    warm = TrainerPhase(max_itr=10)
+    return Preset("debug",
+                  [_main_phase(start_lr, 50, patience=100000),
+                   _ste_phase(10, 10, True, schedule_lr=False),
+                   _latent_retune(10, 5)],
+                  Warmup([WarmupPhase(3, warm), WarmupPhase(2, warm)]))
+
+
+def measure_speed(n_itr: int, start_lr: float) -> Preset:
+    """One warm-up iteration, then the main phase only, quantised: for timing."""
+    warm = TrainerPhase(max_itr=1, freq_valid=1, noise_parameter=(2.0, 2.0))
+    return Preset("measure_speed", [_main_phase(start_lr, n_itr, quantize_model=True)],
+                  Warmup([WarmupPhase(1, warm)]))
+
+
+PRESETS: dict[str, Callable[[int, float], Preset]] = {
+    "c3x": c3x, "c3x_intra": c3x_intra, "fast": fast, "debug": debug, "measure_speed": measure_speed,
+}
+DEFAULT_N_ITR = {"c3x": 10000, "c3x_intra": 10000, "fast": 1500, "debug": 50, "measure_speed": 1500}
+
+
+def make_preset(name: str, n_itr: Optional[int] = None, start_lr: float = 1e-2) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset '{name}', expected one of {', '.join(PRESETS)}")
+    n_itr = DEFAULT_N_ITR[name] if n_itr is None else n_itr
+    if n_itr < 1:
+        raise ValueError(f"n_itr must be >= 1, got {n_itr}")
+    return PRESETS[name](n_itr, start_lr)
+
+
+# ----------------------------------------------------------------------------- fit
+
+PresetName = Literal["c3x", "c3x_intra", "fast", "debug", "measure_speed"]
+ArchName = Literal["vlop", "lop", "mop", "hop"]
+
+
+@dataclass
+class FitConfig:
+    """Options of ``python -m coolchic_pl.fit``; every key can come from YAML or the command line.
+
+    Args:
+        input: Image to encode (.png, .ppm or .yuv).
+        output_dir: Parent folder of the run folders, one per (image, lambda).
+        lmbda: Rate-distortion trade-off: loss = MSE + lmbda * bits / pixels.
+        preset: Training schedule (c3x, c3x_intra, fast, debug, measure_speed).
+        n_itr: Main-phase iterations (default: the preset's).
+        start_lr: Learning rate of the warm-up and main phases.
+        arch: Named decoder (vlop, lop, mop, hop); when set it replaces ``architecture``.
+        architecture: Decoder architecture fields, for decoders other than the named ones.
+        n_loops: Independent encodes (warm-up included); the best final loss is kept.
+        seed: Seed of the random initialisations and noise.
+        frame_index: Frame of a multi-frame .yuv file.
+        device: cpu, cuda or auto.
+        compile: torch.compile the decoder after warm-up (off: it crashes on CPU with torch 2.13).
+    """
+
+    input: str = ""
+    output_dir: str = "runs"
+    lmbda: float = 1e-3
+    preset: PresetName = "fast"
+    n_itr: Optional[int] = None
+    start_lr: float = 1e-2
+    arch: Optional[ArchName] = "hop"
+    architecture: CoolChicArchitecture = field(default_factory=CoolChicArchitecture)
+    n_loops: int = 1
+    seed: int = 0
+    frame_index: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.lmbda > 0:
+            raise ValueError(f"lmbda must be > 0, got {self.lmbda}")
+        if self.n_loops < 1:
+            raise ValueError(f"n_loops must be >= 1, got {self.n_loops}")
+        if self.n_itr is not None and self.n_itr < 1:
+            raise ValueError(f"n_itr must be >= 1, got {self.n_itr}")
+        if not self.start_lr > 0:
+            raise ValueError(f"start_lr must be > 0, got {self.start_lr}")
+        if self.frame_index < 0:
+            raise ValueError(f"frame_index must be >= 0, got {self.frame_index}")
+
+    def resolved_architecture(self) -> CoolChicArchitecture:
+        return ARCHITECTURES[self.arch] if self.arch else self.architecture
+
+    def preset_object(self) -> Preset:
+        return make_preset(self.preset, self.n_itr, self.start_lr)
+
+    def as_dict(self) -> dict:
+        values = asdict(self)
+        values["architecture"] = asdict(self.resolved_architecture())
+        values["architecture"]["n_ft_per_res"] = list(values["architecture"]["n_ft_per_res"])
+        return values

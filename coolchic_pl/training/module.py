@@ -1,0 +1,141 @@
+"""CoolChicModule: one Cool-Chic being overfitted to one frame, as a LightningModule.
+
+The module is reused across phases: the runner sets ``phase`` (a TrainerPhase) before
+each ``Trainer.fit`` and callbacks drive the schedules. Optimisation is manual because
+the reference clips the gradient norm over *all* parameters, including those the phase
+does not optimise, and because it keeps the per-step path to exactly what a training
+step needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from coolchic_pl.config import TrainerPhase
+from coolchic_pl.io import FrameData
+from coolchic_pl.model.architecture import CoolChicArchitecture
+from coolchic_pl.model.coolchic import CoolChic, CoolChicOutput
+from coolchic_pl.nnquant import ModuleQuantization, network_rate_bits
+from coolchic_pl.training.loss import mse, output_planes, psnr_db, rate_distortion_loss
+
+GRADIENT_CLIP_NORM = 0.1
+
+
+class CoolChicModule(pl.LightningModule):
+    def __init__(self, frame: FrameData, architecture: CoolChicArchitecture, lmbda: float):
+        super().__init__()
+        self.coolchic = CoolChic((frame.height, frame.width), architecture)
+        self.color_space = frame.color_space
+        self.bitdepth = frame.bitdepth
+        self.n_pixels = frame.n_pixels
+        self.lmbda = lmbda
+        for index, plane in enumerate(frame.planes):
+            self.register_buffer(f"target_{index}", plane.clone(), persistent=False)
+        self.n_planes = len(frame.planes)
+        # Schedules write these 0-d tensors in place, so a compiled forward never sees a new value type.
+        self.register_buffer("temperature", torch.tensor(0.3), persistent=False)
+        self.register_buffer("noise_parameter", torch.tensor(1.0), persistent=False)
+        self.phase = TrainerPhase()
+        self.stage = "stage"
+        self.quantization: dict[str, ModuleQuantization] = {}
+        self.decoder = self.coolchic
+        self.last_metrics: dict[str, float] = {}
+        self.automatic_optimization = False
+
+    @property
+    def target(self) -> tuple[Tensor, ...]:
+        return tuple(getattr(self, f"target_{i}") for i in range(self.n_planes))
+
+    @property
+    def network_bits(self) -> int:
+        return network_rate_bits(self.quantization)
+
+    def use_compiled_decoder(self) -> None:
+        """Route training steps through torch.compile; the parameters stay shared."""
+        self.decoder = torch.compile(self.coolchic)
+
+    # ------------------------------------------------------------------ training
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """A fresh Adam over the phase's modules, as the reference builds one per phase."""
+        params = self.coolchic.module_parameters(self.phase.optimized_module)
+        return torch.optim.Adam(params, lr=self.phase.lr, fused=self.device.type in ("cpu", "cuda"))
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        phase = self.phase
+        out = self.decoder(phase.quantizer_type, self.temperature, phase.quantizer_noise_type, self.noise_parameter)
+        decoded = output_planes(out.image, self.color_space, self.bitdepth, rounded=False)
+        # The network rate is constant during training and never back-propagated.
+        loss = rate_distortion_loss(mse(decoded, self.target), out.rate_bits.sum(), self.lmbda, self.n_pixels)
+        self.manual_backward(loss)
+        torch.nn.utils.clip_grad_norm_(self.coolchic.parameters(), GRADIENT_CLIP_NORM)
+        optimizer.step()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Lightning validates every freq_valid steps but not after a last partial block,
+        # which the reference does validate; a stop request makes Lightning validate once
+        # more before it ends the stage.
+        if batch_idx + 1 == self.phase.max_itr and self.phase.max_itr % self.phase.freq_valid:
+            self.trainer.should_stop = True
+
+    # ---------------------------------------------------------------- evaluation
+
+    @torch.no_grad()
+    def _eval_output(self) -> CoolChicOutput:
+        was_training = self.coolchic.training
+        self.coolchic.eval()
+        try:
+            return self.coolchic()
+        finally:
+            self.coolchic.train(was_training)
+
+    def decode(self) -> tuple[Tensor, ...]:
+        """The decoded frame planes a decoder would produce (hard-rounded latents)."""
+        return output_planes(self._eval_output().image, self.color_space, self.bitdepth, rounded=True)
+
+    @torch.no_grad()
+    def evaluate(self, network_bits: float | None = None) -> dict[str, float]:
+        """Hard-rounded test metrics; ``network_bits`` defaults to the current quantisation."""
+        out = self._eval_output()
+        decoded = output_planes(out.image, self.color_space, self.bitdepth, rounded=True)
+        distortion = mse(decoded, self.target).item()
+        latent_bits = out.rate_bits.sum().item()
+        nn_bits = self.network_bits if network_bits is None else network_bits
+        metrics = {
+            "loss": distortion + self.lmbda * (latent_bits + nn_bits) / self.n_pixels,
+            "mse": distortion,
+            "psnr_db": psnr_db(distortion),
+            "bpp": (latent_bits + nn_bits) / self.n_pixels,
+            "bpp_latent": latent_bits / self.n_pixels,
+            "bpp_nn": nn_bits / self.n_pixels,
+        }
+        for grid, bits in enumerate(self.coolchic.rate_per_grid(out.rate_bits)):
+            metrics[f"bpp_grid_{grid}"] = bits.item() / self.n_pixels
+        return metrics
+
+    def evaluate_loss(self, network_bits: float) -> float:
+        """Test loss for a given network rate: what the quantisation search minimises."""
+        return self.evaluate(network_bits)["loss"]
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.last_metrics = self.evaluate()
+
+    # --------------------------------------------------------------- persistence
+
+    def codec_state(self) -> dict:
+        """Everything the runner needs to resume this candidate at a stage boundary."""
+        return {
+            "coolchic": {k: v.detach().clone() for k, v in self.coolchic.state_dict().items()},
+            "quantization": {k: asdict(v) for k, v in self.quantization.items()},
+        }
+
+    def load_codec_state(self, state: dict) -> None:
+        self.coolchic.load_state_dict(state["coolchic"])
+        self.quantization = {k: ModuleQuantization(**v) for k, v in state["quantization"].items()}
