@@ -132,15 +132,15 @@ def decoded_file_name(config: FitConfig, frame: FrameData) -> str:
 
 def encode(config: FitConfig, stream=sys.stderr) -> dict[str, Any]:
     """Run (or resume) one encode; returns its results dictionary."""
+    frame = read_frame(config.input, config.frame_index)
+    architecture = config.resolved_architecture()
+    mac_per_pixel = CoolChic((frame.height, frame.width), architecture).mac_per_pixel()
+    preset = config.preset_object()
     run_dir = prepare_run_folder(config)
     results_path = run_dir / "results.json"
     if results_path.exists():
         print(f"{run_dir}: already encoded", file=stream)
         return json.loads(results_path.read_text())
-    frame = read_frame(config.input, config.frame_index)
-    architecture = config.resolved_architecture()
-    mac_per_pixel = CoolChic((frame.height, frame.width), architecture).mac_per_pixel()
-    preset = config.preset_object()
     device = "cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()) else "cpu"
     _write_atomic(run_dir / "config.yaml", build_parser().dump(jsonargparse.Namespace(**config.as_dict())))
     _write_atomic(run_dir / "preset.txt", preset.table() + "\n")

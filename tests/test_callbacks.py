@@ -1,0 +1,210 @@
+"""Callbacks on a tiny real Trainer whose validation losses are scripted."""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from coolchic_pl.callbacks import CosineLR, LinearSchedule, PatienceWithReload, PostPhaseQuantization
+from coolchic_pl.callbacks.cosine_lr import ETA_MIN
+from coolchic_pl.config import TrainerPhase
+from coolchic_pl.io import FrameData, read_frame
+from coolchic_pl.model.architecture import ARCHITECTURES
+from coolchic_pl.nnquant import Q_STEPS, best_expgolomb_order, quantize_networks
+from coolchic_pl.nnquant.quantize import _integers, _split_weights_and_biases
+from coolchic_pl.training.datamodule import SingleFrameDataModule
+from coolchic_pl.training.module import CoolChicModule
+
+
+class ScriptedModule(pl.LightningModule):
+    """Exposes what the callbacks use; validation losses come from a script and the single
+    parameter counts the training steps, so 'which parameters are loaded' is readable."""
+
+    def __init__(self, phase: TrainerPhase, losses: list[float]):
+        super().__init__()
+        self.coolchic = torch.nn.Linear(1, 1, bias=False)
+        with torch.no_grad():
+            self.coolchic.weight.zero_()
+        self.register_buffer("temperature", torch.tensor(-1.0))
+        self.register_buffer("noise_parameter", torch.tensor(-1.0))
+        self.phase, self.losses = phase, losses
+        self.initial_loss = 100.0
+        self.n_validations = 0
+        self.last_metrics: dict[str, float] = {}
+        self.seen: list[tuple[int, float, float, float]] = []
+        self.automatic_optimization = False
+
+    def evaluate(self) -> dict[str, float]:
+        return {"loss": self.initial_loss}
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.coolchic.parameters(), lr=self.phase.lr)
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        self.seen.append((self.trainer.global_step, self.temperature.item(), self.noise_parameter.item(),
+                          self.coolchic.weight.item()))
+        with torch.no_grad():
+            self.coolchic.weight.add_(1.0)
+        optimizer.step()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if batch_idx + 1 == self.phase.max_itr and self.phase.max_itr % self.phase.freq_valid:
+            self.trainer.should_stop = True
+
+    def validation_step(self, batch, batch_idx):
+        self.last_metrics = {"loss": self.losses[min(self.n_validations, len(self.losses) - 1)]}
+        self.n_validations += 1
+
+
+def _fit(module: pl.LightningModule, phase: TrainerPhase, callbacks: list[pl.Callback]) -> pl.Trainer:
+    trainer = pl.Trainer(max_steps=phase.max_itr, max_epochs=1, val_check_interval=min(phase.freq_valid, phase.max_itr),
+                         check_val_every_n_epoch=None, num_sanity_val_steps=0, limit_val_batches=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         log_every_n_steps=phase.max_itr + 1, callbacks=callbacks, accelerator="cpu")
+    trainer.fit(module, datamodule=SingleFrameDataModule(phase.max_itr))
+    return trainer
+
+
+def test_linear_schedules_change_only_after_validations() -> None:
+    phase = TrainerPhase(max_itr=50, freq_valid=10)
+    module = ScriptedModule(phase, [1.0])
+    _fit(module, phase, [LinearSchedule("temperature", 0.3, 0.1, 50), LinearSchedule("noise_parameter", 2.0, 1.0, 50)])
+    for step, temperature, noise, _ in module.seen:
+        last_validated = (step // 10) * 10 - 1  # 0-based iteration of the last validation
+        c = max(last_validated, 0)
+        assert temperature == pytest.approx(0.3 - 0.2 * c / 50)
+        assert noise == pytest.approx(2.0 - 1.0 * c / 50)
+    assert module.seen[9][1] == pytest.approx(0.3) and module.seen[10][1] == pytest.approx(0.3 - 0.2 * 9 / 50)
+
+
+def test_cosine_lr_is_stepped_once_per_validation() -> None:
+    phase = TrainerPhase(lr=1e-2, max_itr=60, freq_valid=10, schedule_lr=True)
+    module = ScriptedModule(phase, [1.0])
+    lrs = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    _fit(module, phase, [CosineLR(60, 10), Spy()])
+    t_max = 6
+    for step, lr in enumerate(lrs):
+        k = step // 10
+        assert lr == pytest.approx(ETA_MIN + (1e-2 - ETA_MIN) * (1 + math.cos(math.pi * k / t_max)) / 2)
+
+
+def test_patience_stops_without_cosine_and_restores_the_best() -> None:
+    phase = TrainerPhase(max_itr=200, freq_valid=10, patience=25)
+    # Validations at iterations 9, 19, 29, ...: the best is the third (iteration 29).
+    module = ScriptedModule(phase, [5.0, 4.0, 3.0, 3.5])
+    patience = PatienceWithReload(25, reload_and_continue=False, freq_valid=10, max_itr=200)
+    trainer = _fit(module, phase, [patience])
+    # Iteration 55 is the first with 55 - 29 > 25: the phase stops before it runs.
+    assert trainer.global_step == 55
+    assert patience.best_iteration == 29 and patience.best_loss == 3.0
+    # The weight counts steps: after iteration 29 it held 30.
+    assert module.coolchic.weight.item() == 30.0
+
+
+def test_patience_reloads_with_cosine_and_keeps_training() -> None:
+    phase = TrainerPhase(max_itr=100, freq_valid=10, patience=15, schedule_lr=True)
+    module = ScriptedModule(phase, [5.0, 4.0, 6.0])
+    patience = PatienceWithReload(15, reload_and_continue=True, freq_valid=10, max_itr=100)
+    trainer = _fit(module, phase, [patience])
+    assert trainer.global_step == 100
+    assert patience.n_reloads >= 1
+    # First reload at the top of iteration 35 (35 - 19 > 15): the weight went back to 20.
+    weights = {step: weight for step, _, _, weight in module.seen}
+    assert weights[35] == 20.0 and weights[34] == 34.0
+    assert module.coolchic.weight.item() == 20.0
+
+
+def test_initial_state_counts_as_best() -> None:
+    phase = TrainerPhase(max_itr=30, freq_valid=10, patience=1000)
+    module = ScriptedModule(phase, [200.0])
+    module.initial_loss = 100.0
+    _fit(module, phase, [PatienceWithReload(1000, False, 10, 30)])
+    assert module.coolchic.weight.item() == 0.0  # never beaten: back to the initial parameters
+
+
+def test_callback_state_dicts_round_trip() -> None:
+    schedule = LinearSchedule("temperature", 0.3, 0.1, 100)
+    schedule.value = 0.2
+    restored = LinearSchedule("temperature", 0.3, 0.1, 100)
+    restored.load_state_dict(schedule.state_dict())
+    assert restored.value == 0.2 and schedule.state_key != LinearSchedule("noise_parameter", 1, 1, 1).state_key
+
+    patience = PatienceWithReload(10, True, 10, 100)
+    patience.best_loss, patience.best_iteration, patience.n_reloads = 0.5, 42, 3
+    patience.best_parameters = {"w": torch.tensor([1.0])}
+    copy = PatienceWithReload(10, True, 10, 100)
+    copy.load_state_dict(patience.state_dict())
+    assert (copy.best_loss, copy.best_iteration, copy.n_reloads) == (0.5, 42, 3)
+    assert torch.equal(copy.best_parameters["w"], torch.tensor([1.0]))
+
+    phase = TrainerPhase(lr=1e-2, max_itr=40, freq_valid=10, schedule_lr=True)
+    cosine = CosineLR(40, 10)
+    _fit(ScriptedModule(phase, [1.0]), phase, [cosine])
+    resumed = CosineLR(40, 10)
+    resumed.load_state_dict(cosine.state_dict())
+    module = ScriptedModule(phase, [1.0])
+    lrs = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    _fit(module, phase, [resumed, Spy()])
+    assert lrs[0] == pytest.approx(cosine.scheduler.get_last_lr()[0])
+
+
+@pytest.fixture(scope="module")
+def crop_frame(kodim15) -> FrameData:
+    frame = read_frame(kodim15)
+    return FrameData((frame.planes[0][..., 40:72, 64:112].contiguous(),), 8, "rgb")
+
+
+def test_quantisation_picks_the_steps_that_minimise_the_loss(crop_frame) -> None:
+    torch.manual_seed(0)
+    module = CoolChicModule(crop_frame, ARCHITECTURES["vlop"], lmbda=1e-3)
+    phase = TrainerPhase(max_itr=40, freq_valid=20, noise_parameter=(2.0, 2.0))
+    module.phase = phase
+    _fit(module, phase, [])
+    arm = module.coolchic.arm
+    full_precision = {k: v.clone() for k, v in arm.state_dict().items()}
+    # Brute force over the ARM's pairs, the first module searched.
+    losses = {}
+    for qw in Q_STEPS["arm"][0]:
+        for qb in Q_STEPS["arm"][1]:
+            with torch.no_grad():
+                for name, p in arm.named_parameters():
+                    step = qb if name.endswith("bias") else qw
+                    p.copy_(torch.round(full_precision[name] / step) * step)
+            weights, biases = _split_weights_and_biases(arm)
+            bits = best_expgolomb_order(_integers(weights, qw))[1] + best_expgolomb_order(_integers(biases, qb))[1]
+            losses[qw, qb] = module.evaluate_loss(bits)
+    arm.load_state_dict(full_precision)
+    quantization = quantize_networks(module.coolchic, module.evaluate_loss)
+    chosen = (quantization["arm"].weight_step, quantization["arm"].bias_step)
+    assert losses[chosen] == min(losses.values())
+    for name, p in arm.named_parameters():
+        step = chosen[1] if name.endswith("bias") else chosen[0]
+        assert torch.equal(p, torch.round(p / step) * step)
+    callback = PostPhaseQuantization()
+    callback.quantization = quantization
+    restored = PostPhaseQuantization()
+    restored.load_state_dict(callback.state_dict())
+    assert restored.quantization == quantization
+    assert set(quantization) == {"arm", "synthesis", "upsampling"}
+
+
+def test_quantisation_skips_steps_that_overflow(crop_frame) -> None:
+    module = CoolChicModule(crop_frame, ARCHITECTURES["vlop"], lmbda=1e-3)
+    with torch.no_grad():
+        module.coolchic.synthesis.layers[0].weight[0, 0, 0, 0] = 300.0  # / 2^-8 > 65535
+    quantization = quantize_networks(module.coolchic, module.evaluate_loss)
+    assert quantization["synthesis"].weight_step >= 2.0**-7

@@ -1,0 +1,108 @@
+from pathlib import Path
+
+import pytest
+
+from coolchic_pl.config import PRESETS, FitConfig, Preset, TrainerPhase, Warmup, WarmupPhase, make_preset
+from coolchic_pl.fit import main, parse_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_trainer_phase_defaults_are_the_reference_ones() -> None:
+    phase = TrainerPhase()
+    assert (phase.lr, phase.max_itr, phase.freq_valid, phase.patience) == (1e-2, 5000, 100, 10000)
+    assert (phase.quantize_model, phase.schedule_lr) == (False, False)
+    assert phase.softround_temperature == (0.3, 0.3) and phase.noise_parameter == (1.0, 1.0)
+    assert (phase.quantizer_noise_type, phase.quantizer_type, phase.optimized_module) == (
+        "kumaraswamy", "softround", ["all"])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lr": 0}, "lr must be > 0"),
+    ({"max_itr": 0}, "max_itr must be >= 1"),
+    ({"softround_temperature": (0.3, 0.0)}, "softround_temperature"),
+    ({"quantizer_type": "round"}, "quantizer_type must be one of"),
+    ({"optimized_module": ["warper"]}, "optimized_module"),
+])
+def test_trainer_phase_rejects_impossible_values(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainerPhase(**kwargs)
+
+
+def test_preset_needs_a_quantising_phase_and_counts_iterations() -> None:
+    with pytest.raises(ValueError, match="never quantizes"):
+        Preset("bad", [TrainerPhase()])
+    with pytest.raises(ValueError, match="cannot grow"):
+        Warmup([WarmupPhase(2, TrainerPhase()), WarmupPhase(3, TrainerPhase())])
+    intra = make_preset("c3x_intra", n_itr=1000)
+    assert intra.warmup.total_iterations == 2800 and intra.total_iterations == 5300
+    assert make_preset("debug").warmup.total_iterations == 50
+
+
+def test_named_presets_follow_the_reference_schedules() -> None:
+    c3x = make_preset("c3x", n_itr=3000, start_lr=5e-3)
+    main_phase, ste, retune = c3x.all_phases
+    assert (main_phase.lr, main_phase.max_itr, main_phase.patience, main_phase.schedule_lr) == (5e-3, 3000, 5000, True)
+    assert main_phase.softround_temperature == (0.3, 0.1) and main_phase.noise_parameter == (0.25, 0.1)
+    assert main_phase.quantizer_noise_type == "gaussian"
+    assert (ste.quantizer_type, ste.lr, ste.max_itr, ste.quantize_model) == ("ste", 1e-4, 1500, True)
+    assert (retune.optimized_module, retune.patience, retune.freq_valid, retune.schedule_lr) == (
+        ["latent"], 50, 10, False)
+    assert [w.candidates for w in c3x.warmup.phases] == [5, 2]
+    assert c3x.warmup.phases[0].training_phase.freq_valid == 400
+    assert make_preset("c3x_intra").warmup.phases[0].training_phase.freq_valid == 100
+    assert set(PRESETS) == {"c3x", "c3x_intra", "fast", "debug", "measure_speed"}
+    with pytest.raises(ValueError, match="unknown preset 'slow'"):
+        make_preset("slow")
+
+
+def test_preset_table_lists_every_stage() -> None:
+    table = make_preset("c3x", n_itr=1000).table()
+    lines = table.splitlines()
+    assert lines[0] == "preset c3x: warm-up 2800 iterations, at most 6300 in all"
+    assert [line.split("|")[0].strip() for line in lines[3:]] == [
+        "warm-up 0", "warm-up 1", "phase 0", "phase 1", "phase 2"]
+    assert "0.3->0.1" in table and "latent" in table
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_every_shipped_config_parses(name: str) -> None:
+    argv = ["--config", str(CONFIGS / name)]
+    if name in ("vlop.yaml", "lop.yaml", "mop.yaml", "hop.yaml"):
+        argv = ["--config", str(CONFIGS / "debug.yaml")] + argv
+    config = parse_config(argv)
+    assert isinstance(config, FitConfig)
+    config.preset_object()
+
+
+def test_command_line_overrides_the_yaml() -> None:
+    config = parse_config(["--config", str(CONFIGS / "fast.yaml"), "--lmbda", "0.02", "--n_itr", "77",
+                           "--arch", "lop", "--input", "x.png", "--output_dir", "elsewhere", "--preset", "c3x"])
+    assert (config.lmbda, config.n_itr, config.arch, config.input, config.output_dir, config.preset) == (
+        0.02, 77, "lop", "x.png", "elsewhere", "c3x")
+    assert config.resolved_architecture().dim_arm == 8
+    lop_file = parse_config(["--config", str(CONFIGS / "fast.yaml"), "--config", str(CONFIGS / "lop.yaml")])
+    assert lop_file.resolved_architecture() == config.resolved_architecture()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lmbda", "abc"], 'Parser key "lmbda"'),
+    (["--colour", "red"], "unrecognized arguments: --colour"),
+    (["--preset", "slow"], 'Parser key "preset"'),
+    (["--lmbda", "-1"], "lmbda must be > 0"),
+    (["--n_itr", "0"], "n_itr must be >= 1"),
+    (["--arch", "huge"], 'Parser key "arch"'),
+])
+def test_bad_options_give_one_clear_line(capsys, argv, message) -> None:
+    assert main(["--input", "x.png"] + argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_missing_input_and_bad_architecture_are_reported(capsys, tmp_path) -> None:
+    assert main(["--input", str(tmp_path / "missing.png"), "--output_dir", str(tmp_path)]) == 2
+    assert "missing.png" in capsys.readouterr().err
+    assert main(["--config", str(CONFIGS / "debug.yaml"), "--arch", "null", "--architecture.dim_arm", "12",
+                 "--output_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "ARM context size" in err and err.count("\n") == 1
