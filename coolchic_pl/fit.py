@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import jsonargparse
 import torch
@@ -130,8 +130,10 @@ def decoded_file_name(config: FitConfig, frame: FrameData) -> str:
     return f"decoded_{frame.width}x{frame.height}_{frame.color_space}_{frame.bitdepth}b.yuv"
 
 
-def encode(config: FitConfig, stream=sys.stderr) -> dict[str, Any]:
-    """Run (or resume) one encode; returns its results dictionary."""
+def encode(config: FitConfig, stream: TextIO | None = None) -> dict[str, Any]:
+    """Run (or resume) one encode; returns its results dictionary. Progress goes to
+    ``stream`` (standard error by default)."""
+    stream = sys.stderr if stream is None else stream
     frame = read_frame(config.input, config.frame_index)
     architecture = config.resolved_architecture()
     mac_per_pixel = CoolChic((frame.height, frame.width), architecture).mac_per_pixel()
@@ -154,7 +156,7 @@ def encode(config: FitConfig, stream=sys.stderr) -> dict[str, Any]:
         torch.manual_seed(config.seed)
 
     tensorboard = RunTensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
-    csv = CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    csv = CSVLogger(save_dir=str(run_dir), name="csv")  # version_<n>: one per attempt, so resuming keeps rows
     if state is None:
         tensorboard.experiment.add_text("preset", "    " + preset.table().replace("\n", "\n    "), 0)
 

@@ -64,7 +64,7 @@ def _fit(module: pl.LightningModule, phase: TrainerPhase, callbacks: list[pl.Cal
     trainer = pl.Trainer(max_steps=phase.max_itr, max_epochs=1, val_check_interval=min(phase.freq_valid, phase.max_itr),
                          check_val_every_n_epoch=None, num_sanity_val_steps=0, limit_val_batches=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         log_every_n_steps=phase.max_itr + 1, callbacks=callbacks, accelerator="cpu")
+                         log_every_n_steps=phase.max_itr, callbacks=callbacks, accelerator="cpu")
     trainer.fit(module, datamodule=SingleFrameDataModule(phase.max_itr))
     return trainer
 

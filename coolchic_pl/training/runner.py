@@ -30,7 +30,6 @@ from coolchic_pl.training.module import CoolChicModule
 # workers.
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 
 
@@ -184,7 +183,7 @@ class PhaseRunner:
             check_val_every_n_epoch=None,
             num_sanity_val_steps=0,
             limit_val_batches=1,
-            log_every_n_steps=phase.max_itr + 1,
+            log_every_n_steps=phase.max_itr,
             logger=self.loggers or False,
             callbacks=stage_callbacks(phase, stage, self.global_iteration, self.report_stream),
             enable_checkpointing=False,

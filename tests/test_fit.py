@@ -1,0 +1,103 @@
+"""End-to-end encodes through ``coolchic_pl.fit.main`` on the real 192x128 image."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from coolchic_pl import fit
+from coolchic_pl.training import runner as runner_module
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _debug_args(kodim15: Path, output_dir: Path, *extra: str) -> list[str]:
+    return ["--config", str(CONFIGS / "debug.yaml"), "--input", str(kodim15), "--output_dir", str(output_dir), *extra]
+
+
+@pytest.fixture(scope="module")
+def debug_run(kodim15, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("fit")
+    assert fit.main(_debug_args(kodim15, output)) == 0
+    return output / "kodim15_192x128_l0.001"
+
+
+@pytest.mark.slow
+def test_debug_encode_writes_every_output(debug_run: Path, kodim15: Path) -> None:
+    names = {p.name for p in debug_run.iterdir()}
+    assert {"results.json", "results.tsv", "decoded.png", "model.pt", "config.yaml", "preset.txt",
+            "fingerprint.json", "tensorboard", "csv"} <= names
+    assert "state.pt" not in names  # resume state is dropped once the encode is complete
+    results = json.loads((debug_run / "results.json").read_text())
+    for key in ("psnr_db", "bpp", "bpp_latent", "bpp_nn", "loss", "lmbda", "n_iterations", "encoding_time_s",
+                "mac_per_pixel", "height", "width", "preset"):
+        assert key in results
+    assert results["n_iterations"] <= 120 and results["preset"] == "debug"
+    assert results["bpp"] == pytest.approx(results["bpp_latent"] + results["bpp_nn"])
+    assert results["bpp_nn"] > 0  # the networks were quantised and their rate counted
+    decoded = np.asarray(Image.open(debug_run / "decoded.png"), dtype=np.float64)
+    original = np.asarray(Image.open(kodim15), dtype=np.float64)
+    psnr = 10 * np.log10(255**2 / np.mean((decoded - original) ** 2))
+    assert psnr == pytest.approx(results["psnr_db"], abs=0.01)
+    assert psnr > 20  # 120 iterations are enough to get well past a flat image
+    row = (debug_run / "results.tsv").read_text().splitlines()
+    assert len(row) == 2 and dict(zip(row[0].split("\t"), row[1].split("\t")))["preset"] == "debug"
+
+
+@pytest.mark.slow
+def test_tensorboard_holds_stages_global_curves_images_and_hparams(debug_run: Path) -> None:
+    events = EventAccumulator(str(debug_run / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in ("warmup0/c0/loss", "warmup1/c1/psnr_db", "phase0/loss", "phase0/bpp_grid_0", "phase1/lr",
+                "global/loss", "global/psnr_db", "global/bpp"):
+        assert tag in tags["scalars"], tag
+    assert {"phase0/decoded", "phase1/decoded", "phase2/decoded"} <= set(tags["images"])
+    global_steps = [e.step for e in events.Scalars("global/loss")]
+    assert global_steps == sorted(global_steps) and global_steps[-1] > 50
+    assert "preset/text_summary" in tags["tensors"]
+    assert "_hparams_/session_start_info" in tags["tensors"] or "hparams" in str(events.PluginTagToContent("hparams"))
+    with open(debug_run / "csv" / "version_0" / "metrics.csv") as handle:
+        columns = next(csv.reader(handle))
+    assert "phase0/psnr_db" in columns and "global/loss" in columns
+
+
+@pytest.mark.slow
+def test_rerun_reports_and_other_config_is_refused(debug_run: Path, kodim15: Path, capsys) -> None:
+    output = debug_run.parent
+    assert fit.main(_debug_args(kodim15, output)) == 0
+    assert "already encoded" in capsys.readouterr().err
+    assert fit.main(_debug_args(kodim15, output, "--seed", "7")) == 2
+    err = capsys.readouterr().err
+    assert "different image or config" in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_interrupted_encode_resumes_from_the_last_stage(kodim15: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    real_fit = runner_module.PhaseRunner._fit
+    calls = []
+
+    def interrupt_at_phase1(self, module, phase, stage):
+        calls.append(stage)
+        if stage == "phase1" and calls.count("phase1") == 1:
+            raise KeyboardInterrupt
+        return real_fit(self, module, phase, stage)
+
+    monkeypatch.setattr(runner_module.PhaseRunner, "_fit", interrupt_at_phase1)
+    assert fit.main(_debug_args(kodim15, tmp_path)) == fit.EXIT_INTERRUPTED
+    run_dir = tmp_path / "kodim15_192x128_l0.001"
+    assert (run_dir / "state.pt").exists() and not (run_dir / "results.json").exists()
+    assert "run the same command again to resume" in capsys.readouterr().err
+    assert fit.main(_debug_args(kodim15, tmp_path)) == 0
+    assert "resuming" in capsys.readouterr().err
+    # The second run trained only what was left: phase1 again, then phase2.
+    assert calls == ["warmup0/c0", "warmup0/c1", "warmup0/c2", "warmup1/c0", "warmup1/c1", "phase0", "phase1",
+                     "phase1", "phase2"]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert 80 <= results["n_iterations"] <= 120

@@ -1,0 +1,96 @@
+"""PhaseRunner: warm-up selection, resume from saved state and restarts, with the
+training itself replaced by a script so that the selection logic is what is tested."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from coolchic_pl.config import Preset, TrainerPhase, Warmup, WarmupPhase
+from coolchic_pl.io import FrameData, read_frame
+from coolchic_pl.model.architecture import ARCHITECTURES
+from coolchic_pl.training.runner import PhaseRunner
+
+WARM = TrainerPhase(max_itr=4, freq_valid=2)
+MAIN = TrainerPhase(max_itr=6, freq_valid=3, quantize_model=True)
+PRESET = Preset("test", [MAIN, TrainerPhase(max_itr=2, freq_valid=2)],
+                Warmup([WarmupPhase(4, WARM), WarmupPhase(2, WARM), WarmupPhase(1, WARM)]))
+
+
+@pytest.fixture(scope="module")
+def tiny_frame(kodim15) -> FrameData:
+    frame = read_frame(kodim15)
+    return FrameData((frame.planes[0][..., :16, :24].contiguous(),), 8, "rgb")
+
+
+class ScriptedRunner(PhaseRunner):
+    """Each fit adds a scripted amount to a candidate's score instead of training; the
+    score (stored in a latent, so it survives save and resume) is its test loss."""
+
+    def __init__(self, *args, gains: dict[tuple[str, int], float], fail_at: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gains, self.fail_at, self.fitted = gains, fail_at, []
+
+    def _new_module(self, codec_state=None, init_seed=None):
+        module = super()._new_module(codec_state, init_seed)
+        if codec_state is None:
+            with torch.no_grad():
+                module.coolchic.latent.grids[0].fill_(float(init_seed % 100))  # candidate identity
+        module.evaluate = lambda m=module: {"loss": m.coolchic.latent.grids[0][0, 0, 0, 1].item()}
+        return module
+
+    def _fit(self, module, phase, stage):
+        if stage == self.fail_at:
+            raise KeyboardInterrupt(stage)
+        identity = int(module.coolchic.latent.grids[0][0, 0, 0, 0].item())
+        self.fitted.append((stage, identity))
+        with torch.no_grad():
+            module.coolchic.latent.grids[0][0, 0, 0, 1] = self.gains.get((stage.split("/")[0], identity), 0.0)
+        self.state["global_iteration"] += phase.max_itr
+
+
+# Warm-up 0 ranks candidates 2 < 0 < 3 < 1; warm-up 1 re-ranks the survivors 2, 0 as 0 < 2.
+GAINS = {("warmup0", 0): 2.0, ("warmup0", 1): 4.0, ("warmup0", 2): 1.0, ("warmup0", 3): 3.0,
+         ("warmup1", 0): 0.5, ("warmup1", 2): 0.7, ("warmup2", 0): 0.1}
+
+
+def test_warmup_keeps_the_best_candidates_in_order(tiny_frame) -> None:
+    runner = ScriptedRunner(tiny_frame, ARCHITECTURES["vlop"], PRESET, 1e-3, gains=GAINS)
+    runner.run()
+    assert runner.fitted == [
+        ("warmup0/c0", 0), ("warmup0/c1", 1), ("warmup0/c2", 2), ("warmup0/c3", 3),
+        ("warmup1/c0", 2), ("warmup1/c1", 0),  # best two of warm-up 0, best first
+        ("warmup2/c0", 0),                       # best of warm-up 1
+        ("phase0", 0), ("phase1", 0),
+    ]
+    assert runner.global_iteration == 4 * 4 + 2 * 4 + 4 + 6 + 2
+
+
+def test_resume_continues_at_the_interrupted_stage(tiny_frame) -> None:
+    saved = []
+
+    def save(state):
+        saved.append({k: v for k, v in state.items()})
+
+    first = ScriptedRunner(tiny_frame, ARCHITECTURES["vlop"], PRESET, 1e-3, gains=GAINS, fail_at="warmup1/c1",
+                           save_state=save)
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    assert saved[-1]["stage"] == 5 and saved[-1]["global_iteration"] == 4 * 4 + 4
+    resumed = ScriptedRunner(tiny_frame, ARCHITECTURES["vlop"], PRESET, 1e-3, gains=GAINS, state=saved[-1])
+    resumed.run()
+    assert resumed.fitted == [("warmup1/c1", 0), ("warmup2/c0", 0), ("phase0", 0), ("phase1", 0)]
+    assert resumed.global_iteration == 4 * 4 + 2 * 4 + 4 + 6 + 2
+
+
+def test_restarts_keep_the_best_loop(tiny_frame) -> None:
+    preset = Preset("one", [MAIN], Warmup([WarmupPhase(2, WARM)]))
+    # Loop 0 seeds candidates 0 and 1, loop 1 seeds 100 and 101 (identities 0 and 1 again).
+    gains = {("loop0", 0): 9.0, ("loop0", 1): 8.0, ("loop1", 0): 10.0, ("loop1", 1): 12.0}
+    runner = ScriptedRunner(tiny_frame, ARCHITECTURES["vlop"], preset, 1e-3, gains=gains, n_loops=2)
+    module, metrics = runner.run()
+    assert runner.fitted == [
+        ("loop0/warmup0/c0", 0), ("loop0/warmup0/c1", 1), ("loop0/phase0", 1),
+        ("loop1/warmup0/c0", 0), ("loop1/warmup0/c1", 1), ("loop1/phase0", 0)]
+    assert metrics["loss"] == 8.0  # loop 0's winner beats loop 1's (10)
+    assert module.coolchic.latent.grids[0][0, 0, 0, 0].item() == 1.0
