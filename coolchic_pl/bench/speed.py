@@ -1,8 +1,11 @@
-"""Training-step speed benchmark: ``python -m coolchic_pl.bench.speed --images a.png b.png``.
+"""Training speed benchmark: ``python -m coolchic_pl.bench.speed --images a.png b.png``.
 
-Times forward + backward + gradient clipping + Adam of one Cool-Chic training step with
-the main phase's quantiser (softround with Gaussian noise), as the encoder runs it
-thousands of times per image. This is a benchmark, not a test: it prints figures.
+Times what the encoder runs thousands of times per image: one training step (forward,
+backward, gradient clipping, fused Adam) with the main phase's quantiser (softround,
+Gaussian noise). With ``--lightning`` it also runs a whole main phase through the
+Lightning Trainer (callbacks and validations included) and the same phase as a plain
+PyTorch loop, alternately in this process, and prints the overhead. This is a benchmark,
+not a test: it prints figures.
 """
 
 from __future__ import annotations
@@ -14,92 +17,116 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from coolchic_pl.io import FrameFormatError, read_frame
+from coolchic_pl.config import make_preset
+from coolchic_pl.io import FrameData, FrameFormatError, read_frame
 from coolchic_pl.model.architecture import ARCHITECTURES, architecture_from_name
-from coolchic_pl.model.coolchic import CoolChic
 from coolchic_pl.runtime import configure_cpu_allocator
-from coolchic_pl.training.loss import mse, rate_distortion_loss
+from coolchic_pl.training.module import CoolChicModule
+from coolchic_pl.training.runner import fit_stage
 
 DEFAULT_IMAGE = resources.files("coolchic_pl") / "data" / "kodim15_192x128.png"
 
 
-def time_training_steps(
-    image_path: str | Path, arch: str, steps: int, warmup: int, repeats: int = 5, lmbda: float = 1e-3
-) -> dict:
-    """Wall time per training step: ``repeats`` blocks of ``steps`` steps after ``warmup``
-    untimed ones. The median block is the figure; the best block is kept too because
-    shared machines add noise in one direction only."""
-    frame = read_frame(image_path)
-    if frame.color_space != "rgb":
-        raise FrameFormatError(image_path, "the speed benchmark takes RGB images")
-    target = frame.planes[0]
-    model = CoolChic((frame.height, frame.width), architecture_from_name(arch))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)
-    temperature, noise = torch.tensor(0.3), torch.tensor(0.25)
-    parameters = list(model.parameters())
+def _fresh_module(frame: FrameData, arch: str, n_itr: int, seed: int = 0) -> CoolChicModule:
+    torch.manual_seed(seed)
+    module = CoolChicModule(frame, architecture_from_name(arch), lmbda=1e-3)
+    module.phase = make_preset("measure_speed", n_itr).all_phases[0]
+    module.temperature.fill_(module.phase.softround_temperature[0])
+    module.noise_parameter.fill_(module.phase.noise_parameter[0])
+    return module
 
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        out = model("softround", temperature, "gaussian", noise)
-        loss = rate_distortion_loss(mse((out.image.clamp(0.0, 1.0),), (target,)), out.rate_bits.sum(), lmbda, frame.n_pixels)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 0.1)
-        optimizer.step()
 
+def _raw_step(module: CoolChicModule, optimizer: torch.optim.Optimizer) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    module.training_loss().backward()
+    module.clip_gradients_of_all_parameters()
+    optimizer.step()
+
+
+def step_times(frame: FrameData, arch: str, steps: int, warmup: int, repeats: int) -> list[float]:
+    """ms/step of ``repeats`` blocks of ``steps`` raw training steps after ``warmup`` untimed ones."""
+    module = _fresh_module(frame, arch, steps)
+    optimizer = module.configure_optimizers()
     for _ in range(warmup):
-        step()
-    block_ms = []
+        _raw_step(module, optimizer)
+    blocks = []
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(steps):
-            step()
-        block_ms.append((time.perf_counter() - start) / steps * 1e3)
-    ms_per_step = statistics.median(block_ms)
-    return {
-        "image": str(image_path),
-        "height": frame.height,
-        "width": frame.width,
-        "arch": arch,
-        "mac_per_pixel": round(model.mac_per_pixel(), 1),
-        "steps": steps,
-        "repeats": repeats,
-        "ms_per_step": round(ms_per_step, 2),
-        "best_ms_per_step": round(min(block_ms), 2),
-        "iterations_per_s": round(1e3 / ms_per_step, 1),
-    }
+            _raw_step(module, optimizer)
+        blocks.append((time.perf_counter() - start) / steps * 1e3)
+    return blocks
+
+
+def _raw_phase(module: CoolChicModule) -> None:
+    """The main phase as a plain loop: same steps, validations at the same points."""
+    phase = module.phase
+    optimizer = module.configure_optimizers()
+    for iteration in range(phase.max_itr):
+        _raw_step(module, optimizer)
+        if (iteration + 1) % phase.freq_valid == 0 or iteration + 1 == phase.max_itr:
+            module.evaluate()
+
+
+def _lightning_phase(module: CoolChicModule) -> None:
+    fit_stage(module, module.phase, "phase0")
+
+
+def lightning_overhead(frame: FrameData, arch: str, n_itr: int, repeats: int) -> dict[str, float]:
+    """Median ms/step of a whole phase run by Lightning and by a plain loop, alternating."""
+    timings: dict[str, list[float]] = {"raw": [], "lightning": []}
+    runs: dict[str, Callable[[CoolChicModule], None]] = {"raw": _raw_phase, "lightning": _lightning_phase}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            module = _fresh_module(frame, arch, n_itr)
+            start = time.perf_counter()
+            run(module)
+            timings[name].append((time.perf_counter() - start) / n_itr * 1e3)
+    raw, lightning = statistics.median(timings["raw"]), statistics.median(timings["lightning"])
+    return {"raw_ms_per_step": round(raw, 2), "lightning_ms_per_step": round(lightning, 2),
+            "lightning_overhead_pct": round(100 * (lightning / raw - 1), 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coolchic_pl.bench.speed", description=__doc__.splitlines()[0])
-    parser.add_argument("--images", nargs="+", default=[str(DEFAULT_IMAGE)], help="RGB images to time")
+    parser.add_argument("--images", nargs="+", default=[str(DEFAULT_IMAGE)], help="images to time")
     parser.add_argument("--arch", default="hop", choices=sorted(ARCHITECTURES))
     parser.add_argument("--steps", type=int, default=20, help="timed steps per block")
-    parser.add_argument("--repeats", type=int, default=5, help="timed blocks per image (median reported)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed blocks (median reported)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before timing")
+    parser.add_argument("--lightning", type=int, default=0, metavar="N",
+                        help="also time an N-iteration phase through Lightning vs a plain loop")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--default-allocator", action="store_true",
                         help="skip configure_cpu_allocator(), to measure what it gains")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.repeats < 1 or args.warmup < 0:
-        parser.error("--steps and --repeats must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.repeats < 1 or args.warmup < 0 or args.lightning < 0:
+        parser.error("--steps and --repeats must be >= 1, --warmup and --lightning >= 0")
     if not args.default_allocator:
         configure_cpu_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, arch {args.arch}")
+    results = []
     try:
         for image in args.images:
-            result = time_training_steps(image, args.arch, args.steps, args.warmup, args.repeats)
+            frame = read_frame(image)
+            blocks = step_times(frame, args.arch, args.steps, args.warmup, args.repeats)
+            result = {"image": str(image), "height": frame.height, "width": frame.width, "arch": args.arch,
+                      "ms_per_step": round(statistics.median(blocks), 2), "best_ms_per_step": round(min(blocks), 2)}
+            line = (f"{Path(image).name:28s} {frame.height:4d}x{frame.width:<4d} {result['ms_per_step']:8.2f} ms/step "
+                    f"(best {result['best_ms_per_step']:.2f}) {1e3 / result['ms_per_step']:6.1f} it/s")
+            if args.lightning:
+                result.update(lightning_overhead(frame, args.arch, args.lightning, args.repeats))
+                line += (f" | phase of {args.lightning}: Lightning {result['lightning_ms_per_step']:.2f} vs plain "
+                         f"{result['raw_ms_per_step']:.2f} ms/step ({result['lightning_overhead_pct']:+.1f} %)")
             results.append(result)
-            print(f"{Path(image).name:28s} {result['height']:4d}x{result['width']:<4d} "
-                  f"{result['ms_per_step']:8.2f} ms/step (best {result['best_ms_per_step']:.2f}) "
-                  f"{result['iterations_per_s']:7.1f} it/s "
-                  f"({result['mac_per_pixel']} MAC/pixel)")
+            print(line, flush=True)
     except FrameFormatError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -66,16 +66,22 @@ class CoolChicModule(pl.LightningModule):
         params = self.coolchic.module_parameters(self.phase.optimized_module)
         return torch.optim.Adam(params, lr=self.phase.lr, fused=self.device.type in ("cpu", "cuda"))
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
-        optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
+    def training_loss(self) -> Tensor:
+        """D + lambda * R_latent / N with the phase's quantiser. The network rate is
+        constant during training and never back-propagated, so it is left out."""
         phase = self.phase
         out = self.decoder(phase.quantizer_type, self.temperature, phase.quantizer_noise_type, self.noise_parameter)
         decoded = output_planes(out.image, self.color_space, self.bitdepth, rounded=False)
-        # The network rate is constant during training and never back-propagated.
-        loss = rate_distortion_loss(mse(decoded, self.target), out.rate_bits.sum(), self.lmbda, self.n_pixels)
-        self.manual_backward(loss)
+        return rate_distortion_loss(mse(decoded, self.target), out.rate_bits.sum(), self.lmbda, self.n_pixels)
+
+    def clip_gradients_of_all_parameters(self) -> None:
         torch.nn.utils.clip_grad_norm_(self.coolchic.parameters(), GRADIENT_CLIP_NORM)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(self.training_loss())
+        self.clip_gradients_of_all_parameters()
         optimizer.step()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -65,6 +65,30 @@ def stage_callbacks(phase: TrainerPhase, stage: str, global_offset: int, report_
     return callbacks
 
 
+def fit_stage(module: CoolChicModule, phase: TrainerPhase, stage: str, global_offset: int = 0,
+              accelerator: str = "cpu", loggers: Sequence[Logger] = (), report_stream: Any = None) -> pl.Trainer:
+    """Train ``module`` for one phase with a fresh, short-lived Trainer and callbacks."""
+    module.phase, module.stage = phase, stage
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_steps=phase.max_itr,
+        max_epochs=1,
+        val_check_interval=min(phase.freq_valid, phase.max_itr),
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        limit_val_batches=1,
+        log_every_n_steps=phase.max_itr,
+        logger=list(loggers) or False,
+        callbacks=stage_callbacks(phase, stage, global_offset, report_stream),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=SingleFrameDataModule(phase.max_itr))
+    return trainer
+
+
 class PhaseRunner:
     def __init__(
         self,
@@ -173,24 +197,8 @@ class PhaseRunner:
         self.state["losses"] = [self.state["losses"][i] for i in order]
 
     def _fit(self, module: CoolChicModule, phase: TrainerPhase, stage: str) -> None:
-        module.phase, module.stage = phase, stage
-        trainer = pl.Trainer(
-            accelerator=self.accelerator,
-            devices=1,
-            max_steps=phase.max_itr,
-            max_epochs=1,
-            val_check_interval=min(phase.freq_valid, phase.max_itr),
-            check_val_every_n_epoch=None,
-            num_sanity_val_steps=0,
-            limit_val_batches=1,
-            log_every_n_steps=phase.max_itr,
-            logger=self.loggers or False,
-            callbacks=stage_callbacks(phase, stage, self.global_iteration, self.report_stream),
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
-        trainer.fit(module, datamodule=SingleFrameDataModule(phase.max_itr))
+        trainer = fit_stage(module, phase, stage, self.global_iteration, self.accelerator, self.loggers,
+                            self.report_stream)
         if trainer.interrupted:
             raise EncodeInterrupted(f"interrupted during {stage}")
         self.state["global_iteration"] += trainer.global_step
