@@ -208,3 +208,17 @@ def test_quantisation_skips_steps_that_overflow(crop_frame) -> None:
         module.coolchic.synthesis.layers[0].weight[0, 0, 0, 0] = 300.0  # / 2^-8 > 65535
     quantization = quantize_networks(module.coolchic, module.evaluate_loss)
     assert quantization["synthesis"].weight_step >= 2.0**-7
+
+
+def test_further_quantisation_passes_never_raise_the_loss(crop_frame) -> None:
+    torch.manual_seed(3)
+    module = CoolChicModule(crop_frame, ARCHITECTURES["lop"], lmbda=2e-3)
+    phase = TrainerPhase(max_itr=60, freq_valid=30, noise_parameter=(2.0, 2.0))
+    module.phase = phase
+    _fit(module, phase, [])
+    trained = {k: v.clone() for k, v in module.coolchic.state_dict().items()}
+    module.quantization = quantize_networks(module.coolchic, module.evaluate_loss, max_passes=1)
+    one_pass = module.evaluate()["loss"]
+    module.coolchic.load_state_dict(trained)
+    module.quantization = quantize_networks(module.coolchic, module.evaluate_loss, max_passes=3)
+    assert module.evaluate()["loss"] <= one_pass
