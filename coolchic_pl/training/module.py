@@ -10,7 +10,7 @@ step needs.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 import lightning.pytorch as pl
 import torch
@@ -41,9 +41,9 @@ class CoolChicModule(pl.LightningModule):
         self.register_buffer("temperature", torch.tensor(0.3), persistent=False)
         self.register_buffer("noise_parameter", torch.tensor(1.0), persistent=False)
         self.phase = TrainerPhase()
-        self.stage = "stage"
         self.quantization: dict[str, ModuleQuantization] = {}
-        self.decoder = self.coolchic
+        # A plain callable, not a sub-module, so the compiled variant registers nothing twice.
+        self.decoder_forward: Callable[..., CoolChicOutput] = self.coolchic.__call__
         self.last_metrics: dict[str, float] = {}
         self.automatic_optimization = False
 
@@ -57,7 +57,7 @@ class CoolChicModule(pl.LightningModule):
 
     def use_compiled_decoder(self) -> None:
         """Route training steps through torch.compile; the parameters stay shared."""
-        self.decoder = torch.compile(self.coolchic)
+        self.decoder_forward = torch.compile(self.coolchic.forward)
 
     # ------------------------------------------------------------------ training
 
@@ -70,7 +70,9 @@ class CoolChicModule(pl.LightningModule):
         """D + lambda * R_latent / N with the phase's quantiser. The network rate is
         constant during training and never back-propagated, so it is left out."""
         phase = self.phase
-        out = self.decoder(phase.quantizer_type, self.temperature, phase.quantizer_noise_type, self.noise_parameter)
+        out = self.decoder_forward(
+            phase.quantizer_type, self.temperature, phase.quantizer_noise_type, self.noise_parameter
+        )
         decoded = output_planes(out.image, self.color_space, self.bitdepth, rounded=False)
         return rate_distortion_loss(mse(decoded, self.target), out.rate_bits.sum(), self.lmbda, self.n_pixels)
 

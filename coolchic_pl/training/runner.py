@@ -68,7 +68,7 @@ def stage_callbacks(phase: TrainerPhase, stage: str, global_offset: int, report_
 def fit_stage(module: CoolChicModule, phase: TrainerPhase, stage: str, global_offset: int = 0,
               accelerator: str = "cpu", loggers: Sequence[Logger] = (), report_stream: Any = None) -> pl.Trainer:
     """Train ``module`` for one phase with a fresh, short-lived Trainer and callbacks."""
-    module.phase, module.stage = phase, stage
+    module.phase = phase
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=1,
