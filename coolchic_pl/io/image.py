@@ -20,7 +20,9 @@ import numpy as np
 import png
 from PIL import Image
 
-from coolchic_pl.io.frame import FrameData, FrameFormatError, atomic_write, read_bytes, samples_to_tensor, tensor_to_samples
+from coolchic_pl.io.frame import (
+    FrameData, FrameFormatError, atomic_write, read_bytes, samples_to_tensor, tensor_to_samples,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
@@ -87,7 +89,8 @@ def write_png(frame: FrameData, path: str | os.PathLike) -> None:
             return
         height, width, _ = samples.shape
         with open(tmp, "wb") as handle:
-            png.Writer(width, height, greyscale=False, bitdepth=frame.bitdepth).write(handle, samples.reshape(height, width * 3))
+            writer = png.Writer(width, height, greyscale=False, bitdepth=frame.bitdepth)
+            writer.write(handle, samples.reshape(height, width * 3))
 
 
 def write_ppm(frame: FrameData, path: str | os.PathLike) -> None:

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from coolchic_pl.io.frame import ColorSpace, FrameData, FrameFormatError, atomic_write, samples_to_tensor, tensor_to_samples
+from coolchic_pl.io.frame import (
+    ColorSpace, FrameData, FrameFormatError, atomic_write, samples_to_tensor, tensor_to_samples,
+)
 
 _SIZE_TOKEN = re.compile(r"^(\d+)x(\d+)$")
 _DEPTH_TOKEN = re.compile(r"^(\d+)b(?:it)?$")
