@@ -34,7 +34,7 @@ DEFAULT_IMAGE = resources.files("coolchic_pl") / "data" / "kodim15_192x128.png"
 def _fresh_module(frame: FrameData, arch: str, n_itr: int, seed: int = 0) -> CoolChicModule:
     torch.manual_seed(seed)
     module = CoolChicModule(frame, architecture_from_name(arch), lmbda=1e-3)
-    module.phase = make_preset("measure_speed", n_itr).all_phases[0]
+    module.phase = make_preset("c3x_intra", n_itr).all_phases[0]  # main phase, no quantisation
     module.temperature.fill_(module.phase.softround_temperature[0])
     module.noise_parameter.fill_(module.phase.noise_parameter[0])
     return module
