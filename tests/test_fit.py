@@ -101,3 +101,18 @@ def test_interrupted_encode_resumes_from_the_last_stage(kodim15: Path, tmp_path:
                      "phase1", "phase2"]
     results = json.loads((run_dir / "results.json").read_text())
     assert 80 <= results["n_iterations"] <= 120
+
+
+@pytest.mark.slow
+def test_yuv420_encode_writes_a_yuv_in_the_source_format(data_dir: Path, tmp_path: Path) -> None:
+    source = data_dir / "images" / "kodim15_192x128_01p_yuv420_8b.yuv"
+    args = ["--config", str(CONFIGS / "debug.yaml"), "--input", str(source), "--output_dir", str(tmp_path)]
+    assert fit.main(args) == 0
+    run_dir = tmp_path / "kodim15_192x128_01p_yuv420_8b_l0.001"
+    decoded = run_dir / "decoded_192x128_yuv420_8b.yuv"
+    assert decoded.stat().st_size == source.stat().st_size
+    a = np.frombuffer(decoded.read_bytes(), np.uint8).astype(np.float64)
+    b = np.frombuffer(source.read_bytes(), np.uint8).astype(np.float64)
+    psnr = 10 * np.log10(255**2 / np.mean((a - b) ** 2))  # all samples weigh the same, as in the loss
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["color_space"] == "yuv420" and psnr == pytest.approx(results["psnr_db"], abs=0.01)
