@@ -14,7 +14,7 @@ from coolchic_pl.config import TrainerPhase
 from coolchic_pl.io import FrameData, read_frame
 from coolchic_pl.model.architecture import ARCHITECTURES
 from coolchic_pl.nnquant import Q_STEPS, best_expgolomb_order, quantize_networks
-from coolchic_pl.nnquant.quantize import _integers, _split_weights_and_biases
+from coolchic_pl.nnquant.quantize import _integers, split_weights_and_biases
 from coolchic_pl.training.datamodule import SingleFrameDataModule
 from coolchic_pl.training.module import CoolChicModule
 
@@ -184,7 +184,7 @@ def test_quantisation_picks_the_steps_that_minimise_the_loss(crop_frame) -> None
                 for name, p in arm.named_parameters():
                     step = qb if name.endswith("bias") else qw
                     p.copy_(torch.round(full_precision[name] / step) * step)
-            weights, biases = _split_weights_and_biases(arm)
+            weights, biases = split_weights_and_biases(arm)
             bits = best_expgolomb_order(_integers(weights, qw))[1] + best_expgolomb_order(_integers(biases, qb))[1]
             losses[qw, qb] = module.evaluate_loss(bits)
     arm.load_state_dict(full_precision)

@@ -1,0 +1,220 @@
+"""The .cool file: header, exp-Golomb network parameters, range-coded latents, CRC32.
+
+Layout (all integers big-endian; see docs/bitstream.md):
+
+    "CCPL" | u8 version | u32 header length | header | payload | u32 CRC32 of all before
+
+The encoder side takes a trained CoolChic whose networks are quantised (every parameter
+an integer multiple of its q-step); the decoder rebuilds an identical CoolChic from the
+file, so both sides run the same model code.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from coolchic_pl.bitstream.armint import IntegerArm
+from coolchic_pl.bitstream.errors import BitstreamError
+from coolchic_pl.bitstream.expgolomb import decode_signed, encode_signed
+from coolchic_pl.bitstream.latents import decode_grid, encode_grid
+from coolchic_pl.io import COLOR_SPACES, ColorSpace
+from coolchic_pl.model.architecture import CoolChicArchitecture
+from coolchic_pl.model.coolchic import CoolChic
+from coolchic_pl.model.synthesis import parse_synthesis_layers
+from coolchic_pl.nnquant import EXPGOLOMB_ORDERS, Q_STEPS, QUANTIZED_MODULES, ModuleQuantization
+from coolchic_pl.nnquant.quantize import split_weights_and_biases
+
+MAGIC = b"CCPL"
+FORMAT_VERSION = 1
+MAX_DIMENSION = 1 << 16
+_MAX_GRIDS = 16
+
+
+@dataclass
+class DecodedBitstream:
+    model: CoolChic
+    color_space: ColorSpace
+    bitdepth: int
+    quantization: dict[str, ModuleQuantization]
+
+
+class _Reader:
+    """Cursor over the header; running past its end is a damaged file, not an IndexError."""
+
+    def __init__(self, data: bytes):
+        self.data, self.position = data, 0
+
+    def take(self, fmt: str) -> tuple:
+        size = struct.calcsize(fmt)
+        if self.position + size > len(self.data):
+            raise BitstreamError("the header is truncated")
+        values = struct.unpack_from(fmt, self.data, self.position)
+        self.position += size
+        return values
+
+    def bytes(self, length: int) -> bytes:
+        if self.position + length > len(self.data):
+            raise BitstreamError("a payload stream runs past the end of the file")
+        chunk = self.data[self.position:self.position + length]
+        self.position += length
+        return chunk
+
+
+def _layer_fields(architecture: CoolChicArchitecture, n_outputs: int) -> list[tuple[int, int, int]]:
+    n_inputs = sum(architecture.n_ft_per_res)
+    specs = parse_synthesis_layers(architecture.layers_synthesis, n_inputs, n_outputs)
+    items = architecture.layers_synthesis.split(",")
+    return [(0 if item.strip().startswith("X-") else spec.out_channels, spec.kernel_size,
+             int(spec.residual) | int(spec.relu) << 1) for item, spec in zip(items, specs)]
+
+
+def _layer_string(fields: list[tuple[int, int, int]]) -> str:
+    return ",".join(f"{'X' if out == 0 else out}-{kernel}-{'residual' if flags & 1 else 'linear'}-"
+                    f"{'relu' if flags & 2 else 'none'}" for out, kernel, flags in fields)
+
+
+def _step_index(steps: tuple[float, ...], step: float) -> int:
+    return steps.index(step)
+
+
+def encode_coolchic(model: CoolChic, quantization: dict[str, ModuleQuantization], color_space: ColorSpace,
+                    bitdepth: int) -> bytes:
+    """Entropy-code a quantised CoolChic into a .cool byte string."""
+    architecture = model.architecture
+    height, width = model.image_size
+    n_outputs = model.synthesis.layers[-1].weight.shape[0]
+    header = bytearray()
+    header += struct.pack(">IIBBB", height, width, COLOR_SPACES.index(color_space), bitdepth, n_outputs)
+    mask = sum(1 << i for i, c in enumerate(architecture.n_ft_per_res) if c)
+    header += struct.pack(">BHBBBB", len(architecture.n_ft_per_res), mask, architecture.dim_arm,
+                          architecture.n_hidden_layers_arm, architecture.ups_k_size, architecture.ups_preconcat_k_size)
+    layers = _layer_fields(architecture, n_outputs)
+    header += struct.pack(">B", len(layers))
+    for out, kernel, flags in layers:
+        header += struct.pack(">HBB", out, kernel, flags)
+
+    payload = bytearray()
+    integers: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    for name in QUANTIZED_MODULES:
+        q = quantization[name]
+        weights, biases = split_weights_and_biases(getattr(model, name))
+        weight_ints = [torch.round(p.detach() / q.weight_step).to(torch.int64).numpy() for p in weights]
+        bias_ints = [torch.round(p.detach() / q.bias_step).to(torch.int64).numpy() for p in biases]
+        integers[name] = (weight_ints, bias_ints)
+        streams = [encode_signed(np.concatenate([w.reshape(-1) for w in ints]) if ints else np.zeros(0), order)
+                   for ints, order in ((weight_ints, q.weight_order), (bias_ints, q.bias_order))]
+        weight_steps, bias_steps = Q_STEPS[name]
+        header += struct.pack(">BBBBII", _step_index(weight_steps, q.weight_step), _step_index(bias_steps, q.bias_step),
+                              q.weight_order, q.bias_order, len(streams[0]), len(streams[1]))
+        payload += streams[0] + streams[1]
+
+    q = quantization["arm"]
+    arm = IntegerArm.from_quantized(*integers["arm"], q.weight_step, q.bias_step)
+    with torch.no_grad():
+        grids = model.latent.unflatten(torch.round(model.latent.flat()))
+    for channels, grid in zip(architecture.n_ft_per_res, grids):
+        coded = escapes = b""
+        latents = grid.to(torch.int64).numpy().reshape(grid.shape[-2:]) if channels else None
+        if latents is not None and latents.any():
+            coded, escapes = encode_grid(latents, arm, architecture.dim_arm)
+        header += struct.pack(">II", len(coded), len(escapes))
+        payload += coded + escapes
+
+    body = MAGIC + struct.pack(">BI", FORMAT_VERSION, len(header)) + bytes(header) + bytes(payload)
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def decode_coolchic(data: bytes) -> DecodedBitstream:
+    """Parse and decode a .cool byte string; any damage raises BitstreamError."""
+    if len(data) < len(MAGIC) + 9:
+        raise BitstreamError(f"file too short ({len(data)} bytes) to be a .cool bitstream")
+    if data[:4] != MAGIC:
+        raise BitstreamError("not a coolchic_pl bitstream (wrong magic bytes)")
+    version = data[4]
+    if version > FORMAT_VERSION:
+        raise BitstreamError(f"format version {version} is newer than this decoder supports ({FORMAT_VERSION})")
+    if version != FORMAT_VERSION:
+        raise BitstreamError(f"unknown format version {version}")
+    (stored_crc,) = struct.unpack(">I", data[-4:])
+    if zlib.crc32(data[:-4]) != stored_crc:
+        raise BitstreamError("integrity check failed: the file is truncated or corrupted")
+    (header_length,) = struct.unpack_from(">I", data, 5)
+    reader = _Reader(data[9:-4])
+    header = _Reader(reader.bytes(header_length))
+    try:
+        return _decode(header, reader)
+    except (ValueError, RuntimeError, OverflowError, IndexError) as error:
+        if isinstance(error, BitstreamError):
+            raise
+        raise BitstreamError(f"inconsistent bitstream content ({error})") from None
+
+
+def _decode(header: _Reader, payload: _Reader) -> DecodedBitstream:
+    height, width, color_code, bitdepth, n_outputs = header.take(">IIBBB")
+    if not (1 <= height <= MAX_DIMENSION and 1 <= width <= MAX_DIMENSION):
+        raise BitstreamError(f"image size {width}x{height} is out of range")
+    if color_code >= len(COLOR_SPACES) or not 1 <= bitdepth <= 16 or n_outputs < 1:
+        raise BitstreamError("invalid colour space, bit depth or output count")
+    n_grids, mask, dim_arm, n_hidden, ups_k, refine_k = header.take(">BHBBBB")
+    if not 1 <= n_grids <= _MAX_GRIDS:
+        raise BitstreamError(f"{n_grids} latent grids is out of range")
+    (n_layers,) = header.take(">B")
+    layers = [header.take(">HBB") for _ in range(n_layers)]
+    architecture = CoolChicArchitecture(
+        n_ft_per_res=tuple((mask >> i) & 1 for i in range(n_grids)), dim_arm=dim_arm, n_hidden_layers_arm=n_hidden,
+        ups_k_size=ups_k, ups_preconcat_k_size=refine_k, layers_synthesis=_layer_string(layers))
+    model = CoolChic((height, width), architecture, n_outputs=n_outputs)
+    model.eval()
+
+    quantization: dict[str, ModuleQuantization] = {}
+    integers = {}
+    for name in QUANTIZED_MODULES:
+        w_index, b_index, w_order, b_order, w_length, b_length = header.take(">BBBBII")
+        weight_steps, bias_steps = Q_STEPS[name]
+        if w_index >= len(weight_steps) or b_index >= len(bias_steps):
+            raise BitstreamError(f"{name} q-step index out of range")
+        if w_order not in EXPGOLOMB_ORDERS or b_order not in EXPGOLOMB_ORDERS:
+            raise BitstreamError(f"{name} exp-Golomb order out of range")
+        weights, biases = split_weights_and_biases(getattr(model, name))
+        weight_ints = decode_signed(payload.bytes(w_length), sum(p.numel() for p in weights), w_order)
+        bias_ints = decode_signed(payload.bytes(b_length), sum(p.numel() for p in biases), b_order)
+        quantization[name] = ModuleQuantization(weight_steps[w_index], bias_steps[b_index], w_order, b_order,
+                                                8 * (w_length + b_length))
+        integers[name] = (_split(weight_ints, weights), _split(bias_ints, biases))
+        with torch.no_grad():
+            for params, ints, step in ((weights, integers[name][0], weight_steps[w_index]),
+                                       (biases, integers[name][1], bias_steps[b_index])):
+                for param, values in zip(params, ints):
+                    param.copy_(torch.from_numpy(values).view_as(param).to(param.dtype) * step)
+
+    q = quantization["arm"]
+    arm = IntegerArm.from_quantized(*integers["arm"], q.weight_step, q.bias_step)
+    with torch.no_grad():
+        for channels, (grid_h, grid_w), grid in zip(architecture.n_ft_per_res, model.latent.sizes, model.latent.grids):
+            coded_length, escape_length = header.take(">II")
+            coded, escapes = payload.bytes(coded_length), payload.bytes(escape_length)
+            if channels and coded_length:
+                latents = decode_grid(coded, escapes, grid_h, grid_w, arm, dim_arm)
+                grid.copy_(torch.from_numpy(latents).to(grid.dtype).view_as(grid) / model.latent.encoder_gain)
+            elif coded_length or escape_length:
+                raise BitstreamError("an empty latent grid carries data")
+    if header.position != len(header.data) or payload.position != len(payload.data):
+        raise BitstreamError("the file holds bytes that no field accounts for")
+    return DecodedBitstream(model, COLOR_SPACES[color_code], bitdepth, quantization)
+
+
+def _split(values: np.ndarray, params: list[torch.Tensor]) -> list[np.ndarray]:
+    sizes = np.cumsum([p.numel() for p in params])[:-1]
+    return [part.reshape(tuple(p.shape)) for part, p in zip(np.split(values, sizes), params)]
+
+
+def header_bits(data: bytes) -> int:
+    """Bits spent outside the entropy-coded streams: magic, version, header, CRC."""
+    (header_length,) = struct.unpack_from(">I", data, 5)
+    return 8 * (9 + header_length + 4)
+

@@ -1,0 +1,75 @@
+"""The shipped table of discretised Laplace distributions used to range-code latents.
+
+A latent is coded as its residual r = y - round(mu) given two integer indices derived
+from the fixed-point ARM: the sub-integer offset of mu (1/16 steps, 17 values) and its
+log-scale (bins of 1/16 over the ARM's clamp range, 154 values). For each pair the table
+holds integer masses (units of 2^-24, at least 1) of r = -24..24 plus two escape symbols
+for the tails, whose excess is then exp-Golomb coded.
+
+The table is computed once with float64 by :func:`generate_table` and shipped as package
+data: the coder never evaluates a transcendental function, so encoder and decoder agree
+on every machine. ``python -m coolchic_pl.bitstream.laplace_table`` regenerates it.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from coolchic_pl.bitstream.armint import ONE, round_shift
+
+MU_STEPS = 16
+N_OFFSETS = MU_STEPS + 1
+LOG_SCALE_SHIFT = 4 * ONE  # log b = s - 4, in 1/256 units
+LOG_SCALE_MIN = -1178  # -4.6 in 1/256 units, rounded outward
+LOG_SCALE_MAX = 1280  # 5.0
+LOG_SCALE_BIN = 16  # 1/16 in log b
+N_SCALES = (LOG_SCALE_MAX - LOG_SCALE_MIN) // LOG_SCALE_BIN + 1
+RESIDUAL_RANGE = 24
+ALPHABET = 2 * RESIDUAL_RANGE + 3  # escape-low, -24..24, escape-high
+ESCAPE_LOW, ESCAPE_HIGH = 0, ALPHABET - 1
+PRECISION_BITS = 24
+TABLE_FILE = "laplace_table.npz"
+
+
+def generate_table() -> np.ndarray:
+    """[N_OFFSETS, N_SCALES, ALPHABET] uint32 masses, from the Laplace CDF."""
+    offsets = (np.arange(N_OFFSETS) - MU_STEPS // 2) / MU_STEPS
+    log_scales = (LOG_SCALE_MIN + LOG_SCALE_BIN * np.arange(N_SCALES) + LOG_SCALE_BIN / 2) / ONE
+    scales = np.exp(np.minimum(log_scales, LOG_SCALE_MAX / ONE))
+    residuals = np.arange(-RESIDUAL_RANGE, RESIDUAL_RANGE + 1)
+    x = residuals[None, None, :] - offsets[:, None, None]
+    b = scales[None, :, None]
+
+    def cdf(v: np.ndarray) -> np.ndarray:
+        return 0.5 - 0.5 * np.sign(v) * np.expm1(-np.abs(v) / b)
+
+    inside = cdf(x + 0.5) - cdf(x - 0.5)
+    low = cdf(-RESIDUAL_RANGE - 0.5 - offsets[:, None, None] + 0 * b)
+    high = 1.0 - cdf(RESIDUAL_RANGE + 0.5 - offsets[:, None, None] + 0 * b)
+    masses = np.concatenate([low, inside, high], axis=2)
+    return np.maximum(np.round(masses * 2**PRECISION_BITS), 1).astype(np.uint32)
+
+
+@functools.lru_cache(maxsize=1)
+def load_table() -> np.ndarray:
+    with np.load(resources.files("coolchic_pl.bitstream") / TABLE_FILE) as archive:
+        return archive["masses"].astype(np.float64)
+
+
+def model_indices(mu: np.ndarray, raw_log_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer ARM outputs (1/256 units) -> (rounded mu, offset index, scale index)."""
+    mu_rounded = round_shift(mu, 8)
+    offset = round_shift(mu - mu_rounded * ONE, 4) + MU_STEPS // 2
+    log_scale = np.clip(raw_log_scale - LOG_SCALE_SHIFT, LOG_SCALE_MIN, LOG_SCALE_MAX)
+    scale = (log_scale - LOG_SCALE_MIN) // LOG_SCALE_BIN
+    return mu_rounded, offset, scale
+
+
+if __name__ == "__main__":
+    path = Path(__file__).with_name(TABLE_FILE)
+    np.savez_compressed(path, masses=generate_table())
+    print(f"wrote {path}")
