@@ -21,15 +21,17 @@ import jsonargparse
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from coolchic_pl.bitstream import encode_coolchic
 from coolchic_pl.config import FitConfig
+from coolchic_pl.decode import decode_file
 from coolchic_pl.io import FrameData, FrameFormatError, read_frame, write_frame
 from coolchic_pl.model.coolchic import CoolChic
 from coolchic_pl.runtime import configure_cpu_allocator
 from coolchic_pl.training.module import CoolChicModule
 from coolchic_pl.training.runner import EncodeInterrupted, PhaseRunner
 
-RESULT_KEYS = ("image", "height", "width", "color_space", "bitdepth", "preset", "arch", "lmbda", "psnr_db", "bpp",
-               "bpp_latent", "bpp_nn", "loss", "mse", "n_iterations", "encoding_time_s", "mac_per_pixel", "seed")
+RESULT_KEYS = ("image", "height", "width", "color_space", "bitdepth", "preset", "arch", "lmbda", "psnr_db", "bpp_file",
+               "bpp", "bpp_latent", "bpp_nn", "loss", "mse", "n_iterations", "encoding_time_s", "mac_per_pixel", "seed")
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
@@ -140,6 +142,23 @@ def resolve_device(config: FitConfig) -> str:
     return device
 
 
+def write_bitstream(run_dir: Path, config: FitConfig, frame: FrameData, module: CoolChicModule) -> Path:
+    """Write ``<image>.cool`` and decode it back: the decoder must reproduce the encoder's
+    own hard-rounded reconstruction exactly, or the encode fails rather than ship a bad file."""
+    module.cpu()
+    data = encode_coolchic(module.coolchic, module.quantization, frame.color_space, frame.bitdepth)
+    path = run_dir / f"{Path(config.input).stem}.cool"
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    decoded = decode_file(tmp)
+    expected = module.decode()
+    if not all(torch.equal(a, b) for a, b in zip(decoded.planes, expected)):
+        tmp.unlink()
+        raise RuntimeError(f"{path}: decoding the bitstream does not reproduce the encoder's reconstruction")
+    os.replace(tmp, path)
+    return path
+
+
 def write_outputs(run_dir: Path, config: FitConfig, frame: FrameData, module: CoolChicModule,
                   results: dict[str, Any]) -> None:
     """Decoded frame, final model and results; results.json last, as the mark of a finished run."""
@@ -207,9 +226,14 @@ def encode(config: FitConfig, stream: TextIO | None = None) -> dict[str, Any]:
     finally:
         tensorboard.close()
         csv.finalize("success")
+    bitstream = write_bitstream(run_dir, config, frame, module)
+    results["bitstream"] = bitstream.name
+    results["bitstream_bytes"] = bitstream.stat().st_size
+    results["bpp_file"] = 8 * results["bitstream_bytes"] / frame.n_pixels
     write_outputs(run_dir, config, frame, module, results)
     state_path.unlink(missing_ok=True)
-    print(f"{run_dir}: {results['psnr_db']:.3f} dB at {results['bpp']:.4f} bpp "
+    print(f"{run_dir}: {results['psnr_db']:.3f} dB at {results['bpp_file']:.4f} bpp in {bitstream.name} "
+          f"(estimated {results['bpp']:.4f}) "
           f"({results['n_iterations']} iterations, {results['encoding_time_s']:.1f} s)", file=stream)
     return results
 
