@@ -21,8 +21,21 @@ ONE = 1 << FRACTIONAL_BITS
 
 def round_shift(values: np.ndarray, bits: int) -> np.ndarray:
     """values / 2^bits rounded half away from zero, in integers."""
-    half = 1 << (bits - 1)
-    return np.where(values >= 0, (values + half) >> bits, -((-values + half) >> bits))
+    magnitude = (np.abs(values) + (1 << (bits - 1))) >> bits
+    return np.where(values < 0, -magnitude, magnitude)
+
+
+def _exact_matmul(x: np.ndarray, weight_t: np.ndarray) -> np.ndarray:
+    """Integer product through float64 BLAS when every partial sum is an integer below
+    2^53 (so any summation order gives the exact result), else through int64."""
+    if x.size and np.abs(x).max() < _MAX_EXACT_INPUT:
+        return (x.astype(np.float64) @ weight_t).astype(np.int64)
+    return x @ weight_t.astype(np.int64)
+
+
+# |input| < 2^20 and |weight| < 2^26 keep 64-term sums below 2^52: exact in float64.
+_MAX_EXACT_INPUT = 1 << 20
+_MAX_EXACT_WEIGHT = 1 << 26
 
 
 @dataclass
@@ -44,12 +57,22 @@ class IntegerArm:
             raise ValueError("ARM q-steps must be at least 2^-8 (weights) and 2^-16 (biases)")
         w = [np.asarray(x, dtype=np.int64) * weight_scale for x in weights]
         b = [np.asarray(x, dtype=np.int64) * bias_scale for x in biases]
+        if any(np.abs(x).max(initial=0) >= _MAX_EXACT_WEIGHT for x in w):
+            raise ValueError("ARM weight too large for the fixed-point ARM")
         return cls(w[:-1], b[:-1], w[-1], b[-1])
+
+    def __post_init__(self) -> None:
+        # Transposed float64 copies for the exact BLAS path.
+        self._hidden_t = [w.T.astype(np.float64) for w in self.hidden_weights]
+        self._output_t = self.output_weight.T.astype(np.float64)
 
     def __call__(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[n, d] latent contexts (integers) -> (mu, raw log-scale), both in 1/256 units."""
-        x = np.asarray(contexts, dtype=np.int64) * ONE
-        for weight, bias in zip(self.hidden_weights, self.hidden_biases):
-            x = np.maximum(round_shift(x @ weight.T + bias + x * ONE, FRACTIONAL_BITS), 0)
-        out = round_shift(x @ self.output_weight.T + self.output_bias, FRACTIONAL_BITS)
+        x = np.asarray(contexts, dtype=np.int64) << FRACTIONAL_BITS
+        half = 1 << (FRACTIONAL_BITS - 1)
+        for weight_t, bias in zip(self._hidden_t, self.hidden_biases):
+            # relu(round(v)) == round(relu(v)) and rounding a non-negative value is a shift.
+            acc = _exact_matmul(x, weight_t) + bias + (x << FRACTIONAL_BITS)
+            x = (np.maximum(acc, 0) + half) >> FRACTIONAL_BITS
+        out = round_shift(_exact_matmul(x, self._output_t) + self.output_bias, FRACTIONAL_BITS)
         return out[:, 0], out[:, 1]
