@@ -1,0 +1,31 @@
+"""``python -m coolchic_pl.bench {rd,speed} ...``: rate-distortion and speed benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from coolchic_pl.bench import rd, speed
+from coolchic_pl.io import FrameFormatError
+from coolchic_pl.runtime import configure_cpu_allocator
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["speed"]:
+        return speed.main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m coolchic_pl.bench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    rd.add_arguments(commands.add_parser("rd", help="rate-distortion benchmark against classical codecs"))
+    commands.add_parser("speed", help="training/decoding speed benchmark (see speed --help)")
+    args = parser.parse_args(argv)
+    configure_cpu_allocator()
+    try:
+        return rd.run(args)
+    except (FrameFormatError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

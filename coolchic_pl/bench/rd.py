@@ -1,0 +1,246 @@
+"""Rate-distortion benchmark: coolchic_pl against classical codecs and published curves.
+
+``python -m coolchic_pl.bench rd --images DIR_OR_FILES --lmbdas 0.02,0.004,0.001,0.0004
+--config configs/fast.yaml --out runs/bench [--crop 256x256] [--max-images 4]``
+
+Encodes every image at every lambda with coolchic_pl (rate from the real .cool file),
+sweeps the classical codecs, writes per-image results in CompressAI's JSON format plus a
+TSV of every point, prints BD-rate / BD-PSNR of coolchic_pl against every codec and
+draws the RD plot. Finished (image, lambda) encodes and classical sweeps are reused
+when the command is run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import sys
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from coolchic_pl.bench.bdrate import bd_psnr, bd_rate
+from coolchic_pl.bench.classical import available_codecs, sweep
+from coolchic_pl.fit import encode, parse_config
+from coolchic_pl.io import FrameFormatError
+
+COOLCHIC = "coolchic_pl"
+KODAK_NAME = re.compile(r"^kodim\d\d$")
+KODAK_SIZES = {(768, 512), (512, 768)}
+
+
+def collect_images(sources: list[str], max_images: int | None) -> list[Path]:
+    images: list[Path] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            images += sorted(p for p in path.iterdir() if p.suffix.lower() == ".png")
+        elif path.is_file():
+            images.append(path)
+        else:
+            raise FrameFormatError(path, "no such file or folder")
+    if not images:
+        raise FrameFormatError(", ".join(sources), "no PNG image found")
+    return images[:max_images] if max_images else images
+
+
+def centre_crop(image: Image.Image, width: int, height: int) -> Image.Image:
+    if width > image.width or height > image.height:
+        raise ValueError(f"crop {width}x{height} is larger than the {image.width}x{image.height} image")
+    left, top = (image.width - width) // 2, (image.height - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def prepare_images(images: list[Path], crop: tuple[int, int] | None, folder: Path) -> list[Path]:
+    """The images actually coded: centre crops written as PNG when cropping, else the originals."""
+    if crop is None:
+        return images
+    folder.mkdir(parents=True, exist_ok=True)
+    prepared = []
+    for image_path in images:
+        target = folder / image_path.name
+        if not target.exists():
+            with Image.open(image_path) as image:
+                centre_crop(image.convert("RGB"), *crop).save(target)
+        prepared.append(target)
+    return prepared
+
+
+def compressai_json(name: str, description: str, points: list[dict]) -> dict:
+    points = sorted(points, key=lambda p: p["bpp"])
+    return {"name": name, "description": description,
+            "results": {"bpp": [p["bpp"] for p in points], "psnr-rgb": [p["psnr_rgb"] for p in points]}}
+
+
+def encode_coolchic(image: Path, lmbdas: list[float], config_file: str, output: Path) -> list[dict]:
+    points = []
+    for lmbda in lmbdas:
+        config = parse_config(["--config", config_file, "--input", str(image), "--lmbda", str(lmbda),
+                               "--output_dir", str(output)])
+        result = encode(config)
+        points.append({"lmbda": lmbda, "bpp": result["bpp_file"], "psnr_rgb": result["psnr_db"],
+                       "bpp_estimated": result["bpp"], "encoding_time_s": result["encoding_time_s"]})
+    return points
+
+
+def classical_points(codec, image: Path, cache: Path) -> list[dict]:
+    if cache.exists():
+        return json.loads(cache.read_text())["points"]
+    with Image.open(image) as loaded:
+        points = sweep(codec, loaded.convert("RGB"))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"codec": codec.name, "settings": codec.settings, "points": points}, indent=1))
+    return points
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
+
+
+def published_per_image() -> dict[str, list[dict]]:
+    """Cool-Chic 4.2 per-image Kodak points (bpp, RGB PSNR) by image name."""
+    table: dict[str, list[dict]] = {}
+    with (resources.files("coolchic_pl.bench") / "anchors" / "kodak_coolchic_per_image.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            if row["version"] == "4.2":
+                table.setdefault(row["image"], []).append({"bpp": float(row["bpp"]),
+                                                           "psnr_rgb": float(row["psnr_rgb_db"])})
+    return table
+
+
+def published_curves() -> dict[str, list[dict]]:
+    curves: dict[str, list[dict]] = {}
+    with (resources.files("coolchic_pl.bench") / "anchors" / "kodak_published_rd.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            curves.setdefault(row["codec"], []).append({"bpp": float(row["bpp"]), "psnr_rgb": float(row["psnr_rgb_db"])})
+    return curves
+
+
+def _bd(reference: list[dict], test: list[dict]) -> tuple[float, float]:
+    args = ([p["bpp"] for p in reference], [p["psnr_rgb"] for p in reference],
+            [p["bpp"] for p in test], [p["psnr_rgb"] for p in test])
+    return bd_rate(*args), bd_psnr(*args)
+
+
+def _mean_curve(curves: list[list[dict]]) -> list[dict]:
+    """Average of several images' curves, setting by setting (same sweep for every image)."""
+    return [{"bpp": float(np.mean([c[i]["bpp"] for c in curves])),
+             "psnr_rgb": float(np.mean([c[i]["psnr_rgb"] for c in curves]))} for i in range(len(curves[0]))]
+
+
+def plot(curves: dict[str, list[dict]], published: dict[str, list[dict]], path: Path, title: str) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, axis = plt.subplots(figsize=(8, 6))
+    for name, points in curves.items():
+        points = sorted(points, key=lambda p: p["bpp"])
+        axis.plot([p["bpp"] for p in points], [p["psnr_rgb"] for p in points], "o-" if name == COOLCHIC else ".-",
+                  label=name, linewidth=2.5 if name == COOLCHIC else 1.2)
+    for name, points in published.items():
+        points = sorted(points, key=lambda p: p["bpp"])
+        axis.plot([p["bpp"] for p in points], [p["psnr_rgb"] for p in points], "--", alpha=0.6,
+                  label=f"{name} (published, full Kodak)")
+    axis.set(xlabel="rate (bpp)", ylabel="PSNR RGB (dB)", title=title, xlim=(0, 2.0))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    lmbdas = [float(v) for v in args.lmbdas.split(",")]
+    crop = tuple(int(v) for v in args.crop.lower().split("x")) if args.crop else None
+    out = Path(args.out)
+    originals = collect_images(args.images, args.max_images)
+    images = prepare_images(originals, crop, out / "images")
+    codecs = [c for c in available_codecs() if not args.codecs or c.name in args.codecs]
+    points: dict[str, dict[str, list[dict]]] = {COOLCHIC: {}}
+    for image in images:
+        print(f"== {image.name}", file=sys.stderr, flush=True)
+        points[COOLCHIC][image.stem] = encode_coolchic(image, lmbdas, args.config, out / "coolchic")
+        for codec in codecs:
+            cache = out / "classical" / slug(codec.name) / f"{image.stem}.json"
+            points.setdefault(codec.name, {})[image.stem] = classical_points(codec, image, cache)
+
+    descriptions = {COOLCHIC: f"coolchic_pl, config {args.config}, lambdas {args.lmbdas}, rate of the .cool file"}
+    descriptions.update({c.name: c.settings for c in codecs})
+    with open(out / "points.tsv", "w") as handle:
+        handle.write("codec\timage\tsetting\tbpp\tpsnr_rgb\n")
+        for name, per_image in points.items():
+            for image_name, image_points in per_image.items():
+                folder = out / "results" / slug(name)
+                folder.mkdir(parents=True, exist_ok=True)
+                document = compressai_json(name, descriptions[name], image_points)
+                (folder / f"{image_name}.json").write_text(json.dumps(document, indent=2) + "\n")
+                for p in image_points:
+                    setting = p.get("lmbda", p.get("quality"))
+                    handle.write(f"{name}\t{image_name}\t{setting}\t{p['bpp']:.6f}\t{p['psnr_rgb']:.4f}\n")
+
+    table = {}
+    for codec in codecs:
+        per_image = {name: _bd(points[codec.name][name], points[COOLCHIC][name]) for name in points[COOLCHIC]}
+        table[codec.name] = per_image
+    full_kodak = crop is None and all(KODAK_NAME.match(p.stem) and Image.open(p).size in KODAK_SIZES for p in images)
+    if full_kodak:
+        anchors = published_per_image()
+        table["Cool-Chic 4.2 (published)"] = {name: _bd(anchors[name], points[COOLCHIC][name])
+                                              for name in points[COOLCHIC] if name in anchors}
+    summary = {codec: {"per_image": {k: {"bd_rate_pct": v[0], "bd_psnr_db": v[1]} for k, v in rows.items()},
+                       "mean_bd_rate_pct": _nanmean([v[0] for v in rows.values()]),
+                       "mean_bd_psnr_db": _nanmean([v[1] for v in rows.values()])}
+               for codec, rows in table.items()}
+    (out / "bd_rate.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(format_table(summary, [p.stem for p in images]))
+
+    mean_curves = {name: _mean_curve(list(per_image.values())) for name, per_image in points.items()}
+    kodak = all(KODAK_NAME.match(p.stem) for p in images)
+    title = f"{len(images)} image(s)" + (f", {crop[0]}x{crop[1]} centre crops" if crop else "")
+    if plot(mean_curves, published_curves() if kodak else {}, out / "rd.png", title):
+        print(f"plot: {out / 'rd.png'}", file=sys.stderr)
+    else:
+        print("plot skipped: matplotlib is not installed (pip install -e '.[bench]')", file=sys.stderr)
+    return 0
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def format_table(summary: dict, image_names: list[str]) -> str:
+    """BD-rate (BD-PSNR) of coolchic_pl against each codec; negative BD-rate = coolchic_pl saves rate."""
+    header = ["vs codec", *image_names, "mean"]
+    rows = []
+    for codec, values in summary.items():
+        cells = [codec]
+        for name in image_names:
+            entry = values["per_image"].get(name)
+            cells.append("n/a" if entry is None or math.isnan(entry["bd_rate_pct"]) else
+                         f"{entry['bd_rate_pct']:+.1f}% ({entry['bd_psnr_db']:+.2f} dB)")
+        mean_rate, mean_psnr = values["mean_bd_rate_pct"], values["mean_bd_psnr_db"]
+        cells.append("n/a" if math.isnan(mean_rate) else f"{mean_rate:+.1f}% ({mean_psnr:+.2f} dB)")
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+    return "\n".join([lines[0], "-+-".join("-" * w for w in widths), *lines[1:]])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images", nargs="+", required=True, help="PNG files or folders of PNG files")
+    parser.add_argument("--lmbdas", default="0.02,0.004,0.001,0.0004", help="comma-separated lambdas")
+    parser.add_argument("--config", default="configs/fast.yaml", help="fit config for coolchic_pl encodes")
+    parser.add_argument("--out", default="runs/bench", help="output folder (reused: finished work is skipped)")
+    parser.add_argument("--crop", default=None, help="centre crop WxH, e.g. 256x256")
+    parser.add_argument("--max-images", type=int, default=None, help="use only the first N images")
+    parser.add_argument("--codecs", nargs="*", default=None, help="classical codecs to run (default: all available)")
