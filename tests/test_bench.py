@@ -1,0 +1,79 @@
+"""RD benchmark pieces: Bjontegaard deltas, classical sweeps, outputs and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from coolchic_pl.bench import rd
+from coolchic_pl.bench.__main__ import main as bench_main
+from coolchic_pl.bench.bdrate import bd_psnr, bd_rate
+from coolchic_pl.bench.classical import available_codecs, sweep
+from coolchic_pl.training import runner as runner_module
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+RATES = [0.12, 0.25, 0.5, 0.9, 1.6]
+PSNRS = [27.0, 30.1, 33.4, 36.2, 39.5]
+
+
+def test_bd_rate_of_a_constant_rate_factor_is_that_factor() -> None:
+    assert bd_rate(RATES, PSNRS, RATES, PSNRS) == pytest.approx(0.0, abs=1e-9)
+    assert bd_rate(RATES, PSNRS, [r * 0.8 for r in RATES], PSNRS) == pytest.approx(-20.0, abs=1e-6)
+    assert bd_rate(RATES, PSNRS, [r * 1.5 for r in RATES], PSNRS) == pytest.approx(50.0, abs=1e-6)
+    assert bd_psnr(RATES, PSNRS, RATES, [p + 0.7 for p in PSNRS]) == pytest.approx(0.7, abs=1e-9)
+
+
+def test_bd_needs_overlapping_curves() -> None:
+    assert math.isnan(bd_rate(RATES, PSNRS, RATES, [p + 20 for p in PSNRS]))
+    with pytest.raises(ValueError):
+        bd_rate([0.1], [30.0], RATES, PSNRS)
+
+
+def test_classical_sweeps_are_monotone(kodim15: Path) -> None:
+    image = rd.centre_crop(Image.open(kodim15).convert("RGB"), 96, 64)
+    names = [codec.name for codec in available_codecs()]
+    assert {"JPEG", "WebP", "JPEG 2000"} <= set(names)
+    for codec in available_codecs():
+        points = sweep(codec, image)
+        rates = [p["bpp"] for p in points]
+        psnrs = [p["psnr_rgb"] for p in sorted(points, key=lambda p: p["bpp"])]
+        assert rates == sorted(rates), codec.name  # higher quality setting, more bits
+        assert psnrs == sorted(psnrs), codec.name  # more bits, higher PSNR
+        assert all(0 < r < 24 for r in rates)
+
+
+@pytest.mark.slow
+def test_rd_outputs_and_resume(data_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    args = ["rd", "--images", str(data_dir / "kodak" / "kodim03.png"), "--crop", "64x48", "--lmbdas", "0.02,0.002",
+            "--config", str(CONFIGS / "debug.yaml"), "--out", str(tmp_path), "--codecs", "JPEG", "WebP"]
+    assert bench_main(args) == 0
+    table = capsys.readouterr().out
+    assert "JPEG" in table and "WebP" in table and "%" in table
+    document = json.loads((tmp_path / "results" / "coolchic_pl" / "kodim03.json").read_text())
+    assert set(document) == {"name", "description", "results"}
+    assert set(document["results"]) == {"bpp", "psnr-rgb"} and len(document["results"]["bpp"]) == 2
+    jpeg = json.loads((tmp_path / "results" / "jpeg" / "kodim03.json").read_text())
+    assert jpeg["name"] == "JPEG" and "4:2:0" in jpeg["description"]
+    rows = (tmp_path / "points.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["codec", "image", "setting", "bpp", "psnr_rgb"] and len(rows) > 10
+    summary = json.loads((tmp_path / "bd_rate.json").read_text())
+    assert set(summary) == {"JPEG", "WebP"} and "kodim03" in summary["JPEG"]["per_image"]
+    assert (tmp_path / "rd.png").stat().st_size > 1000
+    assert Image.open(tmp_path / "images" / "kodim03.png").size == (64, 48)
+
+    def no_training(self):
+        raise AssertionError("a finished (image, lambda) pair was encoded again")
+
+    monkeypatch.setattr(runner_module.PhaseRunner, "run", no_training)
+    assert bench_main(args) == 0
+    assert "already encoded" in capsys.readouterr().err
+
+
+def test_rd_rejects_missing_images(tmp_path: Path, capsys) -> None:
+    assert bench_main(["rd", "--images", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
