@@ -1,17 +1,19 @@
-"""Training speed benchmark: ``python -m coolchic_pl.bench.speed --images a.png b.png``.
+"""Speed benchmark: ``python -m coolchic_pl.bench speed --images a.png b.png --archs hop lop``.
 
 Times what the encoder runs thousands of times per image: one training step (forward,
 backward, gradient clipping, fused Adam) with the main phase's quantiser (softround,
-Gaussian noise). With ``--lightning`` it also runs a whole main phase through the
-Lightning Trainer (callbacks and validations included) and the same phase as a plain
-PyTorch loop, alternately in this process, and prints the overhead. This is a benchmark,
-not a test: it prints figures.
+Gaussian noise). With ``--lightning N`` it also runs an N-iteration main phase through the
+Lightning Trainer (callbacks and validations included) and as a plain PyTorch loop,
+alternately in this process, and prints the overhead. With ``--decode`` it trains a few
+steps, quantises, writes a .cool and times decoding it. Peak memory is the process's
+maximum resident size. This is a benchmark, not a test: it prints figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import time
@@ -26,6 +28,9 @@ from coolchic_pl.io import FrameData, FrameFormatError, read_frame
 from coolchic_pl.model.architecture import ARCHITECTURES, architecture_from_name
 from coolchic_pl.runtime import configure_cpu_allocator
 from coolchic_pl.training.module import CoolChicModule
+from coolchic_pl.bitstream import encode_coolchic
+from coolchic_pl.decode import decode_file
+from coolchic_pl.nnquant import quantize_networks
 from coolchic_pl.training.runner import fit_stage
 
 DEFAULT_IMAGE = resources.files("coolchic_pl") / "data" / "kodim15_192x128.png"
@@ -91,15 +96,38 @@ def lightning_overhead(frame: FrameData, arch: str, n_itr: int, repeats: int) ->
             "lightning_overhead_pct": round(100 * (lightning / raw - 1), 1)}
 
 
+def decode_time(frame: FrameData, arch: str, train_steps: int, repeats: int, folder: Path) -> dict[str, float]:
+    """Median time to decode a .cool of a briefly trained, quantised model (in-process)."""
+    module = _fresh_module(frame, arch, train_steps)
+    optimizer = module.configure_optimizers()
+    for _ in range(train_steps):
+        _raw_step(module, optimizer)
+    module.quantization = quantize_networks(module.coolchic, module.evaluate_loss, max_passes=1)
+    path = folder / f"speed_{arch}_{frame.height}x{frame.width}.cool"
+    data = encode_coolchic(module.coolchic, module.quantization, frame.color_space, frame.bitdepth)
+    path.write_bytes(data)
+    times = []
+    try:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            decode_file(path)
+            times.append(time.perf_counter() - start)
+    finally:
+        path.unlink()
+    return {"decode_s": round(statistics.median(times), 3), "bitstream_bytes": len(data)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coolchic_pl.bench.speed", description=__doc__.splitlines()[0])
     parser.add_argument("--images", nargs="+", default=[str(DEFAULT_IMAGE)], help="images to time")
-    parser.add_argument("--arch", default="hop", choices=sorted(ARCHITECTURES))
+    parser.add_argument("--archs", nargs="+", default=["hop"], choices=sorted(ARCHITECTURES))
     parser.add_argument("--steps", type=int, default=20, help="timed steps per block")
     parser.add_argument("--repeats", type=int, default=5, help="timed blocks (median reported)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before timing")
     parser.add_argument("--lightning", type=int, default=0, metavar="N",
                         help="also time an N-iteration phase through Lightning vs a plain loop")
+    parser.add_argument("--decode", type=int, default=0, metavar="STEPS",
+                        help="also time decoding a .cool of a model trained for STEPS steps")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--default-allocator", action="store_true",
                         help="skip configure_cpu_allocator(), to measure what it gains")
@@ -111,25 +139,35 @@ def main(argv: list[str] | None = None) -> int:
         configure_cpu_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, arch {args.arch}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     results = []
     try:
         for image in args.images:
             frame = read_frame(image)
-            blocks = step_times(frame, args.arch, args.steps, args.warmup, args.repeats)
-            result = {"image": str(image), "height": frame.height, "width": frame.width, "arch": args.arch,
-                      "ms_per_step": round(statistics.median(blocks), 2), "best_ms_per_step": round(min(blocks), 2)}
-            line = (f"{Path(image).name:28s} {frame.height:4d}x{frame.width:<4d} {result['ms_per_step']:8.2f} ms/step "
-                    f"(best {result['best_ms_per_step']:.2f}) {1e3 / result['ms_per_step']:6.1f} it/s")
-            if args.lightning:
-                result.update(lightning_overhead(frame, args.arch, args.lightning, args.repeats))
-                line += (f" | phase of {args.lightning}: Lightning {result['lightning_ms_per_step']:.2f} vs plain "
-                         f"{result['raw_ms_per_step']:.2f} ms/step ({result['lightning_overhead_pct']:+.1f} %)")
-            results.append(result)
-            print(line, flush=True)
+            for arch in args.archs:
+                blocks = step_times(frame, arch, args.steps, args.warmup, args.repeats)
+                result = {"image": str(image), "height": frame.height, "width": frame.width, "arch": arch,
+                          "ms_per_step": round(statistics.median(blocks), 2),
+                          "best_ms_per_step": round(min(blocks), 2)}
+                line = (f"{Path(image).name:24s} {frame.height:4d}x{frame.width:<4d} {arch:4s} "
+                        f"{result['ms_per_step']:8.2f} ms/step (best {result['best_ms_per_step']:.2f}) "
+                        f"{1e3 / result['ms_per_step']:6.1f} it/s")
+                if args.lightning:
+                    result.update(lightning_overhead(frame, arch, args.lightning, args.repeats))
+                    line += (f" | phase of {args.lightning}: Lightning {result['lightning_ms_per_step']:.2f} vs "
+                             f"plain {result['raw_ms_per_step']:.2f} ms/step ({result['lightning_overhead_pct']:+.1f} %)")
+                if args.decode:
+                    folder = args.json.parent if args.json else Path(".")
+                    result.update(decode_time(frame, arch, args.decode, args.repeats, folder))
+                    line += f" | decode {result['decode_s']:.3f} s"
+                results.append(result)
+                print(line, flush=True)
     except FrameFormatError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory: {peak_mb:.0f} MB")
+    results.append({"peak_resident_mb": round(peak_mb)})
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
