@@ -168,12 +168,17 @@ def crop_frame(kodim15) -> FrameData:
     return FrameData((frame.planes[0][..., 40:72, 64:112].contiguous(),), 8, "rgb")
 
 
-def test_quantisation_picks_the_steps_that_minimise_the_loss(crop_frame) -> None:
-    torch.manual_seed(0)
-    module = CoolChicModule(crop_frame, ARCHITECTURES["vlop"], lmbda=1e-3)
-    phase = TrainerPhase(max_itr=40, freq_valid=20, noise_parameter=(2.0, 2.0))
+def _trained(frame: FrameData, arch: str, lmbda: float, seed: int, steps: int) -> CoolChicModule:
+    torch.manual_seed(seed)
+    module = CoolChicModule(frame, ARCHITECTURES[arch], lmbda=lmbda)
+    phase = TrainerPhase(max_itr=steps, freq_valid=steps // 2, noise_parameter=(2.0, 2.0))
     module.phase = phase
     _fit(module, phase, [])
+    return module
+
+
+def test_quantisation_picks_the_steps_that_minimise_the_loss(crop_frame) -> None:
+    module = _trained(crop_frame, "vlop", 1e-3, seed=0, steps=40)
     arm = module.coolchic.arm
     full_precision = {k: v.clone() for k, v in arm.state_dict().items()}
     # Brute force over the ARM's pairs, the first module searched.
@@ -211,11 +216,7 @@ def test_quantisation_skips_steps_that_overflow(crop_frame) -> None:
 
 
 def test_further_quantisation_passes_never_raise_the_loss(crop_frame) -> None:
-    torch.manual_seed(3)
-    module = CoolChicModule(crop_frame, ARCHITECTURES["lop"], lmbda=2e-3)
-    phase = TrainerPhase(max_itr=60, freq_valid=30, noise_parameter=(2.0, 2.0))
-    module.phase = phase
-    _fit(module, phase, [])
+    module = _trained(crop_frame, "lop", 2e-3, seed=3, steps=60)
     trained = {k: v.clone() for k, v in module.coolchic.state_dict().items()}
     module.quantization = quantize_networks(module.coolchic, module.evaluate_loss, max_passes=1)
     one_pass = module.evaluate()["loss"]

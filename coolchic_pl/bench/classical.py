@@ -47,7 +47,8 @@ def _pillow_decode(data: bytes) -> np.ndarray:
 
 def available_codecs() -> list[ClassicalCodec]:
     codecs = [
-        ClassicalCodec("JPEG", "Pillow libjpeg, 4:2:0, optimized Huffman", (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95),
+        ClassicalCodec("JPEG", "Pillow libjpeg, 4:2:0, optimized Huffman",
+                       (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95),
                        _pillow_encoder("JPEG", subsampling="4:2:0", optimize=True), _pillow_decode),
         ClassicalCodec("WebP", "Pillow libwebp lossy, method 6", (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
                        _pillow_encoder("WEBP", method=6), _pillow_decode),

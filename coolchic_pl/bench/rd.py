@@ -117,7 +117,8 @@ def published_curves() -> dict[str, list[dict]]:
     curves: dict[str, list[dict]] = {}
     with (resources.files("coolchic_pl.bench") / "anchors" / "kodak_published_rd.csv").open() as handle:
         for row in csv.DictReader(handle):
-            curves.setdefault(row["codec"], []).append({"bpp": float(row["bpp"]), "psnr_rgb": float(row["psnr_rgb_db"])})
+            point = {"bpp": float(row["bpp"]), "psnr_rgb": float(row["psnr_rgb_db"])}
+            curves.setdefault(row["codec"], []).append(point)
     return curves
 
 

@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.lightning:
                     result.update(lightning_overhead(frame, arch, args.lightning, args.repeats))
                     line += (f" | phase of {args.lightning}: Lightning {result['lightning_ms_per_step']:.2f} vs "
-                             f"plain {result['raw_ms_per_step']:.2f} ms/step ({result['lightning_overhead_pct']:+.1f} %)")
+                             f"plain {result['raw_ms_per_step']:.2f} ms/step "
+                             f"({result['lightning_overhead_pct']:+.1f} %)")
                 if args.decode:
                     folder = args.json.parent if args.json else Path(".")
                     result.update(decode_time(frame, arch, args.decode, args.repeats, folder))

@@ -78,10 +78,6 @@ def _layer_string(fields: list[tuple[int, int, int]]) -> str:
                     f"{'relu' if flags & 2 else 'none'}" for out, kernel, flags in fields)
 
 
-def _step_index(steps: tuple[float, ...], step: float) -> int:
-    return steps.index(step)
-
-
 def encode_coolchic(model: CoolChic, quantization: dict[str, ModuleQuantization], color_space: ColorSpace,
                     bitdepth: int) -> bytes:
     """Entropy-code a quantised CoolChic into a .cool byte string."""
@@ -109,7 +105,7 @@ def encode_coolchic(model: CoolChic, quantization: dict[str, ModuleQuantization]
         streams = [encode_signed(np.concatenate([w.reshape(-1) for w in ints]) if ints else np.zeros(0), order)
                    for ints, order in ((weight_ints, q.weight_order), (bias_ints, q.bias_order))]
         weight_steps, bias_steps = Q_STEPS[name]
-        header += struct.pack(">BBBBII", _step_index(weight_steps, q.weight_step), _step_index(bias_steps, q.bias_step),
+        header += struct.pack(">BBBBII", weight_steps.index(q.weight_step), bias_steps.index(q.bias_step),
                               q.weight_order, q.bias_order, len(streams[0]), len(streams[1]))
         payload += streams[0] + streams[1]
 
