@@ -1,8 +1,8 @@
 """The .cool file: header, exp-Golomb network parameters, range-coded latents, CRC32.
 
-Layout (all integers big-endian; see docs/bitstream.md):
+Layout (see docs/bitstream.md):
 
-    "CCPL" | u8 version | u32 header length | header | payload | u32 CRC32 of all before
+    "CCPL" | u8 version | varint header length | header (varints) | payload | u32 CRC32
 
 The encoder side takes a trained CoolChic whose networks are quantised (every parameter
 an integer multiple of its q-step); the decoder rebuilds an identical CoolChic from the
@@ -32,7 +32,12 @@ from coolchic_pl.nnquant.quantize import split_weights_and_biases
 MAGIC = b"CCPL"
 FORMAT_VERSION = 1
 MAX_DIMENSION = 1 << 16
+# Bounds on architecture fields: a file within the CRC cannot ask for an absurd model.
 _MAX_GRIDS = 16
+_MAX_ARM_LAYERS = 16
+_MAX_KERNEL = 63
+_MAX_SYNTHESIS_LAYERS = 64
+_MAX_CHANNELS = 1024
 
 
 @dataclass
@@ -43,18 +48,42 @@ class DecodedBitstream:
     quantization: dict[str, ModuleQuantization]
 
 
+def _varints(*values: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, high bit set on every byte but the last. Header
+    fields are small numbers, so this keeps the fixed cost of a file near 70 bytes."""
+    out = bytearray()
+    for value in values:
+        if value < 0:
+            raise ValueError(f"header fields are unsigned, got {value}")
+        while value >= 0x80:
+            out.append(value & 0x7F | 0x80)
+            value >>= 7
+        out.append(value)
+    return bytes(out)
+
+
 class _Reader:
-    """Cursor over the header; running past its end is a damaged file, not an IndexError."""
+    """Cursor over the file; running past the end is a damaged file, not an IndexError."""
 
-    def __init__(self, data: bytes):
-        self.data, self.position = data, 0
+    def __init__(self, data: bytes, position: int = 0):
+        self.data, self.position = data, position
 
-    def take(self, fmt: str) -> tuple:
-        size = struct.calcsize(fmt)
-        if self.position + size > len(self.data):
-            raise BitstreamError("the header is truncated")
-        values = struct.unpack_from(fmt, self.data, self.position)
-        self.position += size
+    def varints(self, count: int) -> list[int]:
+        values = []
+        for _ in range(count):
+            value = shift = 0
+            while True:
+                if self.position >= len(self.data):
+                    raise BitstreamError("the header is truncated")
+                byte = self.data[self.position]
+                self.position += 1
+                value |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    break
+                shift += 7
+                if shift > 35:
+                    raise BitstreamError("a header field is impossibly long")
+            values.append(value)
         return values
 
     def bytes(self, length: int) -> bytes:
@@ -85,14 +114,14 @@ def encode_coolchic(model: CoolChic, quantization: dict[str, ModuleQuantization]
     height, width = model.image_size
     n_outputs = model.synthesis.layers[-1].weight.shape[0]
     header = bytearray()
-    header += struct.pack(">IIBBB", height, width, COLOR_SPACES.index(color_space), bitdepth, n_outputs)
+    header += _varints(height, width, COLOR_SPACES.index(color_space), bitdepth, n_outputs)
     mask = sum(1 << i for i, c in enumerate(architecture.n_ft_per_res) if c)
-    header += struct.pack(">BHBBBB", len(architecture.n_ft_per_res), mask, architecture.dim_arm,
-                          architecture.n_hidden_layers_arm, architecture.ups_k_size, architecture.ups_preconcat_k_size)
+    header += _varints(len(architecture.n_ft_per_res), mask, architecture.dim_arm, architecture.n_hidden_layers_arm,
+                       architecture.ups_k_size, architecture.ups_preconcat_k_size)
     layers = _layer_fields(architecture, n_outputs)
-    header += struct.pack(">B", len(layers))
+    header += _varints(len(layers))
     for out, kernel, flags in layers:
-        header += struct.pack(">HBB", out, kernel, flags)
+        header += _varints(out, kernel, flags)
 
     payload = bytearray()
     integers: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
@@ -105,8 +134,8 @@ def encode_coolchic(model: CoolChic, quantization: dict[str, ModuleQuantization]
         streams = [encode_signed(np.concatenate([w.reshape(-1) for w in ints]) if ints else np.zeros(0), order)
                    for ints, order in ((weight_ints, q.weight_order), (bias_ints, q.bias_order))]
         weight_steps, bias_steps = Q_STEPS[name]
-        header += struct.pack(">BBBBII", weight_steps.index(q.weight_step), bias_steps.index(q.bias_step),
-                              q.weight_order, q.bias_order, len(streams[0]), len(streams[1]))
+        header += _varints(weight_steps.index(q.weight_step), bias_steps.index(q.bias_step), q.weight_order,
+                           q.bias_order, len(streams[0]), len(streams[1]))
         payload += streams[0] + streams[1]
 
     q = quantization["arm"]
@@ -118,16 +147,16 @@ def encode_coolchic(model: CoolChic, quantization: dict[str, ModuleQuantization]
         latents = grid.to(torch.int64).numpy().reshape(grid.shape[-2:]) if channels else None
         if latents is not None and latents.any():
             coded, escapes = encode_grid(latents, arm, architecture.dim_arm)
-        header += struct.pack(">II", len(coded), len(escapes))
+        header += _varints(len(coded), len(escapes))
         payload += coded + escapes
 
-    body = MAGIC + struct.pack(">BI", FORMAT_VERSION, len(header)) + bytes(header) + bytes(payload)
+    body = MAGIC + bytes([FORMAT_VERSION]) + _varints(len(header)) + bytes(header) + bytes(payload)
     return body + struct.pack(">I", zlib.crc32(body))
 
 
 def decode_coolchic(data: bytes) -> DecodedBitstream:
     """Parse and decode a .cool byte string; any damage raises BitstreamError."""
-    if len(data) < len(MAGIC) + 9:
+    if len(data) < len(MAGIC) + 6:
         raise BitstreamError(f"file too short ({len(data)} bytes) to be a .cool bitstream")
     if data[:4] != MAGIC:
         raise BitstreamError("not a coolchic_pl bitstream (wrong magic bytes)")
@@ -139,8 +168,8 @@ def decode_coolchic(data: bytes) -> DecodedBitstream:
     (stored_crc,) = struct.unpack(">I", data[-4:])
     if zlib.crc32(data[:-4]) != stored_crc:
         raise BitstreamError("integrity check failed: the file is truncated or corrupted")
-    (header_length,) = struct.unpack_from(">I", data, 5)
-    reader = _Reader(data[9:-4])
+    reader = _Reader(data[:-4], 5)
+    (header_length,) = reader.varints(1)
     header = _Reader(reader.bytes(header_length))
     try:
         return _decode(header, reader)
@@ -151,16 +180,21 @@ def decode_coolchic(data: bytes) -> DecodedBitstream:
 
 
 def _decode(header: _Reader, payload: _Reader) -> DecodedBitstream:
-    height, width, color_code, bitdepth, n_outputs = header.take(">IIBBB")
+    height, width, color_code, bitdepth, n_outputs = header.varints(5)
     if not (1 <= height <= MAX_DIMENSION and 1 <= width <= MAX_DIMENSION):
         raise BitstreamError(f"image size {width}x{height} is out of range")
     if color_code >= len(COLOR_SPACES) or not 1 <= bitdepth <= 16 or n_outputs < 1:
         raise BitstreamError("invalid colour space, bit depth or output count")
-    n_grids, mask, dim_arm, n_hidden, ups_k, refine_k = header.take(">BHBBBB")
+    n_grids, mask, dim_arm, n_hidden, ups_k, refine_k = header.varints(6)
     if not 1 <= n_grids <= _MAX_GRIDS:
         raise BitstreamError(f"{n_grids} latent grids is out of range")
-    (n_layers,) = header.take(">B")
-    layers = [header.take(">HBB") for _ in range(n_layers)]
+    if n_hidden > _MAX_ARM_LAYERS or ups_k > _MAX_KERNEL or refine_k > _MAX_KERNEL or mask >> n_grids:
+        raise BitstreamError("the architecture fields are out of range")
+    (n_layers,) = header.varints(1)
+    layers = [tuple(header.varints(3)) for _ in range(min(n_layers, _MAX_SYNTHESIS_LAYERS + 1))]
+    if n_layers > _MAX_SYNTHESIS_LAYERS or any(out > _MAX_CHANNELS or kernel > _MAX_KERNEL or flags > 3
+                                               for out, kernel, flags in layers):
+        raise BitstreamError("the synthesis fields are out of range")
     architecture = CoolChicArchitecture(
         n_ft_per_res=tuple((mask >> i) & 1 for i in range(n_grids)), dim_arm=dim_arm, n_hidden_layers_arm=n_hidden,
         ups_k_size=ups_k, ups_preconcat_k_size=refine_k, layers_synthesis=_layer_string(layers))
@@ -170,7 +204,7 @@ def _decode(header: _Reader, payload: _Reader) -> DecodedBitstream:
     quantization: dict[str, ModuleQuantization] = {}
     integers = {}
     for name in QUANTIZED_MODULES:
-        w_index, b_index, w_order, b_order, w_length, b_length = header.take(">BBBBII")
+        w_index, b_index, w_order, b_order, w_length, b_length = header.varints(6)
         weight_steps, bias_steps = Q_STEPS[name]
         if w_index >= len(weight_steps) or b_index >= len(bias_steps):
             raise BitstreamError(f"{name} q-step index out of range")
@@ -192,7 +226,7 @@ def _decode(header: _Reader, payload: _Reader) -> DecodedBitstream:
     arm = IntegerArm.from_quantized(*integers["arm"], q.weight_step, q.bias_step)
     with torch.no_grad():
         for channels, (grid_h, grid_w), grid in zip(architecture.n_ft_per_res, model.latent.sizes, model.latent.grids):
-            coded_length, escape_length = header.take(">II")
+            coded_length, escape_length = header.varints(2)
             coded, escapes = payload.bytes(coded_length), payload.bytes(escape_length)
             if channels and coded_length:
                 latents = decode_grid(coded, escapes, grid_h, grid_w, arm, dim_arm)
@@ -211,6 +245,6 @@ def _split(values: np.ndarray, params: list[torch.Tensor]) -> list[np.ndarray]:
 
 def header_bits(data: bytes) -> int:
     """Bits spent outside the entropy-coded streams: magic, version, header, CRC."""
-    (header_length,) = struct.unpack_from(">I", data, 5)
-    return 8 * (9 + header_length + 4)
-
+    reader = _Reader(data, 5)
+    (header_length,) = reader.varints(1)
+    return 8 * (reader.position + header_length + 4)
