@@ -76,3 +76,12 @@ def test_rd_outputs_and_resume(data_dir: Path, tmp_path: Path, monkeypatch, caps
 def test_rd_rejects_missing_images(tmp_path: Path, capsys) -> None:
     assert bench_main(["rd", "--images", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_published_anchors_are_shipped() -> None:
+    per_image = rd.published_per_image()
+    assert len(per_image) == 24 and all(len(points) == 5 for points in per_image.values())
+    assert per_image["kodim01"][2] == {"bpp": 0.79645, "psnr_rgb": 32.3565}  # lambda 1e-3, Cool-Chic 4.2
+    curves = rd.published_curves()
+    assert {"VTM", "BPG444", "JPEG2000", "JPEG", "C3"} <= set(curves)
+    assert any(name.startswith("Cool-Chic 4.2") for name in curves)
