@@ -56,8 +56,9 @@ class CoolChicModule(pl.LightningModule):
         return network_rate_bits(self.quantization)
 
     def use_compiled_decoder(self) -> None:
-        """Route training steps through torch.compile; the parameters stay shared."""
-        self.decoder_forward = torch.compile(self.coolchic.forward)
+        """Route training steps through torch.compile (once); the parameters stay shared."""
+        if self.decoder_forward == self.coolchic.__call__:
+            self.decoder_forward = torch.compile(self.coolchic.forward)
 
     # ------------------------------------------------------------------ training
 

@@ -182,11 +182,10 @@ class PhaseRunner:
             if stage.candidate == phase.candidates - 1:
                 self._sort_candidates()
             return
-        if stage.index == 0:
-            del modules[1:]
-            del self.state["losses"][1:]
-            if self.compile_decoder:
-                modules[0].use_compiled_decoder()
+        del modules[1:]
+        del self.state["losses"][1:]
+        if self.compile_decoder:
+            modules[0].use_compiled_decoder()
         self._fit(modules[0], self.preset.all_phases[stage.index], name)
         if self.on_phase_end is not None:
             self.on_phase_end(name, modules[0], self.global_iteration)
