@@ -60,9 +60,6 @@ class FrameData:
     def max_value(self) -> int:
         return 2**self.bitdepth - 1
 
-    def to(self, device: torch.device | str) -> FrameData:
-        return FrameData(tuple(p.to(device) for p in self.planes), self.bitdepth, self.color_space)
-
 
 def samples_to_tensor(samples: np.ndarray, bitdepth: int) -> Tensor:
     """[H, W, C] integer samples -> [1, C, H, W] float32 in [0, 1]."""
