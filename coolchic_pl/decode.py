@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from coolchic_pl.bitstream import BitstreamError, decode_coolchic
-from coolchic_pl.io import FrameData, FrameFormatError, write_frame
+from coolchic_pl.io import FrameData, FrameFormatError, write_frame, yuv_file_name
 from coolchic_pl.io.frame import read_bytes
 from coolchic_pl.training.loss import output_planes
 
@@ -35,7 +35,7 @@ def decode_file(path: str | Path) -> FrameData:
 def default_output(path: Path, frame: FrameData) -> Path:
     if frame.color_space == "rgb":
         return path.with_suffix(".png")
-    return path.with_name(f"{path.stem}_{frame.width}x{frame.height}_{frame.color_space}_{frame.bitdepth}b.yuv")
+    return path.with_name(yuv_file_name(path.stem, frame))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import sys
 from dataclasses import asdict
@@ -24,7 +23,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from coolchic_pl.bitstream import encode_coolchic
 from coolchic_pl.config import FitConfig
 from coolchic_pl.decode import decode_file
-from coolchic_pl.io import FrameData, FrameFormatError, read_frame, write_frame
+from coolchic_pl.io import FrameData, FrameFormatError, read_frame, write_frame, yuv_file_name
+from coolchic_pl.io.frame import atomic_write
 from coolchic_pl.model.coolchic import CoolChic
 from coolchic_pl.runtime import configure_cpu_allocator
 from coolchic_pl.training.module import CoolChicModule
@@ -104,20 +104,18 @@ def prepare_run_folder(config: FitConfig) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise RunFolderError(f"cannot create {run_dir}: {error.strerror}") from None
-    _write_atomic(marker, json.dumps(wanted, indent=2) + "\n")
+    _write_text(marker, json.dumps(wanted, indent=2) + "\n")
     return run_dir
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _write_text(path: Path, text: str) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
 
 
-def _save_torch_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def _save_torch(obj: Any, path: Path) -> None:
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def decoded_frame(module: CoolChicModule, source: FrameData) -> FrameData:
@@ -125,10 +123,8 @@ def decoded_frame(module: CoolChicModule, source: FrameData) -> FrameData:
     return FrameData(planes, source.bitdepth, source.color_space)
 
 
-def decoded_file_name(config: FitConfig, frame: FrameData) -> str:
-    if frame.color_space == "rgb":
-        return "decoded.png"
-    return f"decoded_{frame.width}x{frame.height}_{frame.color_space}_{frame.bitdepth}b.yuv"
+def decoded_file_name(frame: FrameData) -> str:
+    return "decoded.png" if frame.color_space == "rgb" else yuv_file_name("decoded", frame)
 
 
 def resolve_device(config: FitConfig) -> str:
@@ -148,28 +144,25 @@ def write_bitstream(run_dir: Path, config: FitConfig, frame: FrameData, module: 
     module.cpu()
     data = encode_coolchic(module.coolchic, module.quantization, frame.color_space, frame.bitdepth)
     path = run_dir / f"{Path(config.input).stem}.cool"
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    decoded = decode_file(tmp)
-    expected = module.decode()
-    if not all(torch.equal(a, b) for a, b in zip(decoded.planes, expected)):
-        tmp.unlink()
-        raise RuntimeError(f"{path}: decoding the bitstream does not reproduce the encoder's reconstruction")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
+        decoded = decode_file(tmp)
+        if not all(torch.equal(a, b) for a, b in zip(decoded.planes, module.decode())):
+            raise RuntimeError(f"{path}: decoding the bitstream does not reproduce the encoder's reconstruction")
     return path
 
 
 def write_outputs(run_dir: Path, config: FitConfig, frame: FrameData, module: CoolChicModule,
                   results: dict[str, Any]) -> None:
     """Decoded frame, final model and results; results.json last, as the mark of a finished run."""
-    write_frame(decoded_frame(module, frame), run_dir / decoded_file_name(config, frame))
-    _save_torch_atomic({"architecture": asdict(config.resolved_architecture()),
+    write_frame(decoded_frame(module, frame), run_dir / decoded_file_name(frame))
+    _save_torch({"architecture": asdict(config.resolved_architecture()),
                         "image_size": (frame.height, frame.width), "color_space": frame.color_space,
                         "bitdepth": frame.bitdepth, "lmbda": config.lmbda, **module.codec_state()},
                        run_dir / "model.pt")
-    _write_atomic(run_dir / "results.tsv", "\t".join(RESULT_KEYS) + "\n" +
+    _write_text(run_dir / "results.tsv", "\t".join(RESULT_KEYS) + "\n" +
                   "\t".join(str(results[k]) for k in RESULT_KEYS) + "\n")
-    _write_atomic(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    _write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
 
 
 def encode(config: FitConfig, stream: TextIO | None = None) -> dict[str, Any]:
@@ -185,8 +178,8 @@ def encode(config: FitConfig, stream: TextIO | None = None) -> dict[str, Any]:
     if (run_dir / "results.json").exists():
         print(f"{run_dir}: already encoded", file=stream)
         return json.loads((run_dir / "results.json").read_text())
-    _write_atomic(run_dir / "config.yaml", build_parser().dump(jsonargparse.Namespace(**config.as_dict())))
-    _write_atomic(run_dir / "preset.txt", preset.table() + "\n")
+    _write_text(run_dir / "config.yaml", build_parser().dump(jsonargparse.Namespace(**config.as_dict())))
+    _write_text(run_dir / "preset.txt", preset.table() + "\n")
     print(preset.table(), file=stream)
     state_path = run_dir / "state.pt"
     state = torch.load(state_path, weights_only=False) if state_path.exists() else None
@@ -202,7 +195,7 @@ def encode(config: FitConfig, stream: TextIO | None = None) -> dict[str, Any]:
         tensorboard.experiment.add_text("preset", "    " + preset.table().replace("\n", "\n    "), 0)
 
     def save_state(runner_state: dict) -> None:
-        _save_torch_atomic({**runner_state, "rng": torch.get_rng_state()}, state_path)
+        _save_torch({**runner_state, "rng": torch.get_rng_state()}, state_path)
 
     def log_phase_image(stage: str, module: CoolChicModule, global_iteration: int) -> None:
         tensorboard.experiment.add_image(f"{stage}/decoded", module.decode()[0][0].cpu(), global_iteration)

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from coolchic_pl.io.frame import COLOR_SPACES, ColorSpace, FrameData, FrameFormatError
 from coolchic_pl.io.image import read_png, read_ppm, write_png, write_ppm
-from coolchic_pl.io.yuv import YuvFormat, count_yuv_frames, parse_yuv_name, read_yuv, write_yuv
+from coolchic_pl.io.yuv import YuvFormat, count_yuv_frames, parse_yuv_name, read_yuv, write_yuv, yuv_file_name
 
 SUPPORTED_EXTENSIONS = (".png", ".ppm", ".yuv")
 
 __all__ = [
     "COLOR_SPACES", "ColorSpace", "FrameData", "FrameFormatError", "SUPPORTED_EXTENSIONS", "YuvFormat",
     "count_yuv_frames", "parse_yuv_name", "read_frame", "write_frame",
-    "read_png", "read_ppm", "read_yuv", "write_png", "write_ppm", "write_yuv",
+    "read_png", "read_ppm", "read_yuv", "write_png", "write_ppm", "write_yuv", "yuv_file_name",
 ]
 
 

@@ -75,6 +75,11 @@ def parse_yuv_name(path: str | os.PathLike) -> YuvFormat:
     return YuvFormat(width, height, color_space, bitdepth)
 
 
+def yuv_file_name(stem: str, frame: FrameData) -> str:
+    """``<stem>_<W>x<H>_<colour space>_<n>b.yuv``: the name :func:`parse_yuv_name` reads back."""
+    return f"{stem}_{frame.width}x{frame.height}_{frame.color_space}_{frame.bitdepth}b.yuv"
+
+
 def count_yuv_frames(path: str | os.PathLike) -> int:
     """Number of frames in the file, checking that its size matches its name."""
     fmt = parse_yuv_name(path)
