@@ -7,8 +7,10 @@ starting learning rate, as in the reference encoder.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Literal, Optional
+
+import jsonargparse
 
 from coolchic_pl.model.architecture import ARCHITECTURES, CoolChicArchitecture
 from coolchic_pl.model.coolchic import MODULE_NAMES, ModuleName
@@ -229,23 +231,50 @@ ArchName = Literal["vlop", "lop", "mop", "hop"]
 
 
 @dataclass
+class ArchitectureFields:
+    """Decoder fields that replace those of the named decoder ``arch``; null keeps its value.
+
+    Args:
+        n_ft_per_res: Latent channels (0 or 1) per resolution, finest first.
+        dim_arm: ARM context size and hidden width (8, 16, 24 or 32).
+        n_hidden_layers_arm: Hidden layers of the ARM.
+        ups_k_size: Kernel size of the x2 upsampling filters.
+        ups_preconcat_k_size: Kernel size of the refinement filters.
+        layers_synthesis: Synthesis layers, e.g. 48-1-linear-relu,X-1-linear-none,X-3-residual-none.
+    """
+
+    n_ft_per_res: Optional[tuple[int, ...]] = None
+    dim_arm: Optional[int] = None
+    n_hidden_layers_arm: Optional[int] = None
+    ups_k_size: Optional[int] = None
+    ups_preconcat_k_size: Optional[int] = None
+    layers_synthesis: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.n_ft_per_res is not None:
+            self.n_ft_per_res = tuple(self.n_ft_per_res)
+
+
+@dataclass
 class FitConfig:
     """Options of ``python -m coolchic_pl.fit``; every key can come from YAML or the command line.
 
     Args:
-        input: Image to encode (.png, .ppm or .yuv).
+        input: Image to encode (.png, .ppm, .yuv, or any 8-bit RGB image Pillow reads).
         output_dir: Parent folder of the run folders, one per (image, lambda).
         lmbda: Rate-distortion trade-off: loss = MSE + lmbda * bits / pixels.
         preset: Training schedule (c3x, c3x_intra, fast, debug, measure_speed).
         n_itr: Main-phase iterations (default: the preset's).
         start_lr: Learning rate of the warm-up and main phases.
-        arch: Named decoder (vlop, lop, mop, hop); when set it replaces ``architecture``.
-        architecture: Decoder architecture fields, for decoders other than the named ones.
+        arch: Named decoder (vlop, lop, mop, hop) the architecture starts from (null: hop's fields).
+        architecture: Decoder fields that replace the named decoder's (e.g. --architecture.dim_arm 8).
         n_loops: Independent encodes (warm-up included); the best final loss is kept.
         seed: Seed of the random initialisations and noise.
         frame_index: Frame of a multi-frame .yuv file.
         device: cpu, cuda or auto.
         compile: torch.compile the decoder after warm-up (off: it crashes on CPU with torch 2.13).
+        checkpoint_interval_s: Most seconds of encoding between two checkpoints (0: only at stage ends).
+        job_duration_min: Checkpoint and exit with the requeue code 42 after this many minutes (null: no limit).
     """
 
     input: str = ""
@@ -255,12 +284,14 @@ class FitConfig:
     n_itr: Optional[int] = None
     start_lr: float = 1e-2
     arch: Optional[ArchName] = "hop"
-    architecture: CoolChicArchitecture = field(default_factory=CoolChicArchitecture)
+    architecture: ArchitectureFields = field(default_factory=ArchitectureFields)
     n_loops: int = 1
     seed: int = 0
     frame_index: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
+    checkpoint_interval_s: float = 60.0
+    job_duration_min: Optional[float] = None
 
     def __post_init__(self) -> None:
         if not self.lmbda > 0:
@@ -273,9 +304,19 @@ class FitConfig:
             raise ValueError(f"start_lr must be > 0, got {self.start_lr}")
         if self.frame_index < 0:
             raise ValueError(f"frame_index must be >= 0, got {self.frame_index}")
+        if not self.checkpoint_interval_s >= 0:
+            raise ValueError(f"checkpoint_interval_s must be >= 0, got {self.checkpoint_interval_s}")
+        if self.job_duration_min is not None and not self.job_duration_min > 0:
+            raise ValueError(f"job_duration_min must be > 0 (or null for no limit), got {self.job_duration_min}")
 
     def resolved_architecture(self) -> CoolChicArchitecture:
-        return ARCHITECTURES[self.arch] if self.arch else self.architecture
+        base = ARCHITECTURES[self.arch] if self.arch else CoolChicArchitecture()
+        return replace(base, **{k: v for k, v in asdict(self.architecture).items() if v is not None})
+
+    def arch_label(self) -> str:
+        """The named decoder this encode uses, or "custom"."""
+        resolved = self.resolved_architecture()
+        return next((name for name, arch in ARCHITECTURES.items() if arch == resolved), "custom")
 
     def preset_object(self) -> Preset:
         return make_preset(self.preset, self.n_itr, self.start_lr)
@@ -285,3 +326,34 @@ class FitConfig:
         values["architecture"] = asdict(self.resolved_architecture())
         values["architecture"]["n_ft_per_res"] = list(values["architecture"]["n_ft_per_res"])
         return values
+
+
+# ----------------------------------------------------------------------------- YAML and command line
+
+def build_parser(prog: str = "coolchic-fit") -> jsonargparse.ArgumentParser:
+    parser = jsonargparse.ArgumentParser(prog=prog, description="Encode one image with Cool-Chic.",
+                                         exit_on_error=False)
+    parser.add_argument("--config", action=jsonargparse.ActionConfigFile, help="YAML config file(s)")
+    parser.add_class_arguments(FitConfig, nested_key=None, fail_untyped=True)
+    return parser
+
+
+def parse_config(argv: list[str] | None) -> FitConfig:
+    """Parse command line and YAML into a FitConfig; raise ValueError with one line."""
+    parser = build_parser()
+    try:
+        namespace = parser.parse_args(argv)
+        values = vars(parser.instantiate(namespace))
+    except jsonargparse.ArgumentError as error:
+        raise ValueError(" ".join(line.strip() for line in str(error).splitlines() if line.strip())) from None
+    values.pop("config", None)
+    values.pop("__path__", None)
+    config = FitConfig(**values)
+    if not config.input:
+        raise ValueError("no input image: pass --input PATH or set input in the config")
+    return config
+
+
+def dump_config(config: FitConfig) -> str:
+    """YAML that ``--config`` reads back into the same encode (architecture fields resolved)."""
+    return build_parser().dump(jsonargparse.Namespace(**config.as_dict()))

@@ -39,7 +39,7 @@ def default_output(path: Path, frame: FrameData) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coolchic_pl.decode", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="coolchic-decode", description=__doc__.splitlines()[0])
     parser.add_argument("bitstream", type=Path, help=".cool file")
     parser.add_argument("-o", "--output", type=Path, default=None, help="decoded image (.png, .ppm or .yuv)")
     args = parser.parse_args(argv)

@@ -1,238 +1,33 @@
-"""``python -m coolchic_pl.fit --config configs/fast.yaml --input photo.png --lmbda 0.001``
+"""``coolchic-fit --config configs/fast.yaml --input photo.png --lmbda 0.001``
 
-Encodes one frame: parses the config, runs the phase runner in a run folder
-``<output_dir>/<image>_l<lmbda>/`` and writes the results, the decoded image and the
-final model there. Running the same command again resumes an interrupted encode from
-its last finished stage, or reports a finished one.
+The command line of the encoder: parses the config, runs the encode job with the stop
+signals watched, and turns the outcome into one line and an exit code. Running the same
+command again resumes an interrupted encode from its checkpoint.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import signal
 import sys
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any, TextIO
 
-import jsonargparse
-import torch
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
-from coolchic_pl.bitstream import encode_coolchic
-from coolchic_pl.config import FitConfig
-from coolchic_pl.decode import decode_file
-from coolchic_pl.io import FrameData, FrameFormatError, read_frame, write_frame, yuv_file_name
-from coolchic_pl.io.frame import atomic_write
-from coolchic_pl.model.coolchic import CoolChic
+from coolchic_pl.config import parse_config
+from coolchic_pl.encode import CHECKPOINT_FILE, RunFolderError, encode, run_folder
+from coolchic_pl.io import FrameFormatError
 from coolchic_pl.runtime import configure_cpu_allocator
-from coolchic_pl.training.module import CoolChicModule
-from coolchic_pl.training.runner import EncodeInterrupted, PhaseRunner
+from coolchic_pl.training.checkpoint import CheckpointError, EncodeStopped, StopReason
+from coolchic_pl.training.signals import StopSignals
 
-RESULT_KEYS = ("image", "height", "width", "color_space", "bitdepth", "preset", "arch", "lmbda", "psnr_db", "bpp_file",
-               "bpp", "bpp_latent", "bpp_nn", "loss", "mse", "n_iterations", "encoding_time_s", "mac_per_pixel", "seed")
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
-
-
-class RunFolderError(Exception):
-    pass
-
-
-class RunTensorBoardLogger(TensorBoardLogger):
-    """Keeps one event file for the whole encode: Lightning finalises the logger after
-    every stage's ``fit``, which would otherwise close the writer and start a new file."""
-
-    def finalize(self, status: str) -> None:
-        self.experiment.flush()
-
-    def close(self) -> None:
-        super().finalize("success")
-
-
-def build_parser() -> jsonargparse.ArgumentParser:
-    parser = jsonargparse.ArgumentParser(prog="python -m coolchic_pl.fit", description=__doc__.splitlines()[0],
-                                         exit_on_error=False)
-    parser.add_argument("--config", action=jsonargparse.ActionConfigFile, help="YAML config file(s)")
-    parser.add_class_arguments(FitConfig, nested_key=None, fail_untyped=True)
-    return parser
-
-
-def parse_config(argv: list[str] | None) -> FitConfig:
-    """Parse command line and YAML into a FitConfig; raise ValueError with one line."""
-    parser = build_parser()
-    try:
-        namespace = parser.parse_args(argv)
-        values = vars(parser.instantiate(namespace))
-    except jsonargparse.ArgumentError as error:
-        raise ValueError(" ".join(line.strip() for line in str(error).splitlines() if line.strip())) from None
-    values.pop("config", None)
-    values.pop("__path__", None)
-    config = FitConfig(**values)
-    if not config.input:
-        raise ValueError("no input image: pass --input PATH or set input in the config")
-    return config
-
-
-def run_folder_name(config: FitConfig) -> str:
-    suffix = f"_f{config.frame_index}" if config.frame_index else ""
-    return f"{Path(config.input).stem}{suffix}_l{config.lmbda:g}"
-
-
-def fingerprint(config: FitConfig) -> dict[str, Any]:
-    """What makes two encodes the same: the image bytes and every option but the output folder."""
-    options = config.as_dict()
-    options.pop("output_dir")
-    options.pop("input")
-    digest = hashlib.sha256(Path(config.input).read_bytes()).hexdigest()
-    return {"image_sha256": digest, "options": options}
-
-
-def prepare_run_folder(config: FitConfig) -> Path:
-    run_dir = Path(config.output_dir) / run_folder_name(config)
-    wanted = fingerprint(config)
-    marker = run_dir / "fingerprint.json"
-    if marker.exists():
-        if json.loads(marker.read_text()) != wanted:
-            raise RunFolderError(f"{run_dir} holds an encode of a different image or config: "
-                                 "choose another --output_dir or remove that folder")
-        return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise RunFolderError(f"{run_dir} exists and is not a coolchic_pl run folder: choose another --output_dir")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunFolderError(f"cannot create {run_dir}: {error.strerror}") from None
-    _write_text(marker, json.dumps(wanted, indent=2) + "\n")
-    return run_dir
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_write(path) as tmp:
-        tmp.write_text(text)
-
-
-def _save_torch(obj: Any, path: Path) -> None:
-    with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def decoded_frame(module: CoolChicModule, source: FrameData) -> FrameData:
-    planes = tuple(p.detach().cpu() for p in module.decode())
-    return FrameData(planes, source.bitdepth, source.color_space)
-
-
-def decoded_file_name(frame: FrameData) -> str:
-    return "decoded.png" if frame.color_space == "rgb" else yuv_file_name("decoded", frame)
-
-
-def resolve_device(config: FitConfig) -> str:
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but torch sees no CUDA device")
-    device = "cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()) else "cpu"
-    if config.compile and device == "cpu":
-        raise ValueError("compile: torch.compile of the decoder fails on CPU with torch 2.13 (a stride assertion in "
-                         "replication_pad2d_backward; worked around, the compiled code corrupts the heap): "
-                         "leave compile off on CPU")
-    return device
-
-
-def write_bitstream(run_dir: Path, config: FitConfig, frame: FrameData, module: CoolChicModule) -> Path:
-    """Write ``<image>.cool`` and decode it back: the decoder must reproduce the encoder's
-    own hard-rounded reconstruction exactly, or the encode fails rather than ship a bad file."""
-    module.cpu()
-    data = encode_coolchic(module.coolchic, module.quantization, frame.color_space, frame.bitdepth)
-    path = run_dir / f"{Path(config.input).stem}.cool"
-    with atomic_write(path) as tmp:
-        tmp.write_bytes(data)
-        decoded = decode_file(tmp)
-        if not all(torch.equal(a, b) for a, b in zip(decoded.planes, module.decode())):
-            raise RuntimeError(f"{path}: decoding the bitstream does not reproduce the encoder's reconstruction")
-    return path
-
-
-def write_outputs(run_dir: Path, config: FitConfig, frame: FrameData, module: CoolChicModule,
-                  results: dict[str, Any]) -> None:
-    """Decoded frame, final model and results; results.json last, as the mark of a finished run."""
-    write_frame(decoded_frame(module, frame), run_dir / decoded_file_name(frame))
-    _save_torch({"architecture": asdict(config.resolved_architecture()),
-                        "image_size": (frame.height, frame.width), "color_space": frame.color_space,
-                        "bitdepth": frame.bitdepth, "lmbda": config.lmbda, **module.codec_state()},
-                       run_dir / "model.pt")
-    _write_text(run_dir / "results.tsv", "\t".join(RESULT_KEYS) + "\n" +
-                  "\t".join(str(results[k]) for k in RESULT_KEYS) + "\n")
-    _write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
-
-
-def encode(config: FitConfig, stream: TextIO | None = None) -> dict[str, Any]:
-    """Run (or resume) one encode; returns its results dictionary. Progress goes to
-    ``stream`` (standard error by default)."""
-    stream = sys.stderr if stream is None else stream
-    frame = read_frame(config.input, config.frame_index)
-    architecture = config.resolved_architecture()
-    mac_per_pixel = CoolChic((frame.height, frame.width), architecture).mac_per_pixel()
-    preset = config.preset_object()
-    device = resolve_device(config)
-    run_dir = prepare_run_folder(config)
-    if (run_dir / "results.json").exists():
-        print(f"{run_dir}: already encoded", file=stream)
-        return json.loads((run_dir / "results.json").read_text())
-    _write_text(run_dir / "config.yaml", build_parser().dump(jsonargparse.Namespace(**config.as_dict())))
-    _write_text(run_dir / "preset.txt", preset.table() + "\n")
-    print(preset.table(), file=stream)
-    state_path = run_dir / "state.pt"
-    state = torch.load(state_path, weights_only=False) if state_path.exists() else None
-    if state is not None:
-        print(f"resuming {run_dir} at global iteration {state['global_iteration']}", file=stream)
-        torch.set_rng_state(state["rng"])
-    else:
-        torch.manual_seed(config.seed)
-
-    tensorboard = RunTensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
-    csv = CSVLogger(save_dir=str(run_dir), name="csv")  # version_<n>: one per attempt, so resuming keeps rows
-    if state is None:
-        tensorboard.experiment.add_text("preset", "    " + preset.table().replace("\n", "\n    "), 0)
-
-    def save_state(runner_state: dict) -> None:
-        _save_torch({**runner_state, "rng": torch.get_rng_state()}, state_path)
-
-    def log_phase_image(stage: str, module: CoolChicModule, global_iteration: int) -> None:
-        tensorboard.experiment.add_image(f"{stage}/decoded", module.decode()[0][0].cpu(), global_iteration)
-
-    runner = PhaseRunner(frame, architecture, preset, config.lmbda, seed=config.seed, n_loops=config.n_loops,
-                         accelerator=device, compile_decoder=config.compile, loggers=[tensorboard, csv],
-                         report_stream=stream, state=state, save_state=save_state, on_phase_end=log_phase_image)
-    try:
-        module, metrics = runner.run()
-        results = {
-            "image": str(config.input), "height": frame.height, "width": frame.width,
-            "color_space": frame.color_space, "bitdepth": frame.bitdepth, "preset": preset.name,
-            "arch": config.arch or "custom", "lmbda": config.lmbda,
-            **{k: metrics[k] for k in ("psnr_db", "bpp", "bpp_latent", "bpp_nn", "loss", "mse")},
-            "n_iterations": runner.global_iteration, "encoding_time_s": round(runner.elapsed_s, 2),
-            "mac_per_pixel": round(mac_per_pixel, 1), "seed": config.seed,
-            "bpp_per_grid": [metrics[k] for k in sorted(metrics) if k.startswith("bpp_grid_")],
-        }
-        hparams = {k: v for k, v in config.as_dict().items() if k != "architecture"}
-        tensorboard.log_hyperparams(hparams, {f"final/{k}": results[k] for k in ("psnr_db", "bpp", "loss")})
-    finally:
-        tensorboard.close()
-        csv.finalize("success")
-    bitstream = write_bitstream(run_dir, config, frame, module)
-    results["bitstream"] = bitstream.name
-    results["bitstream_bytes"] = bitstream.stat().st_size
-    results["bpp_file"] = 8 * results["bitstream_bytes"] / frame.n_pixels
-    write_outputs(run_dir, config, frame, module, results)
-    state_path.unlink(missing_ok=True)
-    print(f"{run_dir}: {results['psnr_db']:.3f} dB at {results['bpp_file']:.4f} bpp in {bitstream.name} "
-          f"(estimated {results['bpp']:.4f}) "
-          f"({results['n_iterations']} iterations, {results['encoding_time_s']:.1f} s)", file=stream)
-    return results
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+EXIT_REQUEUE = 42  # the reference encoder's TrainingExitCode.REQUEUE
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+EXIT_CODES = {StopReason.INTERRUPT: EXIT_INTERRUPTED, StopReason.ABORT: EXIT_INTERRUPTED,
+              StopReason.TERMINATE: EXIT_TERMINATED, StopReason.REQUEUE: EXIT_REQUEUE}
+STOP_MESSAGES = {
+    StopReason.INTERRUPT: "interrupted: the encode is checkpointed in {checkpoint}",
+    StopReason.TERMINATE: "terminated (SIGTERM): the encode is checkpointed in {checkpoint}",
+    StopReason.REQUEUE: "time is up (exit code 42, requeue): the encode is checkpointed in {checkpoint}",
+    StopReason.ABORT: "aborted: {checkpoint} holds the encode as of its last checkpoint",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,17 +37,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     configure_cpu_allocator()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        encode(config)
-    except (FrameFormatError, RunFolderError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (EncodeInterrupted, KeyboardInterrupt):
-        print("interrupted: finished stages are saved; run the same command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with StopSignals() as signals:
+        try:
+            encode(config, signal_reason=signals.reason)
+        except (FrameFormatError, RunFolderError, CheckpointError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except EncodeStopped as stop:
+            checkpoint = run_folder(config) / CHECKPOINT_FILE
+            print(STOP_MESSAGES[stop.reason].format(checkpoint=checkpoint)
+                  + "; run the same command again to resume", file=sys.stderr)
+            return EXIT_CODES[stop.reason]
     return 0
 
 

@@ -16,7 +16,7 @@ import torch
 from coolchic_pl.io import FrameFormatError, read_frame
 from coolchic_pl.model.architecture import ARCHITECTURES, architecture_from_name
 from coolchic_pl.model.coolchic import MODULE_NAMES, CoolChic
-from coolchic_pl.training.loss import psnr_db
+from coolchic_pl.metrics import psnr_db
 
 DEFAULT_IMAGE = resources.files("coolchic_pl") / "data" / "kodim15_192x128.png"
 
@@ -31,9 +31,9 @@ def describe(model: CoolChic, target: torch.Tensor) -> list[str]:
         count = sum(p.numel() for p in model.module_parameters([name]))
         lines.append(f"  {name:11s} {count:8d} parameters")
     lines.append(f"MAC/pixel: {model.mac_per_pixel():.1f}")
-    mse = torch.mean((out.image.clamp(0, 1) - target) ** 2).item()
     bpp = out.rate_bits.sum().item() / (height * width)
-    lines.append(f"at initialisation: {bpp:.4f} bpp (latents), PSNR {psnr_db(mse):.2f} dB")
+    psnr = psnr_db([out.image.clamp(0, 1)], [target])
+    lines.append(f"at initialisation: {bpp:.4f} bpp (latents), PSNR {psnr:.2f} dB")
     return lines
 
 

@@ -1,9 +1,13 @@
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from coolchic_pl.config import PRESETS, FitConfig, Preset, TrainerPhase, Warmup, WarmupPhase, make_preset
-from coolchic_pl.fit import main, parse_config
+from coolchic_pl.config import (
+    PRESETS, FitConfig, Preset, TrainerPhase, Warmup, WarmupPhase, dump_config, make_preset, parse_config,
+)
+from coolchic_pl.fit import main
+from coolchic_pl.model.architecture import ARCHITECTURES
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -92,6 +96,8 @@ def test_command_line_overrides_the_yaml() -> None:
     (["--lmbda", "-1"], "lmbda must be > 0"),
     (["--n_itr", "0"], "n_itr must be >= 1"),
     (["--arch", "huge"], 'Parser key "arch"'),
+    (["--checkpoint_interval_s", "-1"], "checkpoint_interval_s must be >= 0"),
+    (["--job_duration_min", "0"], "job_duration_min must be > 0"),
 ])
 def test_bad_options_give_one_clear_line(capsys, argv, message) -> None:
     assert main(["--input", "x.png"] + argv) == 2
@@ -102,7 +108,22 @@ def test_bad_options_give_one_clear_line(capsys, argv, message) -> None:
 def test_missing_input_and_bad_architecture_are_reported(capsys, tmp_path) -> None:
     assert main(["--input", str(tmp_path / "missing.png"), "--output_dir", str(tmp_path)]) == 2
     assert "missing.png" in capsys.readouterr().err
-    assert main(["--config", str(CONFIGS / "debug.yaml"), "--arch", "null", "--architecture.dim_arm", "12",
-                 "--output_dir", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "ARM context size" in err and err.count("\n") == 1
+    for arch in ("null", "vlop"):
+        assert main(["--config", str(CONFIGS / "debug.yaml"), "--arch", arch, "--architecture.dim_arm", "12",
+                     "--output_dir", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "ARM context size" in err and err.count("\n") == 1
+
+
+def test_explicit_architecture_keys_change_the_named_decoder(tmp_path: Path) -> None:
+    """An architecture.* key is never silently dropped: it replaces that field of ``arch``."""
+    config = parse_config(["--config", str(CONFIGS / "fast.yaml"), "--architecture.dim_arm", "8"])
+    assert config.arch == "hop" and config.resolved_architecture() == replace(ARCHITECTURES["hop"], dim_arm=8)
+    assert config.arch_label() == "custom"
+    assert parse_config(["--config", str(CONFIGS / "fast.yaml")]).arch_label() == "hop"
+    # lop with the ARM of mop is mop, and is reported as such.
+    mop = parse_config(["--config", str(CONFIGS / "fast.yaml"), "--arch", "lop", "--architecture.dim_arm", "16"])
+    assert mop.resolved_architecture() == ARCHITECTURES["mop"] and mop.arch_label() == "mop"
+    saved = tmp_path / "config.yaml"
+    saved.write_text(dump_config(config))
+    assert parse_config(["--config", str(saved)]).resolved_architecture() == config.resolved_architecture()

@@ -12,7 +12,6 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from coolchic_pl import fit
-from coolchic_pl.training import runner as runner_module
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -38,6 +37,7 @@ def test_debug_encode_writes_every_output(debug_run: Path, kodim15: Path) -> Non
     for key in ("psnr_db", "bpp", "bpp_latent", "bpp_nn", "loss", "lmbda", "n_iterations", "encoding_time_s",
                 "mac_per_pixel", "height", "width", "preset"):
         assert key in results
+    assert results["arch"] == "vlop" and results["ms_ssim"] is None  # 128 rows: too few for five MS-SSIM scales
     assert results["n_iterations"] <= 120 and results["preset"] == "debug"
     assert results["bpp"] == pytest.approx(results["bpp_latent"] + results["bpp_nn"])
     assert results["bpp_nn"] > 0  # the networks were quantised and their rate counted
@@ -76,31 +76,6 @@ def test_rerun_reports_and_other_config_is_refused(debug_run: Path, kodim15: Pat
     assert fit.main(_debug_args(kodim15, output, "--seed", "7")) == 2
     err = capsys.readouterr().err
     assert "different image or config" in err and err.count("\n") == 1
-
-
-@pytest.mark.slow
-def test_interrupted_encode_resumes_from_the_last_stage(kodim15: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    real_fit = runner_module.PhaseRunner._fit
-    calls = []
-
-    def interrupt_at_phase1(self, module, phase, stage):
-        calls.append(stage)
-        if stage == "phase1" and calls.count("phase1") == 1:
-            raise KeyboardInterrupt
-        return real_fit(self, module, phase, stage)
-
-    monkeypatch.setattr(runner_module.PhaseRunner, "_fit", interrupt_at_phase1)
-    assert fit.main(_debug_args(kodim15, tmp_path)) == fit.EXIT_INTERRUPTED
-    run_dir = tmp_path / "kodim15_192x128_l0.001"
-    assert (run_dir / "state.pt").exists() and not (run_dir / "results.json").exists()
-    assert "run the same command again to resume" in capsys.readouterr().err
-    assert fit.main(_debug_args(kodim15, tmp_path)) == 0
-    assert "resuming" in capsys.readouterr().err
-    # The second run trained only what was left: phase1 again, then phase2.
-    assert calls == ["warmup0/c0", "warmup0/c1", "warmup0/c2", "warmup1/c0", "warmup1/c1", "phase0", "phase1",
-                     "phase1", "phase2"]
-    results = json.loads((run_dir / "results.json").read_text())
-    assert 80 <= results["n_iterations"] <= 120
 
 
 @pytest.mark.slow

@@ -27,6 +27,19 @@ def test_png_reads_as_normalised_rgb(kodim15: Path) -> None:
     np.testing.assert_allclose(frame.planes[0][0].permute(1, 2, 0).numpy() * 255, pixels, atol=1e-4)
 
 
+@pytest.mark.parametrize("extension, options", [
+    (".jpg", {"quality": 90}), (".webp", {"lossless": True}), (".tif", {}), (".bmp", {}), (".gif", {}),
+])
+def test_any_8_bit_rgb_image_pillow_reads_is_read(kodim15: Path, tmp_path: Path, extension: str,
+                                                   options: dict) -> None:
+    path = tmp_path / f"photo{extension}"
+    Image.open(kodim15).save(path, **options)
+    frame = read_frame(path)
+    assert (frame.color_space, frame.bitdepth, frame.height, frame.width) == ("rgb", 8, 128, 192)
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    np.testing.assert_array_equal(_samples(frame)[0][0].transpose(1, 2, 0), pixels)
+
+
 @pytest.mark.parametrize("name", IMAGES)
 def test_every_shared_image_round_trips(data_dir: Path, tmp_path: Path, name: str) -> None:
     source = data_dir / "images" / name
@@ -102,10 +115,23 @@ def _bad_inputs(data_dir: Path, tmp: Path) -> list[tuple[Path, str]]:
     (tmp / "nodepth_192x128_yuv420.yuv").write_bytes(yuv.read_bytes())
     (tmp / "short.ppm").write_bytes(b"P6\n4 4\n255\n" + bytes(10))
     (tmp / "ascii.ppm").write_bytes(b"P3\n1 1\n255\n0 0 0\n")
-    (tmp / "photo.jpg").write_bytes(b"\xff\xd8\xff")
+    (tmp / "tiny.jpg").write_bytes(b"\xff\xd8\xff")
+    rgb.save(tmp / "whole.jpg")
+    (tmp / "photo.jpg").write_bytes((tmp / "whole.jpg").read_bytes()[:3000])
+    (tmp / "notes.txt").write_text("not an image")
+    rgb.convert("L").save(tmp / "gray.jpg")
+    rgb.convert("CMYK").save(tmp / "cmyk.jpg")
+    translucent = rgb.convert("RGBA")
+    translucent.putalpha(128)
+    translucent.save(tmp / "rgba.webp", lossless=True)
     return [
         (tmp / "missing.png", "no such file"),
-        (tmp / "photo.jpg", "unsupported format '.jpg'"),
+        (tmp / "photo.jpg", "corrupt image"),
+        (tmp / "tiny.jpg", "not an image format Pillow reads"),
+        (tmp / "notes.txt", "not an image format Pillow reads"),
+        (tmp / "gray.jpg", "JPEG image in mode L is not supported: convert it to 8-bit RGB"),
+        (tmp / "cmyk.jpg", "mode CMYK is not supported"),
+        (tmp / "rgba.webp", "WEBP image in mode RGBA is not supported"),
         (tmp / "gray.png", "grayscale PNG is not supported"),
         (tmp / "rgba.png", "RGBA PNG is not supported"),
         (tmp / "empty.png", "file is empty"),

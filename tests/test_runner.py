@@ -9,6 +9,8 @@ import torch
 from coolchic_pl.config import Preset, TrainerPhase, Warmup, WarmupPhase
 from coolchic_pl.io import FrameData, read_frame
 from coolchic_pl.model.architecture import ARCHITECTURES
+from coolchic_pl.training.checkpoint import CHECKPOINT_KEY, Checkpointer, EncodeStopped, StopReason
+from coolchic_pl.training.rng import derive_seed
 from coolchic_pl.training.runner import PhaseRunner
 
 WARM = TrainerPhase(max_itr=4, freq_valid=2)
@@ -31,17 +33,17 @@ class ScriptedRunner(PhaseRunner):
         super().__init__(*args, **kwargs)
         self.gains, self.fail_at, self.fitted = gains, fail_at, []
 
-    def _new_module(self, codec_state=None, init_seed=None):
-        module = super()._new_module(codec_state, init_seed)
+    def _new_module(self, codec_state=None, candidate=0):
+        module = super()._new_module(codec_state, candidate)
         if codec_state is None:
             with torch.no_grad():
-                module.coolchic.latent.grids[0].fill_(float(init_seed % 100))  # candidate identity
+                module.coolchic.latent.grids[0].fill_(float(candidate))  # candidate identity
         module.evaluate = lambda m=module: {"loss": m.coolchic.latent.grids[0][0, 0, 0, 1].item()}
         return module
 
-    def _fit(self, module, phase, stage):
+    def _train(self, module, phase, stage, resume):
         if stage == self.fail_at:
-            raise KeyboardInterrupt(stage)
+            raise EncodeStopped(StopReason.INTERRUPT)
         identity = int(module.coolchic.latent.grids[0][0, 0, 0, 0].item())
         self.fitted.append((stage, identity))
         with torch.no_grad():
@@ -66,26 +68,41 @@ def test_warmup_keeps_the_best_candidates_in_order(tiny_frame) -> None:
     assert runner.global_iteration == 4 * 4 + 2 * 4 + 4 + 6 + 2
 
 
-def test_resume_continues_at_the_interrupted_stage(tiny_frame) -> None:
-    saved = []
-
-    def save(state):
-        saved.append({k: v for k, v in state.items()})
-
+def test_resume_continues_at_the_interrupted_stage(tiny_frame, tmp_path) -> None:
+    checkpointer = Checkpointer(tmp_path / "encode.ckpt", interval_s=0)
     first = ScriptedRunner(tiny_frame, ARCHITECTURES["vlop"], PRESET, 1e-3, gains=GAINS, fail_at="warmup1/c1",
-                           save_state=save)
-    with pytest.raises(KeyboardInterrupt):
+                           checkpointer=checkpointer)
+    with pytest.raises(EncodeStopped):
         first.run()
-    assert saved[-1]["stage"] == 5 and saved[-1]["global_iteration"] == 4 * 4 + 4
-    resumed = ScriptedRunner(tiny_frame, ARCHITECTURES["vlop"], PRESET, 1e-3, gains=GAINS, state=saved[-1])
-    resumed.run()
+    checkpoint = checkpointer.load()
+    saved = checkpoint[CHECKPOINT_KEY]["runner"]
+    assert saved["stage"] == 5 and saved["global_iteration"] == 4 * 4 + 4
+    resumed = ScriptedRunner(tiny_frame, ARCHITECTURES["vlop"], PRESET, 1e-3, gains=GAINS)
+    assert resumed.describe(checkpoint) == "the start of warmup1/c1"
+    resumed.run(checkpoint)
     assert resumed.fitted == [("warmup1/c1", 0), ("warmup2/c0", 0), ("phase0", 0), ("phase1", 0)]
     assert resumed.global_iteration == 4 * 4 + 2 * 4 + 4 + 6 + 2
 
 
+def test_derived_seeds_do_not_collide() -> None:
+    # seed * 1000 + loop * 100 + candidate gave (1, 0, 0) and (0, 10, 0) the same seed.
+    keys = [(seed, loop, candidate) for seed in range(3) for loop in range(12) for candidate in range(12)]
+    assert len({derive_seed(*key) for key in keys}) == len(keys)
+
+
+def test_candidates_get_distinct_initialisations_that_leave_the_encode_rng_alone(tiny_frame) -> None:
+    runner = PhaseRunner(tiny_frame, ARCHITECTURES["vlop"], PRESET, 1e-3, seed=5)
+    state = torch.get_rng_state()
+    first, again = runner._new_module(candidate=1), runner._new_module(candidate=1)
+    other = runner._new_module(candidate=2)
+    assert torch.equal(torch.get_rng_state(), state)
+    weights = [m.coolchic.synthesis.layers[0].weight for m in (first, again, other)]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+
+
 def test_restarts_keep_the_best_loop(tiny_frame) -> None:
     preset = Preset("one", [MAIN], Warmup([WarmupPhase(2, WARM)]))
-    # Loop 0 seeds candidates 0 and 1, loop 1 seeds 100 and 101 (identities 0 and 1 again).
+    # Each loop draws candidates 0 and 1 afresh (identities 0 and 1 again).
     gains = {("loop0", 0): 9.0, ("loop0", 1): 8.0, ("loop1", 0): 10.0, ("loop1", 1): 12.0}
     runner = ScriptedRunner(tiny_frame, ARCHITECTURES["vlop"], preset, 1e-3, gains=gains, n_loops=2)
     module, metrics = runner.run()

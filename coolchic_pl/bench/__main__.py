@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["speed"]:
         return speed.main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m coolchic_pl.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="coolchic-bench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     rd.add_arguments(commands.add_parser("rd", help="rate-distortion benchmark against classical codecs"))
     commands.add_parser("speed", help="training/decoding speed benchmark (see speed --help)")

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import torch
 from PIL import Image, features
+
+from coolchic_pl.metrics import psnr_db
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,9 @@ def available_codecs() -> list[ClassicalCodec]:
 
 
 def psnr_rgb(decoded: np.ndarray, original: np.ndarray) -> float:
-    mse = np.mean((decoded.astype(np.float64) - original.astype(np.float64)) ** 2)
-    return 100.0 if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+    """PSNR of two 8-bit [H, W, 3] images, in float64 so it is exact for any image size."""
+    return psnr_db([torch.from_numpy(decoded.astype(np.float64))], [torch.from_numpy(original.astype(np.float64))],
+                   data_range=255.0)
 
 
 def sweep(codec: ClassicalCodec, image: Image.Image) -> list[dict]:

@@ -26,7 +26,8 @@ from PIL import Image
 
 from coolchic_pl.bench.bdrate import bd_psnr, bd_rate
 from coolchic_pl.bench.classical import available_codecs, sweep
-from coolchic_pl.fit import encode, parse_config
+from coolchic_pl.config import parse_config
+from coolchic_pl.encode import encode
 from coolchic_pl.io import FrameFormatError
 
 COOLCHIC = "coolchic_pl"

@@ -2,33 +2,55 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 import lightning.pytorch as pl
 
-from coolchic_pl.nnquant import ModuleQuantization, quantize_networks
+from coolchic_pl.nnquant import ModuleQuantization
+from coolchic_pl.nnquant.quantize import QStepSearch
+
+# Called between two candidates of the search with the callback itself: a safe point to
+# write a checkpoint holding its ``state_dict()``, or to stop.
+SearchProgress = Callable[["PostPhaseQuantization"], None]
 
 
 class PostPhaseQuantization(pl.Callback):
     """Runs the greedy q-step search on the phase's final (best) parameters.
 
-    It hooks ``on_fit_end``, which Lightning calls after every ``on_train_end``, so the
-    patience callback has already restored the best parameters whatever the order of
-    the callback list.
+    It hooks ``on_train_end``: the module is still on the training device there (the
+    Trainer moves it to the CPU in its teardown, before ``on_fit_end``), and the patience
+    callback, placed before this one, has restored the best parameters. The search can be
+    checkpointed between candidates through ``progress`` and resumed with
+    :meth:`load_state_dict` followed by :meth:`quantize`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, progress: SearchProgress | None = None) -> None:
+        self.progress = progress
         self.quantization: dict[str, ModuleQuantization] = {}
+        self._search: QStepSearch | None = None
+        self._pending_search: dict[str, Any] | None = None
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.interrupted:
-            return
-        self.quantization = quantize_networks(pl_module.coolchic, pl_module.evaluate_loss)
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if pl_module.device != trainer.strategy.root_device:
+            raise RuntimeError(f"quantisation would run on {pl_module.device}, not on the training device "
+                               f"{trainer.strategy.root_device}")
+        self.quantize(pl_module)
+
+    def quantize(self, pl_module: pl.LightningModule) -> None:
+        """Search (or finish a resumed search) and give the module its quantisation."""
+        search = QStepSearch(pl_module.coolchic, pl_module.evaluate_loss)
+        if self._pending_search is not None:
+            search.load_state_dict(self._pending_search)
+            self._pending_search = None
+        self._search = search
+        progress = self.progress
+        self.quantization = search.run(after_each=(lambda: progress(self)) if progress else lambda: None)
         pl_module.quantization = dict(self.quantization)
 
     def state_dict(self) -> dict[str, Any]:
-        return {name: asdict(q) for name, q in self.quantization.items()}
+        return {"quantization": {name: vars(q).copy() for name, q in self.quantization.items()},
+                "search": self._search.state_dict() if self._search is not None else None}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.quantization = {name: ModuleQuantization(**q) for name, q in state_dict.items()}
+        self.quantization = {name: ModuleQuantization(**q) for name, q in state_dict["quantization"].items()}
+        self._pending_search = state_dict["search"]

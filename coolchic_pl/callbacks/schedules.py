@@ -29,16 +29,17 @@ class LinearSchedule(pl.Callback):
     def value_at(self, iteration: int) -> float:
         return self.start + (self.end - self.start) * iteration / self.max_itr
 
-    def _apply(self, pl_module: pl.LightningModule, iteration: int) -> None:
-        self.value = self.value_at(iteration)
+    def _write(self, pl_module: pl.LightningModule) -> None:
         with torch.no_grad():
             getattr(pl_module, self.attribute).fill_(self.value)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._apply(pl_module, 0)
+        # The start value in a fresh phase; the value reached so far in a resumed one.
+        self._write(pl_module)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._apply(pl_module, trainer.global_step - 1)
+        self.value = self.value_at(trainer.global_step - 1)
+        self._write(pl_module)
 
     def state_dict(self) -> dict[str, Any]:
         return {"value": self.value}

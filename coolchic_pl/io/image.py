@@ -73,6 +73,31 @@ def read_ppm(path: str | os.PathLike) -> FrameData:
     return FrameData((samples_to_tensor(samples, bitdepth),), bitdepth, "rgb")
 
 
+# Pillow modes whose pixels are 8-bit RGB, possibly through a lossless expansion.
+_PILLOW_RGB_MODES = ("RGB", "P")
+
+
+def read_pillow_image(path: str | os.PathLike) -> FrameData:
+    """Any 8-bit RGB image Pillow reads (JPEG, WebP, TIFF, BMP, GIF, ...), first frame.
+
+    As for PNG, images that are not RGB (grayscale, with alpha, CMYK, 16-bit) are refused
+    rather than converted: the conversion would change what is being compressed.
+    """
+    data = read_bytes(path)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            mode, fmt, transparent = image.mode, image.format, "transparency" in image.info
+            samples = np.asarray(image.convert("RGB")) if mode in _PILLOW_RGB_MODES and not transparent else None
+    except (Image.UnidentifiedImageError, Image.DecompressionBombError) as error:
+        raise FrameFormatError(path, f"not an image format Pillow reads ({error.__class__.__name__})") from error
+    except (OSError, SyntaxError, ValueError, struct.error, zlib.error) as error:
+        raise FrameFormatError(path, f"corrupt image ({error})") from error
+    if samples is None:
+        kind = f"{mode} with transparency" if transparent else mode
+        raise FrameFormatError(path, f"{fmt} image in mode {kind} is not supported: convert it to 8-bit RGB first")
+    return FrameData((samples_to_tensor(samples, 8),), 8, "rgb")
+
+
 def _check_rgb(frame: FrameData, path: str | os.PathLike, fmt: str) -> None:
     if frame.color_space != "rgb":
         raise FrameFormatError(path, f"cannot write a {frame.color_space} frame as {fmt}: use a .yuv name")

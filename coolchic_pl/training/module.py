@@ -21,7 +21,8 @@ from coolchic_pl.io import FrameData
 from coolchic_pl.model.architecture import CoolChicArchitecture
 from coolchic_pl.model.coolchic import CoolChic, CoolChicOutput
 from coolchic_pl.nnquant import ModuleQuantization, network_rate_bits
-from coolchic_pl.training.loss import mse, output_planes, psnr_db, rate_distortion_loss
+from coolchic_pl.metrics import psnr_db
+from coolchic_pl.training.loss import mse, output_planes, rate_distortion_loss
 
 GRADIENT_CLIP_NORM = 0.1
 
@@ -45,6 +46,7 @@ class CoolChicModule(pl.LightningModule):
         # A plain callable, not a sub-module, so the compiled variant registers nothing twice.
         self.decoder_forward: Callable[..., CoolChicOutput] = self.coolchic.__call__
         self.last_metrics: dict[str, float] = {}
+        self._phase_end_requested = False
         self.automatic_optimization = False
 
     @property
@@ -87,11 +89,22 @@ class CoolChicModule(pl.LightningModule):
         self.clip_gradients_of_all_parameters()
         optimizer.step()
 
+    def request_phase_end(self) -> None:
+        """End the phase before its next iteration, with no further validation."""
+        self._phase_end_requested = True
+
+    def on_train_start(self) -> None:
+        self._phase_end_requested = False
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        # -1 makes Lightning end the epoch, hence the stage, before this batch runs.
+        return -1 if self._phase_end_requested else None
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Lightning validates every freq_valid steps but not after a last partial block,
-        # which the reference does validate; a stop request makes Lightning validate once
-        # more before it ends the stage.
-        if batch_idx + 1 == self.phase.max_itr and self.phase.max_itr % self.phase.freq_valid:
+        # which the reference does validate; a stop request at that last step makes
+        # Lightning validate once more before it ends the stage.
+        if self.trainer.global_step == self.phase.max_itr and self.phase.max_itr % self.phase.freq_valid:
             self.trainer.should_stop = True
 
     # ---------------------------------------------------------------- evaluation
@@ -110,17 +123,22 @@ class CoolChicModule(pl.LightningModule):
         return output_planes(self._eval_output().image, self.color_space, self.bitdepth, rounded=True)
 
     @torch.no_grad()
-    def evaluate(self, network_bits: float | None = None) -> dict[str, float]:
-        """Hard-rounded test metrics; ``network_bits`` defaults to the current quantisation."""
+    def _test(self) -> tuple[tuple[Tensor, ...], float, CoolChicOutput]:
         out = self._eval_output()
         decoded = output_planes(out.image, self.color_space, self.bitdepth, rounded=True)
-        distortion = mse(decoded, self.target).item()
-        latent_bits = out.rate_bits.sum().item()
-        nn_bits = self.network_bits if network_bits is None else network_bits
+        return decoded, mse(decoded, self.target).item(), out
+
+    def _loss(self, distortion: float, latent_bits: float, network_bits: float) -> float:
+        return distortion + self.lmbda * (latent_bits + network_bits) / self.n_pixels
+
+    def evaluate(self) -> dict[str, float]:
+        """Hard-rounded test metrics with the current network quantisation."""
+        decoded, distortion, out = self._test()
+        latent_bits, nn_bits = out.rate_bits.sum().item(), self.network_bits
         metrics = {
-            "loss": distortion + self.lmbda * (latent_bits + nn_bits) / self.n_pixels,
+            "loss": self._loss(distortion, latent_bits, nn_bits),
             "mse": distortion,
-            "psnr_db": psnr_db(distortion),
+            "psnr_db": psnr_db(decoded, self.target),
             "bpp": (latent_bits + nn_bits) / self.n_pixels,
             "bpp_latent": latent_bits / self.n_pixels,
             "bpp_nn": nn_bits / self.n_pixels,
@@ -131,7 +149,8 @@ class CoolChicModule(pl.LightningModule):
 
     def evaluate_loss(self, network_bits: float) -> float:
         """Test loss for a given network rate: what the quantisation search minimises."""
-        return self.evaluate(network_bits)["loss"]
+        _, distortion, out = self._test()
+        return self._loss(distortion, out.rate_bits.sum().item(), network_bits)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self.last_metrics = self.evaluate()

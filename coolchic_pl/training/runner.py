@@ -1,9 +1,13 @@
 """PhaseRunner: warm-up competition, main phases and restarts, one Trainer per stage.
 
 An encode is a fixed plan of stages: for each loop, every warm-up candidate training
-(``warmup<p>/c<c>``) then every main phase (``phase<i>``). After each stage the runner
-hands its complete state to ``save_state``; a runner built with that state skips the
-stages already done, so an interruption loses at most the stage in progress.
+(``warmup<p>/c<c>``) then every main phase (``phase<i>``). Through a
+:class:`~coolchic_pl.training.checkpoint.Checkpointer` the runner keeps one checkpoint of
+the encode up to date: at every stage end (its own state, no Trainer), inside a stage
+(the Trainer's checkpoint, written by :class:`StageCheckpoint`) and between candidates of
+the post-phase quantisation search. ``run(checkpoint)`` continues exactly where that
+checkpoint was taken: same candidates, same optimiser and callback states, same random
+numbers.
 """
 
 from __future__ import annotations
@@ -16,25 +20,31 @@ from typing import Any, Callable, Sequence
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from coolchic_pl.callbacks import CosineLR, LinearSchedule, PatienceWithReload, PostPhaseQuantization, ValidationReport
+from coolchic_pl.callbacks.checkpoint import StageCheckpoint
 from coolchic_pl.config import Preset, TrainerPhase
 from coolchic_pl.io import FrameData
 from coolchic_pl.model.architecture import CoolChicArchitecture
+from coolchic_pl.training.checkpoint import (
+    CHECKPOINT_KEY, AtomicCheckpointIO, Checkpointer, EncodeStopped, StopReason,
+)
 from coolchic_pl.training.datamodule import SingleFrameDataModule
 from coolchic_pl.training.module import CoolChicModule
+from coolchic_pl.training.rng import capture_rng_states, derive_seed, restore_rng_states
 
-# Lightning announces devices and hints about data loader workers for every Trainer; with
-# one short-lived Trainer per stage that is noise, and a single in-memory frame needs no
-# workers.
+# Lightning announces devices and tips for every Trainer; with one short-lived Trainer
+# per stage that is noise.
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 
-
-class EncodeInterrupted(Exception):
-    """The user or the system stopped the encode; the last finished stage is saved."""
+# Where a checkpoint was taken within the stage ``runner["stage"]``.
+BEFORE_STAGE = "before_stage"  # nothing of that stage done yet
+IN_TRAINING = "training"  # a Trainer checkpoint inside its fit
+IN_QUANTIZATION = "quantization"  # its training done, between two candidates of the q-step search
 
 
 @dataclass(frozen=True)
@@ -50,26 +60,33 @@ class Stage:
 
 
 def stage_callbacks(phase: TrainerPhase, stage: str, global_offset: int, report_stream: Any) -> list[pl.Callback]:
-    """Fresh callbacks for one stage, in the order they must run at each validation:
-    report what was measured, record the best, then move the schedules."""
+    """Fresh callbacks for one stage, in the order they must run at each validation and
+    at the stage end: report what was measured, record the best (and restore it at the
+    end, before any quantisation), then move the schedules."""
     callbacks: list[pl.Callback] = [
         ValidationReport(stage, global_offset, phase.max_itr, report_stream),
-        PatienceWithReload(phase.patience, phase.schedule_lr, phase.freq_valid, phase.max_itr),
+        PatienceWithReload(phase.patience, phase.schedule_lr, phase.max_itr),
         LinearSchedule("temperature", *phase.softround_temperature, phase.max_itr),
         LinearSchedule("noise_parameter", *phase.noise_parameter, phase.max_itr),
     ]
     if phase.schedule_lr:
         callbacks.append(CosineLR(phase.max_itr, phase.freq_valid))
-    if phase.quantize_model:
-        callbacks.append(PostPhaseQuantization())
     return callbacks
 
 
-def fit_stage(module: CoolChicModule, phase: TrainerPhase, stage: str, global_offset: int = 0,
-              accelerator: str = "cpu", loggers: Sequence[Logger] = (), report_stream: Any = None) -> pl.Trainer:
-    """Train ``module`` for one phase with a fresh, short-lived Trainer and callbacks."""
-    module.phase = phase
-    trainer = pl.Trainer(
+def make_trainer(phase: TrainerPhase, callbacks: Sequence[pl.Callback], accelerator: str = "cpu",
+                 loggers: Sequence[Logger] = ()) -> pl.Trainer:
+    """A short-lived Trainer for one stage.
+
+    Checkpoints are written atomically in place. Under SLURM, Lightning's own
+    auto-requeue (its SIGUSR1 handler saving an ``hpc_ckpt`` and calling ``scontrol
+    requeue``) is turned off: the encode checkpoints itself and exits with the requeue
+    code, and the job script decides what to do.
+    """
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return pl.Trainer(
         accelerator=accelerator,
         devices=1,
         max_steps=phase.max_itr,
@@ -80,12 +97,20 @@ def fit_stage(module: CoolChicModule, phase: TrainerPhase, stage: str, global_of
         limit_val_batches=1,
         log_every_n_steps=phase.max_itr,
         logger=list(loggers) or False,
-        callbacks=stage_callbacks(phase, stage, global_offset, report_stream),
-        enable_checkpointing=False,
+        callbacks=list(callbacks),
+        enable_checkpointing=any(isinstance(c, pl.callbacks.Checkpoint) for c in callbacks),
         enable_progress_bar=False,
         enable_model_summary=False,
+        plugins=plugins,
     )
-    trainer.fit(module, datamodule=SingleFrameDataModule(phase.max_itr))
+
+
+def fit_stage(module: CoolChicModule, phase: TrainerPhase, stage: str, accelerator: str = "cpu") -> pl.Trainer:
+    """Train ``module`` for one phase with a fresh Trainer and callbacks, nothing else
+    (no checkpoints, no quantisation): one main phase as the speed benchmark times it."""
+    module.phase = phase
+    trainer = make_trainer(phase, stage_callbacks(phase, stage, 0, None), accelerator)
+    trainer.fit(module, datamodule=SingleFrameDataModule())
     return trainer
 
 
@@ -103,20 +128,22 @@ class PhaseRunner:
         compile_decoder: bool = False,
         loggers: Sequence[Logger] = (),
         report_stream: Any = None,
-        state: dict | None = None,
-        save_state: Callable[[dict], None] | None = None,
+        checkpointer: Checkpointer | None = None,
         on_phase_end: Callable[[str, CoolChicModule, int], None] | None = None,
     ):
         self.frame, self.architecture, self.preset, self.lmbda = frame, architecture, preset, lmbda
         self.seed, self.n_loops, self.accelerator = seed, n_loops, accelerator
+        self.device = torch.device("cuda" if accelerator == "cuda" else "cpu")
         self.compile_decoder = compile_decoder
         self.loggers = list(loggers)
         self.report_stream = report_stream
-        self.save_state = save_state
+        self.checkpointer = checkpointer
         self.on_phase_end = on_phase_end
-        self.state = state or {"loop": 0, "stage": 0, "candidates": [], "losses": [], "global_iteration": 0,
-                               "elapsed_s": 0.0, "best": None}
+        self.state: dict[str, Any] = {"loop": 0, "stage": 0, "candidates": [], "losses": [], "global_iteration": 0,
+                                      "elapsed_s": 0.0, "best": None}
         self._modules: list[CoolChicModule] | None = None
+        self._stage_started: float | None = None
+        self._trainer: pl.Trainer | None = None
 
     # ------------------------------------------------------------------ plan
 
@@ -133,74 +160,118 @@ class PhaseRunner:
     def elapsed_s(self) -> float:
         return self.state["elapsed_s"]
 
-    def _new_module(self, codec_state: dict | None = None, init_seed: int | None = None) -> CoolChicModule:
-        if init_seed is not None:
-            torch.manual_seed(init_seed)
-        module = CoolChicModule(self.frame, self.architecture, self.lmbda)
+    def describe(self, checkpoint: dict[str, Any]) -> str:
+        """Where ``checkpoint`` stands in this runner's plan, for a progress line."""
+        resume = checkpoint[CHECKPOINT_KEY]
+        runner = resume["runner"]
+        if runner["loop"] >= self.n_loops:
+            return "the end of the last stage"
+        stage = self.plan(runner["loop"])[runner["stage"]].name(self.n_loops)
+        if resume["position"] == IN_TRAINING:
+            return f"{stage}, iteration {checkpoint['global_step']}"
+        if resume["position"] == IN_QUANTIZATION:
+            return f"{stage}, network quantisation"
+        return f"the start of {stage}"
+
+    def _new_module(self, codec_state: dict | None = None, candidate: int = 0) -> CoolChicModule:
+        """A candidate on the training device. Its random initialisation comes from its
+        own stream, derived from (seed, loop, candidate), and leaves the encode's random
+        generator untouched, so building modules (again, on resume) changes no other
+        random number."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, self.state["loop"], candidate))
+            module = CoolChicModule(self.frame, self.architecture, self.lmbda)
         if codec_state is not None:
             module.load_codec_state(codec_state)
-        return module
+        return module.to(self.device)
 
     def _candidates(self) -> list[CoolChicModule]:
         if self._modules is None:
             if self.state["candidates"]:
                 self._modules = [self._new_module(s) for s in self.state["candidates"]]
             else:
-                loop = self.state["loop"]
-                self._modules = [self._new_module(init_seed=self.seed * 1000 + loop * 100 + c)
-                                 for c in range(self.preset.warmup.n_candidates)]
+                self._modules = [self._new_module(candidate=c) for c in range(self.preset.warmup.n_candidates)]
                 self.state["losses"] = [float("inf")] * len(self._modules)
         return self._modules
 
     # ------------------------------------------------------------------- run
 
-    def run(self) -> tuple[CoolChicModule, dict[str, float]]:
-        """Run (or finish) every loop; returns the best module and its final test metrics."""
+    def run(self, checkpoint: dict[str, Any] | None = None) -> tuple[CoolChicModule, dict[str, float]]:
+        """Run every loop, or finish them from ``checkpoint`` (as loaded by the
+        checkpointer); returns the best module and its final test metrics."""
+        resume = checkpoint[CHECKPOINT_KEY] if checkpoint is not None else None
+        if resume is None:
+            torch.manual_seed(self.seed)
+        else:
+            self.state = resume["runner"]
         while self.state["loop"] < self.n_loops:
-            plan = self.plan(self.state["loop"])
-            for stage in plan[self.state["stage"]:]:
-                started = time.perf_counter()
-                self._run_stage(stage)
-                self.state["elapsed_s"] += time.perf_counter() - started
+            for stage in self.plan(self.state["loop"])[self.state["stage"]:]:
+                self._candidates()
+                if resume is not None:
+                    restore_rng_states(resume["rng"])
+                self._stage_started = time.perf_counter()
+                self._run_stage(stage, resume)
+                resume = None
+                self.state["elapsed_s"] += time.perf_counter() - self._stage_started
+                self._stage_started = None
                 self.state["stage"] += 1
-                self._checkpoint()
+                self._save_between_stages()
             self._finish_loop()
         best = self.state["best"]
         return self._new_module(best["codec_state"]), best["metrics"]
 
-    def _run_stage(self, stage: Stage) -> None:
+    def _run_stage(self, stage: Stage, resume: dict[str, Any] | None) -> None:
         modules = self._candidates()
         name = stage.name(self.n_loops)
         if stage.kind == "warmup":
-            phase = self.preset.warmup.phases[stage.index]
-            if stage.candidate == 0 and stage.index > 0:
-                del modules[phase.candidates:]
-                del self.state["losses"][phase.candidates:]
+            warm = self.preset.warmup.phases[stage.index]
+            del modules[warm.candidates:]
+            del self.state["losses"][warm.candidates:]
             module = modules[stage.candidate]
-            self._fit(module, phase.training_phase, name)
+            self._train(module, warm.training_phase, name, resume)
             self.state["losses"][stage.candidate] = module.evaluate()["loss"]
-            if stage.candidate == phase.candidates - 1:
+            if stage.candidate == warm.candidates - 1:
                 self._sort_candidates()
             return
         del modules[1:]
         del self.state["losses"][1:]
         if self.compile_decoder:
             modules[0].use_compiled_decoder()
-        self._fit(modules[0], self.preset.all_phases[stage.index], name)
+        self._train(modules[0], self.preset.all_phases[stage.index], name, resume)
         if self.on_phase_end is not None:
             self.on_phase_end(name, modules[0], self.global_iteration)
+
+    def _train(self, module: CoolChicModule, phase: TrainerPhase, stage: str, resume: dict[str, Any] | None) -> None:
+        """One stage's fit, then its quantisation if the phase asks for one; resumed from
+        inside either when ``resume`` says so. The module ends on the training device."""
+        module.phase = phase
+        quantizer = PostPhaseQuantization(self._quantization_progress) if phase.quantize_model else None
+        position = resume["position"] if resume is not None else BEFORE_STAGE
+        if position == IN_QUANTIZATION:
+            self.state["global_iteration"] += resume["stage_steps"]
+            quantizer.load_state_dict(resume["quantization"])
+            quantizer.quantize(module)
+            return
+        callbacks = stage_callbacks(phase, stage, self.global_iteration, self.report_stream)
+        if quantizer is not None:
+            callbacks.append(quantizer)
+        if self.checkpointer is not None:
+            callbacks.append(StageCheckpoint(self.checkpointer, phase, lambda: self._extras(IN_TRAINING)))
+        self._trainer = make_trainer(phase, callbacks, self.accelerator, self.loggers)
+        ckpt_path = self.checkpointer.path if position == IN_TRAINING else None
+        try:
+            self._trainer.fit(module, datamodule=SingleFrameDataModule(), ckpt_path=ckpt_path, weights_only=True)
+        except SIGTERMException:
+            raise EncodeStopped(StopReason.TERMINATE) from None
+        finally:
+            module.to(self.device)  # the Trainer's teardown leaves it on the CPU
+        self.state["global_iteration"] += self._trainer.global_step
+        self._trainer = None
 
     def _sort_candidates(self) -> None:
         order = sorted(range(len(self._modules)), key=self.state["losses"].__getitem__)
         self._modules = [self._modules[i] for i in order]
         self.state["losses"] = [self.state["losses"][i] for i in order]
-
-    def _fit(self, module: CoolChicModule, phase: TrainerPhase, stage: str) -> None:
-        trainer = fit_stage(module, phase, stage, self.global_iteration, self.accelerator, self.loggers,
-                            self.report_stream)
-        if trainer.interrupted:
-            raise EncodeInterrupted(f"interrupted during {stage}")
-        self.state["global_iteration"] += trainer.global_step
 
     def _finish_loop(self) -> None:
         winner = self._candidates()[0]
@@ -210,10 +281,35 @@ class PhaseRunner:
             self.state["best"] = {"codec_state": winner.codec_state(), "metrics": metrics}
         self.state.update(loop=self.state["loop"] + 1, stage=0, candidates=[], losses=[])
         self._modules = None
-        self._checkpoint()
+        self._save_between_stages()
 
-    def _checkpoint(self) -> None:
+    # ------------------------------------------------------------- checkpoints
+
+    def _snapshot(self) -> dict[str, Any]:
+        """The runner's state as of now: live candidates and the time spent so far."""
+        state = dict(self.state)
         if self._modules is not None:
-            self.state["candidates"] = [m.codec_state() for m in self._modules]
-        if self.save_state is not None:
-            self.save_state(self.state)
+            state["candidates"] = [m.codec_state() for m in self._modules]
+        if self._stage_started is not None:
+            state["elapsed_s"] += time.perf_counter() - self._stage_started
+        return state
+
+    def _extras(self, position: str, **more: Any) -> dict[str, Any]:
+        return {"position": position, "runner": self._snapshot(), "rng": capture_rng_states(), **more}
+
+    def _save_between_stages(self) -> None:
+        if self.checkpointer is None:
+            return
+        self.checkpointer.save({CHECKPOINT_KEY: self._extras(BEFORE_STAGE)})
+        reason = self.checkpointer.stop_reason()
+        if reason is not None:
+            raise EncodeStopped(reason)
+
+    def _quantization_progress(self, quantizer: PostPhaseQuantization) -> None:
+        if self.checkpointer is None:
+            return
+        # The stage's iterations are added to the global count when its fit returns; a
+        # search resumed without a Trainer has added them already.
+        steps = self._trainer.global_step if self._trainer is not None else 0
+        self.checkpointer.at_safe_point(lambda: self.checkpointer.save({CHECKPOINT_KEY: self._extras(
+            IN_QUANTIZATION, quantization=quantizer.state_dict(), stage_steps=steps)}))

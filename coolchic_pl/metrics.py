@@ -1,0 +1,31 @@
+"""Image quality metrics, computed by torchmetrics, for every place that reports them."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from torchmetrics.functional.image import multiscale_structural_similarity_index_measure, peak_signal_noise_ratio
+
+# Identical images have an infinite PSNR, which JSON cannot hold; report this instead.
+MAX_PSNR_DB = 100.0
+
+
+def psnr_db(decoded: Sequence[Tensor], target: Sequence[Tensor], data_range: float = 1.0) -> float:
+    """PSNR over every sample of every plane, so 4:2:0 planes weigh by their size, as in
+    the training loss."""
+    preds = torch.cat([plane.reshape(-1) for plane in decoded])
+    reference = torch.cat([plane.reshape(-1) for plane in target])
+    return min(peak_signal_noise_ratio(preds, reference, data_range=data_range).item(), MAX_PSNR_DB)
+
+
+def ms_ssim(decoded: Tensor, target: Tensor, data_range: float = 1.0) -> float | None:
+    """MS-SSIM of [1, C, H, W] images (all channels averaged), with the standard five
+    scales and 11-tap Gaussian window; None for images too small for five scales (under
+    176 pixels on a side), where the standard value is not defined."""
+    try:
+        value = multiscale_structural_similarity_index_measure(decoded, target, data_range=data_range)
+    except ValueError:
+        return None
+    return value.item()
