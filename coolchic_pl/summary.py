@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import resources
 
 import torch
 
+from coolchic_pl.data import DEFAULT_IMAGE
 from coolchic_pl.io import FrameFormatError, read_frame
+from coolchic_pl.metrics import psnr_db
 from coolchic_pl.model.architecture import ARCHITECTURES, architecture_from_name
 from coolchic_pl.model.coolchic import MODULE_NAMES, CoolChic
-from coolchic_pl.metrics import psnr_db
-
-DEFAULT_IMAGE = resources.files("coolchic_pl") / "data" / "kodim15_192x128.png"
 
 
 def describe(model: CoolChic, target: torch.Tensor) -> list[str]:

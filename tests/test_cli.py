@@ -34,8 +34,8 @@ def test_coolchic_fit_encodes_a_jpeg_and_coolchic_decode_reads_it_back(kodim15: 
                              capture_output=True, text=True, timeout=300)
     assert encoded.returncode == 0, encoded.stderr
     run_dir = tmp_path / "runs" / "photo_l0.001"
-    decoded = subprocess.run([_command("coolchic-decode"), str(run_dir / "photo.cool"), "-o", str(tmp_path / "out.png")],
-                             capture_output=True, text=True, timeout=120)
+    decoded = subprocess.run([_command("coolchic-decode"), str(run_dir / "photo.cool"),
+                              "-o", str(tmp_path / "out.png")], capture_output=True, text=True, timeout=120)
     assert decoded.returncode == 0, decoded.stderr
     out = np.asarray(Image.open(tmp_path / "out.png"))
     np.testing.assert_array_equal(out, np.asarray(Image.open(run_dir / "decoded.png")))

@@ -3,9 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from coolchic_pl.config import (
-    PRESETS, FitConfig, Preset, TrainerPhase, Warmup, WarmupPhase, dump_config, make_preset, parse_config,
-)
+from coolchic_pl.config import PRESETS, FitConfig, Preset, TrainerPhase, Warmup, WarmupPhase, make_preset
+from coolchic_pl.config import dump_config, parse_config
 from coolchic_pl.fit import main
 from coolchic_pl.model.architecture import ARCHITECTURES
 

@@ -3,6 +3,9 @@ training itself replaced by a script so that the selection logic is what is test
 
 from __future__ import annotations
 
+import signal
+
+import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -11,7 +14,8 @@ from coolchic_pl.io import FrameData, read_frame
 from coolchic_pl.model.architecture import ARCHITECTURES
 from coolchic_pl.training.checkpoint import CHECKPOINT_KEY, Checkpointer, EncodeStopped, StopReason
 from coolchic_pl.training.rng import derive_seed
-from coolchic_pl.training.runner import PhaseRunner
+from coolchic_pl.training.datamodule import SingleFrameDataModule
+from coolchic_pl.training.runner import PhaseRunner, make_trainer
 
 WARM = TrainerPhase(max_itr=4, freq_valid=2)
 MAIN = TrainerPhase(max_itr=6, freq_valid=3, quantize_model=True)
@@ -111,3 +115,22 @@ def test_restarts_keep_the_best_loop(tiny_frame) -> None:
         ("loop1/warmup0/c0", 0), ("loop1/warmup0/c1", 1), ("loop1/phase0", 0)]
     assert metrics["loss"] == 8.0  # loop 0's winner beats loop 1's (10)
     assert module.coolchic.latent.grids[0][0, 0, 0, 0].item() == 1.0
+
+
+def test_lightning_does_not_take_sigusr1_under_slurm(tiny_frame, monkeypatch) -> None:
+    """Under SLURM, Lightning's auto-requeue would answer SIGUSR1 itself (save an hpc
+    checkpoint, call scontrol requeue); the encode's own requeue must be the only one."""
+    for name, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "encode", "SLURM_NODELIST": "node1",
+                        "SLURM_JOB_ID": "7", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}.items():
+        monkeypatch.setenv(name, value)
+    handlers = []
+
+    class Spy(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            handlers.append(signal.getsignal(signal.SIGUSR1))
+
+    module = PhaseRunner(tiny_frame, ARCHITECTURES["vlop"], PRESET, 1e-3)._new_module()
+    module.phase = WARM
+    trainer = make_trainer(WARM, [Spy()])
+    trainer.fit(module, datamodule=SingleFrameDataModule())
+    assert handlers == [signal.SIG_DFL]

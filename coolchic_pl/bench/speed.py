@@ -5,8 +5,9 @@ backward, gradient clipping, fused Adam) with the main phase's quantiser (softro
 Gaussian noise). With ``--lightning N`` it also runs an N-iteration main phase through the
 Lightning Trainer (callbacks and validations included) and as a plain PyTorch loop,
 alternately in this process, and prints the overhead. With ``--decode`` it trains a few
-steps, quantises, writes a .cool and times decoding it. Peak memory is the process's
-maximum resident size. This is a benchmark, not a test: it prints figures.
+steps, quantises, writes a .cool and times decoding it; with ``--checkpoint N`` it times
+the checkpoints of an N-iteration phase that writes one after every iteration. Peak memory
+is the process's maximum resident size. This is a benchmark, not a test: it prints figures.
 """
 
 from __future__ import annotations
@@ -17,23 +18,25 @@ import resource
 import statistics
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from coolchic_pl.bitstream import encode_coolchic
+from coolchic_pl.callbacks.checkpoint import StageCheckpoint
 from coolchic_pl.config import make_preset
+from coolchic_pl.data import DEFAULT_IMAGE
+from coolchic_pl.decode import decode_file
 from coolchic_pl.io import FrameData, FrameFormatError, read_frame
 from coolchic_pl.model.architecture import ARCHITECTURES, architecture_from_name
-from coolchic_pl.runtime import configure_cpu_allocator
-from coolchic_pl.training.module import CoolChicModule
-from coolchic_pl.bitstream import encode_coolchic
-from coolchic_pl.decode import decode_file
 from coolchic_pl.nnquant import quantize_networks
-from coolchic_pl.training.runner import fit_stage
-
-DEFAULT_IMAGE = resources.files("coolchic_pl") / "data" / "kodim15_192x128.png"
+from coolchic_pl.runtime import configure_cpu_allocator
+from coolchic_pl.training.checkpoint import Checkpointer
+from coolchic_pl.training.datamodule import SingleFrameDataModule
+from coolchic_pl.training.module import CoolChicModule
+from coolchic_pl.training.rng import capture_rng_states
+from coolchic_pl.training.runner import IN_TRAINING, fit_stage, make_trainer, stage_callbacks
 
 
 def _fresh_module(frame: FrameData, arch: str, n_itr: int, seed: int = 0) -> CoolChicModule:
@@ -96,6 +99,35 @@ def lightning_overhead(frame: FrameData, arch: str, n_itr: int, repeats: int) ->
             "lightning_overhead_pct": round(100 * (lightning / raw - 1), 1)}
 
 
+def checkpoint_cost(frame: FrameData, arch: str, n_itr: int, folder: Path) -> dict[str, float]:
+    """Median time and size of one Lightning checkpoint inside a main phase: a phase of
+    ``n_itr`` iterations checkpointing at every iteration, with the payload an encode
+    writes (Trainer state, the candidate's codec state, random generators)."""
+    module = _fresh_module(frame, arch, n_itr)
+    path = folder / f"speed_{arch}_{frame.height}x{frame.width}.ckpt"
+    checkpointer = Checkpointer(path, interval_s=1e-9)
+    times = []
+
+    class Timed(StageCheckpoint):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            before = checkpointer.saving_s
+            super().on_train_batch_end(trainer, *args)
+            if checkpointer.saving_s > before:
+                times.append(checkpointer.saving_s - before)
+
+    def extras() -> dict:
+        return {"position": IN_TRAINING, "runner": {"candidates": [module.codec_state()]}, "rng": capture_rng_states()}
+
+    phase = module.phase
+    trainer = make_trainer(phase, [*stage_callbacks(phase, "phase0", 0, None), Timed(checkpointer, phase, extras)])
+    try:
+        trainer.fit(module, datamodule=SingleFrameDataModule())
+        size_mb = path.stat().st_size / 2**20
+    finally:
+        path.unlink(missing_ok=True)
+    return {"checkpoint_ms": round(1e3 * statistics.median(times), 1), "checkpoint_mb": round(size_mb, 2)}
+
+
 def decode_time(frame: FrameData, arch: str, train_steps: int, repeats: int, folder: Path) -> dict[str, float]:
     """Median time to decode a .cool of a briefly trained, quantised model (in-process)."""
     module = _fresh_module(frame, arch, train_steps)
@@ -128,13 +160,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time an N-iteration phase through Lightning vs a plain loop")
     parser.add_argument("--decode", type=int, default=0, metavar="STEPS",
                         help="also time decoding a .cool of a model trained for STEPS steps")
+    parser.add_argument("--checkpoint", type=int, default=0, metavar="N",
+                        help="also time the checkpoints of an N-iteration phase that checkpoints every iteration")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--default-allocator", action="store_true",
                         help="skip configure_cpu_allocator(), to measure what it gains")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.repeats < 1 or args.warmup < 0 or args.lightning < 0:
-        parser.error("--steps and --repeats must be >= 1, --warmup and --lightning >= 0")
+    if args.steps < 1 or args.repeats < 1 or min(args.warmup, args.lightning, args.decode, args.checkpoint) < 0:
+        parser.error("--steps and --repeats must be >= 1, --warmup, --lightning, --decode and --checkpoint >= 0")
     if not args.default_allocator:
         configure_cpu_allocator()
     if args.threads:
@@ -161,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
                     folder = args.json.parent if args.json else Path(".")
                     result.update(decode_time(frame, arch, args.decode, args.repeats, folder))
                     line += f" | decode {result['decode_s']:.3f} s"
+                if args.checkpoint:
+                    folder = args.json.parent if args.json else Path(".")
+                    result.update(checkpoint_cost(frame, arch, args.checkpoint, folder))
+                    line += f" | checkpoint {result['checkpoint_ms']:.1f} ms, {result['checkpoint_mb']:.1f} MB"
                 results.append(result)
                 print(line, flush=True)
     except FrameFormatError as error:

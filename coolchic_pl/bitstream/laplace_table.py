@@ -14,18 +14,22 @@ on every machine. ``python -m coolchic_pl.bitstream.laplace_table`` regenerates 
 from __future__ import annotations
 
 import functools
+import math
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from coolchic_pl.bitstream.armint import ONE, round_shift
+from coolchic_pl.model import arm
 
 MU_STEPS = 16
 N_OFFSETS = MU_STEPS + 1
-LOG_SCALE_SHIFT = 4 * ONE  # log b = s - 4, in 1/256 units
-LOG_SCALE_MIN = -1178  # -4.6 in 1/256 units, rounded outward
-LOG_SCALE_MAX = 1280  # 5.0
+# The ARM's log-scale shift and clamp (log b = clamp(s - 4, -4.6, 5)) in 1/256 units,
+# the clamp rounded outward: -1178 and 1280.
+LOG_SCALE_SHIFT = round(arm.LOG_SCALE_SHIFT * ONE)
+LOG_SCALE_MIN = math.floor(arm.LOG_SCALE_MIN * ONE)
+LOG_SCALE_MAX = math.ceil(arm.LOG_SCALE_MAX * ONE)
 LOG_SCALE_BIN = 16  # 1/16 in log b
 N_SCALES = (LOG_SCALE_MAX - LOG_SCALE_MIN) // LOG_SCALE_BIN + 1
 RESIDUAL_RANGE = 24

@@ -18,10 +18,10 @@ from torch import Tensor
 
 from coolchic_pl.config import TrainerPhase
 from coolchic_pl.io import FrameData
+from coolchic_pl.metrics import psnr_db
 from coolchic_pl.model.architecture import CoolChicArchitecture
 from coolchic_pl.model.coolchic import CoolChic, CoolChicOutput
 from coolchic_pl.nnquant import ModuleQuantization, network_rate_bits
-from coolchic_pl.metrics import psnr_db
 from coolchic_pl.training.loss import mse, output_planes, rate_distortion_loss
 
 GRADIENT_CLIP_NORM = 0.1

@@ -29,9 +29,7 @@ from coolchic_pl.callbacks.checkpoint import StageCheckpoint
 from coolchic_pl.config import Preset, TrainerPhase
 from coolchic_pl.io import FrameData
 from coolchic_pl.model.architecture import CoolChicArchitecture
-from coolchic_pl.training.checkpoint import (
-    CHECKPOINT_KEY, AtomicCheckpointIO, Checkpointer, EncodeStopped, StopReason,
-)
+from coolchic_pl.training.checkpoint import CHECKPOINT_KEY, AtomicCheckpointIO, Checkpointer, EncodeStopped, StopReason
 from coolchic_pl.training.datamodule import SingleFrameDataModule
 from coolchic_pl.training.module import CoolChicModule
 from coolchic_pl.training.rng import capture_rng_states, derive_seed, restore_rng_states
