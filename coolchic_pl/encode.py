@@ -159,10 +159,10 @@ def encode(config: FitConfig, stream: TextIO | None = None,
         checkpointer.remove()
         print(f"{run_dir}: already encoded", file=stream)
         return json.loads((run_dir / "results.json").read_text())
+    checkpoint = checkpointer.load()
     _write_text(run_dir / "config.yaml", dump_config(config))
     _write_text(run_dir / "preset.txt", preset.table() + "\n")
     print(preset.table(), file=stream)
-    checkpoint = checkpointer.load()
 
     tensorboard = RunTensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     csv = CSVLogger(save_dir=str(run_dir), name="csv")  # version_<n>: one per attempt, so resuming keeps rows

@@ -91,3 +91,15 @@ def test_yuv420_encode_writes_a_yuv_in_the_source_format(data_dir: Path, tmp_pat
     psnr = 10 * np.log10(255**2 / np.mean((a - b) ** 2))  # all samples weigh the same, as in the loss
     results = json.loads((run_dir / "results.json").read_text())
     assert results["color_space"] == "yuv420" and psnr == pytest.approx(results["psnr_db"], abs=0.01)
+
+
+def test_a_damaged_checkpoint_is_reported_in_one_line(kodim15: Path, tmp_path: Path, capsys) -> None:
+    assert fit.main(_debug_args(kodim15, tmp_path, "--job_duration_min", "1e-4")) == fit.EXIT_REQUEUE
+    checkpoint = tmp_path / "kodim15_192x128_l0.001" / "checkpoint.ckpt"
+    assert checkpoint.exists()
+    capsys.readouterr()
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    assert fit.main(_debug_args(kodim15, tmp_path)) == fit.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err == (f"error: {checkpoint}: not a readable checkpoint (RuntimeError): "
+                   "remove it to start this encode over\n")

@@ -12,7 +12,7 @@ import torch
 from coolchic_pl.config import Preset, TrainerPhase, Warmup, WarmupPhase
 from coolchic_pl.io import FrameData, read_frame
 from coolchic_pl.model.architecture import ARCHITECTURES
-from coolchic_pl.training.checkpoint import CHECKPOINT_KEY, Checkpointer, EncodeStopped, StopReason
+from coolchic_pl.training.checkpoint import CHECKPOINT_KEY, CheckpointError, Checkpointer, EncodeStopped, StopReason
 from coolchic_pl.training.rng import derive_seed
 from coolchic_pl.training.datamodule import SingleFrameDataModule
 from coolchic_pl.training.runner import PhaseRunner, make_trainer
@@ -134,3 +134,13 @@ def test_lightning_does_not_take_sigusr1_under_slurm(tiny_frame, monkeypatch) ->
     trainer = make_trainer(WARM, [Spy()])
     trainer.fit(module, datamodule=SingleFrameDataModule())
     assert handlers == [signal.SIG_DFL]
+
+
+def test_foreign_checkpoints_are_refused(tmp_path) -> None:
+    checkpointer = Checkpointer(tmp_path / "encode.ckpt")
+    assert checkpointer.load() is None
+    for content, problem in (({"state_dict": {}}, "not a coolchic_pl checkpoint"),
+                             ({CHECKPOINT_KEY: {"version": 0}}, "written by another version")):
+        torch.save(content, checkpointer.path)
+        with pytest.raises(CheckpointError, match=problem):
+            checkpointer.load()

@@ -20,6 +20,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from coolchic_pl.io.frame import atomic_write
 
 CHECKPOINT_KEY = "coolchic_pl"
+# Bumped whenever what is stored under CHECKPOINT_KEY changes meaning.
+CHECKPOINT_VERSION = 1
 
 
 class StopReason(enum.Enum):
@@ -117,6 +119,9 @@ class Checkpointer:
                                   "remove it to start this encode over") from None
         if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
             raise CheckpointError(f"{self.path}: not a coolchic_pl checkpoint: remove it to start this encode over")
+        if checkpoint[CHECKPOINT_KEY].get("version") != CHECKPOINT_VERSION:
+            raise CheckpointError(f"{self.path}: written by another version of coolchic_pl: remove it to start this "
+                                  "encode over")
         return checkpoint
 
     def remove(self) -> None:

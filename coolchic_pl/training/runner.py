@@ -29,7 +29,9 @@ from coolchic_pl.callbacks.checkpoint import StageCheckpoint
 from coolchic_pl.config import Preset, TrainerPhase
 from coolchic_pl.io import FrameData
 from coolchic_pl.model.architecture import CoolChicArchitecture
-from coolchic_pl.training.checkpoint import CHECKPOINT_KEY, AtomicCheckpointIO, Checkpointer, EncodeStopped, StopReason
+from coolchic_pl.training.checkpoint import (
+    CHECKPOINT_KEY, CHECKPOINT_VERSION, AtomicCheckpointIO, Checkpointer, EncodeStopped, StopReason,
+)
 from coolchic_pl.training.datamodule import SingleFrameDataModule
 from coolchic_pl.training.module import CoolChicModule
 from coolchic_pl.training.rng import capture_rng_states, derive_seed, restore_rng_states
@@ -293,7 +295,8 @@ class PhaseRunner:
         return state
 
     def _extras(self, position: str, **more: Any) -> dict[str, Any]:
-        return {"position": position, "runner": self._snapshot(), "rng": capture_rng_states(), **more}
+        return {"version": CHECKPOINT_VERSION, "position": position, "runner": self._snapshot(),
+                "rng": capture_rng_states(), **more}
 
     def _save_between_stages(self) -> None:
         if self.checkpointer is None:

@@ -11,10 +11,10 @@ stops before Lightning's own graceful exit (``SIGTERMException``) is raised.
 
 from __future__ import annotations
 
+import os
 import signal
-import sys
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
 from coolchic_pl.training.checkpoint import EncodeStopped, StopReason
 
@@ -27,8 +27,7 @@ if hasattr(signal, "SIGUSR1"):
 class StopSignals:
     """Context manager: while active, SIGINT, SIGTERM and SIGUSR1 request a stop."""
 
-    def __init__(self, stream: TextIO | None = None):
-        self.stream = sys.stderr if stream is None else stream
+    def __init__(self) -> None:
         self.requested: StopReason | None = None
         self._previous: dict[int, Any] = {}
 
@@ -41,9 +40,9 @@ class StopSignals:
             raise EncodeStopped(StopReason.ABORT)
         if self.requested is None:
             self.requested = reason
-            print(f"{signal.Signals(signum).name}: checkpointing at the next safe point"
-                  + (" (Ctrl-C again to abort without it)" if reason is StopReason.INTERRUPT else ""),
-                  file=self.stream, flush=True)
+            hint = " (Ctrl-C again to abort without it)" if reason is StopReason.INTERRUPT else ""
+            # os.write, not print: the signal may arrive while sys.stderr is mid-write.
+            os.write(2, f"{signal.Signals(signum).name}: checkpointing at the next safe point{hint}\n".encode())
 
     def __enter__(self) -> StopSignals:
         for signum in SIGNAL_REASONS:
