@@ -257,7 +257,7 @@ class ArchitectureFields:
 
 @dataclass
 class FitConfig:
-    """Options of ``python -m coolchic_pl.fit``; every key can come from YAML or the command line.
+    """Options of ``coolchic-fit``; every key can come from YAML or the command line.
 
     Args:
         input: Image to encode (.png, .ppm, .yuv, or any 8-bit RGB image Pillow reads).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Callable
 
 import lightning.pytorch as pl
@@ -48,7 +49,7 @@ class PostPhaseQuantization(pl.Callback):
         pl_module.quantization = dict(self.quantization)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"quantization": {name: vars(q).copy() for name, q in self.quantization.items()},
+        return {"quantization": {name: asdict(q) for name, q in self.quantization.items()},
                 "search": self._search.state_dict() if self._search is not None else None}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -84,11 +84,11 @@ class Checkpointer:
     def due(self) -> bool:
         return self.interval_s > 0 and time.monotonic() - self.last_saved >= self.interval_s
 
-    def at_safe_point(self, write: Callable[[], None]) -> None:
-        """Called where the encode's state is whole: ``write`` a checkpoint if one is due or
-        a stop was asked for, then stop if it was."""
+    def at_safe_point(self, write: Callable[[], None], always: bool = False) -> None:
+        """Called where the encode's state is whole: ``write`` a checkpoint if ``always``,
+        if one is due or if a stop was asked for, then stop if it was."""
         reason = self.stop_reason()
-        if reason is not None or self.due():
+        if always or reason is not None or self.due():
             write()
         if reason is not None:
             raise EncodeStopped(reason)

@@ -301,10 +301,8 @@ class PhaseRunner:
     def _save_between_stages(self) -> None:
         if self.checkpointer is None:
             return
-        self.checkpointer.save({CHECKPOINT_KEY: self._extras(BEFORE_STAGE)})
-        reason = self.checkpointer.stop_reason()
-        if reason is not None:
-            raise EncodeStopped(reason)
+        self.checkpointer.at_safe_point(lambda: self.checkpointer.save({CHECKPOINT_KEY: self._extras(BEFORE_STAGE)}),
+                                        always=True)
 
     def _quantization_progress(self, quantizer: PostPhaseQuantization) -> None:
         if self.checkpointer is None:
