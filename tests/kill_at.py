@@ -18,7 +18,10 @@ import signal
 import sys
 from typing import Any, Callable
 
+import torch
+
 from coolchic_pl import encode, fit
+from coolchic_pl.io.frame import atomic_write
 from coolchic_pl.nnquant.quantize import QStepSearch
 from coolchic_pl.training import checkpoint
 from coolchic_pl.training.module import CoolChicModule
@@ -44,8 +47,8 @@ def kill_on_call(owner: Any, name: str, n: int, before: Callable[..., None] = la
 
 
 def write_half_and_die(io: Any, payload: dict, path: Any, *rest: Any) -> None:
-    with checkpoint.atomic_write(path) as tmp:
-        checkpoint.torch.save(payload, tmp)
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
         data = tmp.read_bytes()
         tmp.write_bytes(data[: len(data) // 2])
         die()
