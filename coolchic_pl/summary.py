@@ -37,7 +37,7 @@ def describe(model: CoolChic, target: torch.Tensor) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coolchic_pl.summary", description=__doc__.splitlines()[0])
-    parser.add_argument("--input", default=str(DEFAULT_IMAGE), help="image to size the decoder for (any RGB image fit reads)")
+    parser.add_argument("--input", default=str(DEFAULT_IMAGE), help="RGB image to size the decoder for")
     parser.add_argument("--arch", default="hop", choices=sorted(ARCHITECTURES), help="decoder size")
     args = parser.parse_args(argv)
     try:

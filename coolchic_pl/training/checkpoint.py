@@ -70,10 +70,9 @@ class Checkpointer:
         self.path = Path(path)
         self.interval_s = interval_s
         self.signal_reason = signal_reason
-        self.started = self.last_saved = time.monotonic()
-        self.deadline = None if job_duration_s is None else self.started + job_duration_s
-        self.n_saved = 0
-        self.saving_s = 0.0
+        self.last_saved = time.monotonic()
+        self.deadline = None if job_duration_s is None else self.last_saved + job_duration_s
+        self.saving_s = 0.0  # time spent writing checkpoints, for the speed benchmark
 
     def stop_reason(self) -> StopReason | None:
         reason = self.signal_reason()
@@ -106,7 +105,6 @@ class Checkpointer:
         write()
         self.last_saved = time.monotonic()
         self.saving_s += self.last_saved - started
-        self.n_saved += 1
 
     def load(self) -> dict[str, Any] | None:
         """The latest checkpoint on the CPU (it may come from another device), or None."""
