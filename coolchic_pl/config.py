@@ -13,7 +13,7 @@ from typing import Callable, Literal, Optional
 import jsonargparse
 
 from coolchic_pl.model.architecture import ARCHITECTURES, CoolChicArchitecture
-from coolchic_pl.model.coolchic import MODULE_NAMES, ModuleName
+from coolchic_pl.model.coolchic import split_module_name
 from coolchic_pl.model.quantizer import NOISE_TYPES, QUANTIZER_TYPES, NoiseType, QuantizerType
 
 
@@ -31,7 +31,7 @@ class TrainerPhase:
     noise_parameter: tuple[float, float] = (1.0, 1.0)
     quantizer_noise_type: NoiseType = "kumaraswamy"
     quantizer_type: QuantizerType = "softround"
-    optimized_module: list[ModuleName] = field(default_factory=lambda: ["all"])
+    optimized_module: list[str] = field(default_factory=lambda: ["all"])
 
     def __post_init__(self) -> None:
         self.softround_temperature = tuple(self.softround_temperature)
@@ -53,9 +53,13 @@ class TrainerPhase:
             problems.append(f"quantizer_type must be one of {QUANTIZER_TYPES}, got {self.quantizer_type!r}")
         if self.quantizer_noise_type not in NOISE_TYPES:
             problems.append(f"quantizer_noise_type must be one of {NOISE_TYPES}, got {self.quantizer_noise_type!r}")
-        unknown = [m for m in self.optimized_module if m not in MODULE_NAMES]
-        if unknown or not self.optimized_module:
-            problems.append(f"optimized_module must be a non-empty list of {MODULE_NAMES}, got {self.optimized_module}")
+        if not self.optimized_module:
+            problems.append("optimized_module must name at least one module")
+        for name in self.optimized_module:
+            try:
+                split_module_name(name)
+            except ValueError as error:
+                problems.append(f"optimized_module: {error}")
         if problems:
             raise ValueError("invalid training phase: " + "; ".join(problems))
 
@@ -92,20 +96,27 @@ class Warmup:
 
 @dataclass
 class Preset:
+    """Warm-up and main phases of a frame's encode. ``motion_pretrain`` is the phase that
+    fits an inter frame's motion Cool-Chic to an optical flow before its warm-up (only
+    inter presets have one); ``transmitted`` presets must quantise their networks."""
+
     name: str
     all_phases: list[TrainerPhase]
     warmup: Warmup = field(default_factory=Warmup)
+    motion_pretrain: Optional[TrainerPhase] = None
+    transmitted: bool = True
 
     def __post_init__(self) -> None:
         if not self.all_phases:
             raise ValueError(f"preset '{self.name}' has no training phase")
-        if not any(p.quantize_model for p in self.all_phases):
+        if self.transmitted and not any(p.quantize_model for p in self.all_phases):
             raise ValueError(f"preset '{self.name}' never quantizes the networks: set quantize_model on a phase")
 
     @property
     def total_iterations(self) -> int:
         """Upper bound: patience may end phases earlier."""
-        return self.warmup.total_iterations + sum(p.max_itr for p in self.all_phases)
+        pretrain = self.motion_pretrain.max_itr if self.motion_pretrain is not None else 0
+        return pretrain + self.warmup.total_iterations + sum(p.max_itr for p in self.all_phases)
 
     def table(self) -> str:
         """Human-readable table of every stage, printed at start and saved with the run."""
@@ -116,6 +127,8 @@ class Preset:
             for i, w in enumerate(self.warmup.phases)
         ]
         rows += [(f"phase {i}", "1", *_phase_cells(p)) for i, p in enumerate(self.all_phases)]
+        if self.motion_pretrain is not None:
+            rows.insert(0, ("motion pretrain", "1", *_phase_cells(self.motion_pretrain)))
         widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
         lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
         lines.insert(1, "-+-".join("-" * width for width in widths))
@@ -192,14 +205,38 @@ def fast(n_itr: int, start_lr: float) -> Preset:
                   Warmup([WarmupPhase(3, warm), WarmupPhase(2, warm)]))
 
 
-def debug(n_itr: int, start_lr: float) -> Preset:
-    """Seconds: the reference debug preset (its phase 0 length is fixed at 50)."""
+def debug(n_itr: int, start_lr: float, n_itr_pretrain_motion: int = 50) -> Preset:
+    """Seconds: the reference debug preset (its phase 0 length is fixed at 50), for I and
+    inter frames alike."""
     warm = TrainerPhase(max_itr=10)
     return Preset("debug",
                   [_main_phase(start_lr, 50, patience=100000),
                    _ste_phase(10, 10, True, schedule_lr=False),
                    _latent_retune(10, 5)],
-                  Warmup([WarmupPhase(3, warm), WarmupPhase(2, warm)]))
+                  Warmup([WarmupPhase(3, warm), WarmupPhase(2, warm)]),
+                  motion_pretrain=_main_phase(1e-2, n_itr_pretrain_motion, patience=n_itr_pretrain_motion))
+
+
+def _motion_pretrain(max_itr: int) -> TrainerPhase:
+    """Fit the motion Cool-Chic to the optical flow: constant lr 1e-2, warm-up quantiser."""
+    return TrainerPhase(lr=1e-2, max_itr=max_itr, patience=max_itr, softround_temperature=(0.3, 0.3),
+                        noise_parameter=(2.0, 2.0))
+
+
+def c3x_inter(n_itr: int, start_lr: float, n_itr_pretrain_motion: int = 1000) -> Preset:
+    """Cool-Chic 4.2.1 P/B frame preset: motion pre-training, 2 candidates x 600, then one
+    main phase followed by the quantisation (no STE phase)."""
+    warm = _warmup_phase(start_lr, 600, 100000, 600)
+    return Preset("c3x_inter", [_main_phase(start_lr, n_itr, quantize_model=True)],
+                  Warmup([WarmupPhase(2, warm)]), motion_pretrain=_motion_pretrain(n_itr_pretrain_motion))
+
+
+def fast_inter(n_itr: int, start_lr: float, n_itr_pretrain_motion: int = 200) -> Preset:
+    """CPU-friendly P/B frame preset, the inter counterpart of ``fast``: a short motion
+    pre-training, 2 candidates x 100, the main phase with quantisation, a latent re-tune."""
+    warm = _warmup_phase(start_lr, 100, 100000, 100)
+    return Preset("fast_inter", [_main_phase(start_lr, n_itr, quantize_model=True), _latent_retune(100, 50)],
+                  Warmup([WarmupPhase(2, warm)]), motion_pretrain=_motion_pretrain(n_itr_pretrain_motion))
 
 
 def measure_speed(n_itr: int, start_lr: float) -> Preset:
@@ -213,6 +250,35 @@ PRESETS: dict[str, Callable[[int, float], Preset]] = {
     "c3x": c3x, "c3x_intra": c3x_intra, "fast": fast, "debug": debug, "measure_speed": measure_speed,
 }
 DEFAULT_N_ITR = {"c3x": 10000, "c3x_intra": 10000, "fast": 1500, "debug": 50, "measure_speed": 1500}
+INTER_PRESETS: dict[str, Callable[[int, float, int], Preset]] = {
+    "c3x_inter": c3x_inter, "fast_inter": fast_inter, "debug": debug,
+}
+DEFAULT_N_ITR_INTER = {"c3x_inter": 10000, "fast_inter": 1000, "debug": 50}
+DEFAULT_N_ITR_PRETRAIN_MOTION = {"c3x_inter": 1000, "fast_inter": 200, "debug": 50}
+# The inter preset that goes with an image preset when the config names none.
+INTER_PRESET_FOR = {"c3x": "c3x_inter", "c3x_intra": "c3x_inter", "fast": "fast_inter", "debug": "debug",
+                    "measure_speed": "fast_inter"}
+
+
+def depth_budget(n_itr: int, depth: int, floor_fraction: float) -> int:
+    """Iterations of a B frame at ``depth``: 20 % fewer per level, never under
+    ``floor_fraction`` of the budget (spec 14.2: max(10000 - 2000 d, 1000) for the main
+    phase, max(5000 - 1000 d, 1000) for the motion pre-training)."""
+    return max(round(n_itr * (1 - 0.2 * depth)), round(n_itr * floor_fraction), 1)
+
+
+def make_inter_preset(name: str, depth: int, is_b_frame: bool, n_itr: Optional[int] = None,
+                      n_itr_pretrain_motion: Optional[int] = None, start_lr: float = 1e-2) -> Preset:
+    """The preset of a P or B frame; B frames get a budget that shrinks with depth."""
+    if name not in INTER_PRESETS:
+        raise ValueError(f"unknown inter preset '{name}', expected one of {', '.join(INTER_PRESETS)}")
+    n_itr = DEFAULT_N_ITR_INTER[name] if n_itr is None else n_itr
+    pretrain = DEFAULT_N_ITR_PRETRAIN_MOTION[name] if n_itr_pretrain_motion is None else n_itr_pretrain_motion
+    if n_itr < 1 or pretrain < 1:
+        raise ValueError(f"inter iterations must be >= 1, got n_itr_inter {n_itr}, n_itr_pretrain_motion {pretrain}")
+    if is_b_frame:
+        n_itr, pretrain = depth_budget(n_itr, depth, 0.1), depth_budget(pretrain, depth, 0.2)
+    return INTER_PRESETS[name](n_itr, start_lr, pretrain)
 
 
 def make_preset(name: str, n_itr: Optional[int] = None, start_lr: float = 1e-2) -> Preset:
@@ -227,7 +293,9 @@ def make_preset(name: str, n_itr: Optional[int] = None, start_lr: float = 1e-2) 
 # ----------------------------------------------------------------------------- fit
 
 PresetName = Literal["c3x", "c3x_intra", "fast", "debug", "measure_speed"]
+InterPresetName = Literal["c3x_inter", "fast_inter", "debug"]
 ArchName = Literal["vlop", "lop", "mop", "hop"]
+InterArchName = Literal["lop", "mop"]
 
 
 @dataclass
@@ -275,6 +343,15 @@ class FitConfig:
         compile: torch.compile the decoder after warm-up (off: it crashes on CPU with torch 2.13).
         checkpoint_interval_s: Most seconds of encoding between two checkpoints (0: only at stage ends).
         job_duration_min: Checkpoint and exit with the requeue code 42 after this many minutes (null: no limit).
+        n_frames: Frames of a .yuv sequence to code from frame_index on (1: one image; more: video).
+        intra_pos: Video: I frames in display order, e.g. 0,4-7,-2 (ranges inclusive, negatives from the end).
+        p_pos: Video: P frames, same syntax; every other frame is a B frame.
+        inter_preset: Video: training schedule of P and B frames (null: the one that goes with preset).
+        n_itr_inter: Video: main-phase iterations of a P frame; B frames get fewer with depth (null: the preset's).
+        n_itr_pretrain_motion: Video: iterations fitting the motion Cool-Chic to the optical flow (null: the preset's).
+        inter_arch: Video: residue and motion decoders of P/B frames, lop or mop (null: mop at depth 1, lop deeper).
+        warp_filter_size: Video: motion compensation filter length (2 bilinear, 4 bicubic, 6+ windowed sinc).
+        motion_init: Video: flow (half the warm-up candidates start from the optical flow) or none.
     """
 
     input: str = ""
@@ -292,8 +369,22 @@ class FitConfig:
     compile: bool = False
     checkpoint_interval_s: float = 60.0
     job_duration_min: Optional[float] = None
+    n_frames: int = 1
+    intra_pos: str = "0"
+    p_pos: str = ""
+    inter_preset: Optional[InterPresetName] = None
+    n_itr_inter: Optional[int] = None
+    n_itr_pretrain_motion: Optional[int] = None
+    inter_arch: Optional[InterArchName] = None
+    warp_filter_size: int = 8
+    motion_init: Literal["flow", "none"] = "flow"
 
     def __post_init__(self) -> None:
+        self.intra_pos, self.p_pos = str(self.intra_pos), str(self.p_pos)
+        if self.n_frames < 1:
+            raise ValueError(f"n_frames must be >= 1, got {self.n_frames}")
+        if self.warp_filter_size < 2 or self.warp_filter_size % 2:
+            raise ValueError(f"warp_filter_size must be even and >= 2, got {self.warp_filter_size}")
         if not self.lmbda > 0:
             raise ValueError(f"lmbda must be > 0, got {self.lmbda}")
         if self.n_loops < 1:
@@ -320,6 +411,15 @@ class FitConfig:
 
     def preset_object(self) -> Preset:
         return make_preset(self.preset, self.n_itr, self.start_lr)
+
+    @property
+    def is_video(self) -> bool:
+        return self.n_frames > 1
+
+    def inter_preset_object(self, depth: int, is_b_frame: bool) -> Preset:
+        name = self.inter_preset or INTER_PRESET_FOR[self.preset]
+        return make_inter_preset(name, depth, is_b_frame, self.n_itr_inter, self.n_itr_pretrain_motion,
+                                 self.start_lr)
 
     def as_dict(self) -> dict:
         values = asdict(self)

@@ -1,8 +1,11 @@
 """``python -m coolchic_pl.decode photo.cool -o photo.png``: decode a .cool file.
 
-The output format follows the extension of ``-o`` (.png or .ppm for RGB, a .yuv name
-declaring the size, chroma format and bit depth for YUV); without ``-o`` the decoded
-image is written beside the input as ``<name>.png`` or ``<name>_<W>x<H>_yuv420_<n>b.yuv``.
+An image file decodes to the format the extension of ``-o`` names (.png or .ppm for
+RGB, a .yuv name declaring the size, chroma format and bit depth for YUV); a video file
+decodes to a .yuv holding every frame in display order. Without ``-o`` the output goes
+beside the input as ``<name>.png`` or ``<name>_<W>x<H>_yuv420_<n>b.yuv``.
+``--output_chroma_format`` and ``--output_bitdepth`` convert YUV output (4:2:0 <-> 4:4:4
+by chroma repetition / top-left decimation, bit depth by rescaling).
 """
 
 from __future__ import annotations
@@ -14,22 +17,50 @@ from pathlib import Path
 import torch
 
 from coolchic_pl.bitstream import BitstreamError, decode_coolchic
-from coolchic_pl.io import FrameData, FrameFormatError, write_frame, yuv_file_name
+from coolchic_pl.io import FrameData, FrameFormatError, write_frame, write_yuv, yuv_file_name
 from coolchic_pl.io.frame import read_bytes
 from coolchic_pl.training.loss import output_planes
+from coolchic_pl.video.bitstream import decode_video, is_video_bitstream, to_444
+
+
+def _read(path: str | Path) -> bytes:
+    try:
+        return read_bytes(path)
+    except FrameFormatError as error:
+        raise BitstreamError(error.problem) from None
 
 
 def decode_file(path: str | Path) -> FrameData:
-    """Read, check and decode a .cool file into the frame it encodes."""
-    try:
-        data = read_bytes(path)
-    except FrameFormatError as error:
-        raise BitstreamError(error.problem) from None
+    """Read, check and decode an image .cool file into the frame it encodes."""
+    data = _read(path)
+    if is_video_bitstream(data):
+        raise BitstreamError("this is a video bitstream: decode it with decode_sequence")
     decoded = decode_coolchic(data)
     with torch.no_grad():
         image = decoded.model().image
     planes = output_planes(image, decoded.color_space, decoded.bitdepth, rounded=True)
     return FrameData(tuple(p.detach() for p in planes), decoded.bitdepth, decoded.color_space)
+
+
+def decode_sequence(path: str | Path) -> list[FrameData]:
+    """Every frame of an image or video .cool file, in display order."""
+    data = _read(path)
+    if is_video_bitstream(data):
+        return decode_video(data)[1]
+    return [decode_file(path)]
+
+
+def convert(frame: FrameData, color_space: str | None, bitdepth: int | None) -> FrameData:
+    """The frame as another YUV chroma format or bit depth (samples re-rounded on writing)."""
+    if frame.color_space == "rgb" and color_space not in (None, "rgb"):
+        raise FrameFormatError("output", "an RGB image cannot be written as YUV")
+    planes = frame.planes
+    if color_space == "yuv444" and frame.color_space == "yuv420":
+        planes = (to_444(frame),)
+    elif color_space == "yuv420" and frame.color_space == "yuv444":
+        full = frame.planes[0]
+        planes = (full[:, :1], full[:, 1:2, ::2, ::2], full[:, 2:3, ::2, ::2])
+    return FrameData(planes, bitdepth or frame.bitdepth, color_space or frame.color_space)
 
 
 def default_output(path: Path, frame: FrameData) -> Path:
@@ -40,21 +71,35 @@ def default_output(path: Path, frame: FrameData) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coolchic-decode", description=__doc__.splitlines()[0])
-    parser.add_argument("bitstream", type=Path, help=".cool file")
-    parser.add_argument("-o", "--output", type=Path, default=None, help="decoded image (.png, .ppm or .yuv)")
+    parser.add_argument("bitstream", type=Path, help=".cool file (image or video)")
+    parser.add_argument("-o", "--output", type=Path, default=None, help="decoded image (.png, .ppm or .yuv) or video "
+                                                                          "(.yuv)")
+    parser.add_argument("--output_chroma_format", choices=("420", "444"), default=None,
+                        help="YUV output chroma format (default: the coded one)")
+    parser.add_argument("--output_bitdepth", type=int, choices=range(8, 17), metavar="{8..16}", default=None,
+                        help="YUV output bit depth (default: the coded one)")
     args = parser.parse_args(argv)
     try:
-        frame = decode_file(args.bitstream)
+        frames = decode_sequence(args.bitstream)
     except BitstreamError as error:
         print(f"error: {args.bitstream}: {error}", file=sys.stderr)
         return 2
-    output = args.output or default_output(args.bitstream, frame)
+    color_space = None if args.output_chroma_format is None else f"yuv{args.output_chroma_format}"
     try:
-        write_frame(frame, output)
+        frames = [convert(f, color_space, args.output_bitdepth) for f in frames]
+        output = args.output or default_output(args.bitstream, frames[0])
+        if len(frames) > 1:
+            if output.suffix.lower() != ".yuv":
+                raise FrameFormatError(output, "a video decodes to a .yuv file")
+            write_yuv(frames, output)
+        else:
+            write_frame(frames[0], output)
     except FrameFormatError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{output}: {frame.width}x{frame.height} {frame.color_space} {frame.bitdepth}-bit", file=sys.stderr)
+    first = frames[0]
+    print(f"{output}: {len(frames)} frame(s) {first.width}x{first.height} {first.color_space} {first.bitdepth}-bit",
+          file=sys.stderr)
     return 0
 
 

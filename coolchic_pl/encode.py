@@ -82,11 +82,11 @@ def prepare_run_folder(config: FitConfig) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise RunFolderError(f"cannot create {run_dir}: {error.strerror}") from None
-    _write_text(marker, json.dumps(wanted, indent=2) + "\n")
+    write_text(marker, json.dumps(wanted, indent=2) + "\n")
     return run_dir
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(text)
 
@@ -134,9 +134,9 @@ def write_outputs(run_dir: Path, config: FitConfig, frame: FrameData, module: Co
         torch.save({"architecture": asdict(config.resolved_architecture()),
                     "image_size": (frame.height, frame.width), "color_space": frame.color_space,
                     "bitdepth": frame.bitdepth, "lmbda": config.lmbda, **module.codec_state()}, tmp)
-    _write_text(run_dir / "results.tsv", "\t".join(RESULT_KEYS) + "\n" +
+    write_text(run_dir / "results.tsv", "\t".join(RESULT_KEYS) + "\n" +
                 "\t".join(str(results[k]) for k in RESULT_KEYS) + "\n")
-    _write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
 
 
 def encode(config: FitConfig, stream: TextIO | None = None,
@@ -160,8 +160,8 @@ def encode(config: FitConfig, stream: TextIO | None = None,
         print(f"{run_dir}: already encoded", file=stream)
         return json.loads((run_dir / "results.json").read_text())
     checkpoint = checkpointer.load()
-    _write_text(run_dir / "config.yaml", dump_config(config))
-    _write_text(run_dir / "preset.txt", preset.table() + "\n")
+    write_text(run_dir / "config.yaml", dump_config(config))
+    write_text(run_dir / "preset.txt", preset.table() + "\n")
     print(preset.table(), file=stream)
 
     tensorboard = RunTensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)

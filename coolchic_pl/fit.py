@@ -15,6 +15,7 @@ from coolchic_pl.io import FrameFormatError
 from coolchic_pl.runtime import configure_cpu_allocator
 from coolchic_pl.training.checkpoint import CheckpointError, EncodeStopped, StopReason
 from coolchic_pl.training.signals import StopSignals
+from coolchic_pl.video.encoder import encode_video_sequence
 
 EXIT_BAD_INPUT = 2
 EXIT_REQUEUE = 42  # the reference encoder's TrainingExitCode.REQUEUE
@@ -37,14 +38,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     configure_cpu_allocator()
+    job = encode_video_sequence if config.is_video else encode
     with StopSignals() as signals:
         try:
-            encode(config, signal_reason=signals.reason)
+            job(config, signal_reason=signals.reason)
         except (FrameFormatError, RunFolderError, CheckpointError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
         except EncodeStopped as stop:
-            checkpoint = run_folder(config) / CHECKPOINT_FILE
+            # A video keeps one checkpoint per frame in its run folder.
+            checkpoint = run_folder(config) / ("" if config.is_video else CHECKPOINT_FILE)
             print(STOP_MESSAGES[stop.reason].format(checkpoint=checkpoint)
                   + "; run the same command again to resume", file=sys.stderr)
             return EXIT_CODES[stop.reason]

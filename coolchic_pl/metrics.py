@@ -29,3 +29,12 @@ def ms_ssim(decoded: Tensor, target: Tensor, data_range: float = 1.0) -> float |
     except ValueError:
         return None
     return value.item()
+
+
+def yuv_psnrs(decoded: Sequence[Tensor], target: Sequence[Tensor], data_range: float = 1.0) -> dict[str, float]:
+    """PSNR of the Y, U and V planes of a YUV frame (4:2:0 planes, or one [1, 3, H, W]
+    4:4:4 tensor) and their 6:1:1 mean, the figure video codecs are compared on."""
+    if len(decoded) == 1:
+        decoded, target = decoded[0].split(1, dim=1), target[0].split(1, dim=1)
+    y, u, v = (psnr_db((d,), (t,), data_range) for d, t in zip(decoded, target))
+    return {"psnr_y": y, "psnr_u": u, "psnr_v": v, "psnr_yuv": (6 * y + u + v) / 8}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
@@ -26,9 +27,10 @@ from coolchic_pl.io import COLOR_SPACES, ColorSpace
 from coolchic_pl.model.architecture import CoolChicArchitecture
 from coolchic_pl.model.coolchic import CoolChic
 from coolchic_pl.model.synthesis import parse_synthesis_layers
-from coolchic_pl.nnquant import EXPGOLOMB_ORDERS, Q_STEPS, QUANTIZED_MODULES, ModuleQuantization
+from coolchic_pl.nnquant import EXPGOLOMB_ORDERS, Q_STEPS, ModuleQuantization
 from coolchic_pl.nnquant.quantize import split_weights_and_biases
 
+T = TypeVar("T")
 MAGIC = b"CCPL"
 FORMAT_VERSION = 1
 MAX_DIMENSION = 1 << 16
@@ -48,7 +50,7 @@ class DecodedBitstream:
     quantization: dict[str, ModuleQuantization]
 
 
-def _varints(*values: int) -> bytes:
+def varints_bytes(*values: int) -> bytes:
     """Unsigned LEB128: 7 bits per byte, high bit set on every byte but the last. Header
     fields are small numbers, so this keeps the fixed cost of a file near 70 bytes."""
     out = bytearray()
@@ -62,7 +64,7 @@ def _varints(*values: int) -> bytes:
     return bytes(out)
 
 
-class _Reader:
+class ByteReader:
     """Cursor over the file; running past the end is a damaged file, not an IndexError."""
 
     def __init__(self, data: bytes, position: int = 0):
@@ -107,34 +109,32 @@ def _layer_string(fields: list[tuple[int, int, int]]) -> str:
                     f"{'relu' if flags & 2 else 'none'}" for out, kernel, flags in fields)
 
 
-def encode_coolchic(model: CoolChic, quantization: dict[str, ModuleQuantization], color_space: ColorSpace,
-                    bitdepth: int) -> bytes:
-    """Entropy-code a quantised CoolChic into a .cool byte string."""
+def encode_model(model: CoolChic, quantization: dict[str, ModuleQuantization]) -> tuple[bytes, bytes]:
+    """Header fields (architecture, q-steps, stream lengths) and payload of one quantised
+    CoolChic; the image size and output count are the container's to send."""
     architecture = model.architecture
-    height, width = model.image_size
     n_outputs = model.synthesis.layers[-1].weight.shape[0]
     header = bytearray()
-    header += _varints(height, width, COLOR_SPACES.index(color_space), bitdepth, n_outputs)
     mask = sum(1 << i for i, c in enumerate(architecture.n_ft_per_res) if c)
-    header += _varints(len(architecture.n_ft_per_res), mask, architecture.dim_arm, architecture.n_hidden_layers_arm,
+    header += varints_bytes(len(architecture.n_ft_per_res), mask, architecture.dim_arm, architecture.n_hidden_layers_arm,
                        architecture.ups_k_size, architecture.ups_preconcat_k_size)
     layers = _layer_fields(architecture, n_outputs)
-    header += _varints(len(layers))
+    header += varints_bytes(len(layers))
     for out, kernel, flags in layers:
-        header += _varints(out, kernel, flags)
+        header += varints_bytes(out, kernel, flags)
 
     payload = bytearray()
     integers: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
-    for name in QUANTIZED_MODULES:
+    for name, module in model.quantizable_modules().items():
         q = quantization[name]
-        weights, biases = split_weights_and_biases(getattr(model, name))
+        weights, biases = split_weights_and_biases(module)
         weight_ints = [torch.round(p.detach() / q.weight_step).to(torch.int64).numpy() for p in weights]
         bias_ints = [torch.round(p.detach() / q.bias_step).to(torch.int64).numpy() for p in biases]
         integers[name] = (weight_ints, bias_ints)
         streams = [encode_signed(np.concatenate([w.reshape(-1) for w in ints]) if ints else np.zeros(0), order)
                    for ints, order in ((weight_ints, q.weight_order), (bias_ints, q.bias_order))]
         weight_steps, bias_steps = Q_STEPS[name]
-        header += _varints(weight_steps.index(q.weight_step), bias_steps.index(q.bias_step), q.weight_order,
+        header += varints_bytes(weight_steps.index(q.weight_step), bias_steps.index(q.bias_step), q.weight_order,
                            q.bias_order, len(streams[0]), len(streams[1]))
         payload += streams[0] + streams[1]
 
@@ -147,44 +147,72 @@ def encode_coolchic(model: CoolChic, quantization: dict[str, ModuleQuantization]
         latents = grid.to(torch.int64).numpy().reshape(grid.shape[-2:]) if channels else None
         if latents is not None and latents.any():
             coded, escapes = encode_grid(latents, arm, architecture.dim_arm)
-        header += _varints(len(coded), len(escapes))
+        header += varints_bytes(len(coded), len(escapes))
         payload += coded + escapes
+    return bytes(header), bytes(payload)
 
-    body = MAGIC + bytes([FORMAT_VERSION]) + _varints(len(header)) + bytes(header) + bytes(payload)
+
+def encode_coolchic(model: CoolChic, quantization: dict[str, ModuleQuantization], color_space: ColorSpace,
+                    bitdepth: int) -> bytes:
+    """Entropy-code a quantised CoolChic into a .cool byte string."""
+    height, width = model.image_size
+    n_outputs = model.synthesis.layers[-1].weight.shape[0]
+    model_header, payload = encode_model(model, quantization)
+    header = varints_bytes(height, width, COLOR_SPACES.index(color_space), bitdepth, n_outputs) + model_header
+    body = MAGIC + bytes([FORMAT_VERSION]) + varints_bytes(len(header)) + header + payload
     return body + struct.pack(">I", zlib.crc32(body))
 
 
-def decode_coolchic(data: bytes) -> DecodedBitstream:
-    """Parse and decode a .cool byte string; any damage raises BitstreamError."""
-    if len(data) < len(MAGIC) + 6:
-        raise BitstreamError(f"file too short ({len(data)} bytes) to be a .cool bitstream")
-    if data[:4] != MAGIC:
-        raise BitstreamError("not a coolchic_pl bitstream (wrong magic bytes)")
-    version = data[4]
-    if version > FORMAT_VERSION:
-        raise BitstreamError(f"format version {version} is newer than this decoder supports ({FORMAT_VERSION})")
-    if version != FORMAT_VERSION:
-        raise BitstreamError(f"unknown format version {version}")
+def check_container(data: bytes, magic: bytes, version: int, what: str) -> ByteReader:
+    """Magic, version and CRC of a coolchic_pl file; a reader positioned after the version."""
+    if len(data) < len(magic) + 6:
+        raise BitstreamError(f"file too short ({len(data)} bytes) to be a {what}")
+    if data[:len(magic)] != magic:
+        raise BitstreamError(f"not a {what} (wrong magic bytes)")
+    found = data[len(magic)]
+    if found > version:
+        raise BitstreamError(f"format version {found} is newer than this decoder supports ({version})")
+    if found != version:
+        raise BitstreamError(f"unknown format version {found}")
     (stored_crc,) = struct.unpack(">I", data[-4:])
     if zlib.crc32(data[:-4]) != stored_crc:
         raise BitstreamError("integrity check failed: the file is truncated or corrupted")
-    reader = _Reader(data[:-4], 5)
-    (header_length,) = reader.varints(1)
-    header = _Reader(reader.bytes(header_length))
+    return ByteReader(data[:-4], len(magic) + 1)
+
+
+def as_bitstream_errors(decode: Callable[[], T]) -> T:
+    """Run a decoding step; a value that makes the model code fail is a damaged file."""
     try:
-        return _decode(header, reader)
+        return decode()
     except (ValueError, RuntimeError, OverflowError, IndexError) as error:
         if isinstance(error, BitstreamError):
             raise
         raise BitstreamError(f"inconsistent bitstream content ({error})") from None
 
 
-def _decode(header: _Reader, payload: _Reader) -> DecodedBitstream:
+def decode_coolchic(data: bytes) -> DecodedBitstream:
+    """Parse and decode a .cool byte string; any damage raises BitstreamError."""
+    reader = check_container(data, MAGIC, FORMAT_VERSION, "coolchic_pl bitstream")
+    (header_length,) = reader.varints(1)
+    header = ByteReader(reader.bytes(header_length))
+    return as_bitstream_errors(lambda: _decode(header, reader))
+
+
+def _decode(header: ByteReader, payload: ByteReader) -> DecodedBitstream:
     height, width, color_code, bitdepth, n_outputs = header.varints(5)
     if not (1 <= height <= MAX_DIMENSION and 1 <= width <= MAX_DIMENSION):
         raise BitstreamError(f"image size {width}x{height} is out of range")
     if color_code >= len(COLOR_SPACES) or not 1 <= bitdepth <= 16 or n_outputs < 1:
         raise BitstreamError("invalid colour space, bit depth or output count")
+    model, quantization = decode_model(header, payload, (height, width), n_outputs)
+    if header.position != len(header.data) or payload.position != len(payload.data):
+        raise BitstreamError("the file holds bytes that no field accounts for")
+    return DecodedBitstream(model, COLOR_SPACES[color_code], bitdepth, quantization)
+
+
+def decode_model(header: ByteReader, payload: ByteReader, image_size: tuple[int, int],
+                 n_outputs: int) -> tuple[CoolChic, dict[str, ModuleQuantization]]:
+    """The CoolChic whose fields and streams ``encode_model`` wrote, in evaluation mode."""
     n_grids, mask, dim_arm, n_hidden, ups_k, refine_k = header.varints(6)
     if not 1 <= n_grids <= _MAX_GRIDS:
         raise BitstreamError(f"{n_grids} latent grids is out of range")
@@ -198,19 +226,19 @@ def _decode(header: _Reader, payload: _Reader) -> DecodedBitstream:
     architecture = CoolChicArchitecture(
         n_ft_per_res=tuple((mask >> i) & 1 for i in range(n_grids)), dim_arm=dim_arm, n_hidden_layers_arm=n_hidden,
         ups_k_size=ups_k, ups_preconcat_k_size=refine_k, layers_synthesis=_layer_string(layers))
-    model = CoolChic((height, width), architecture, n_outputs=n_outputs)
+    model = CoolChic(image_size, architecture, n_outputs=n_outputs)
     model.eval()
 
     quantization: dict[str, ModuleQuantization] = {}
     integers = {}
-    for name in QUANTIZED_MODULES:
+    for name, module in model.quantizable_modules().items():
         w_index, b_index, w_order, b_order, w_length, b_length = header.varints(6)
         weight_steps, bias_steps = Q_STEPS[name]
         if w_index >= len(weight_steps) or b_index >= len(bias_steps):
             raise BitstreamError(f"{name} q-step index out of range")
         if w_order not in EXPGOLOMB_ORDERS or b_order not in EXPGOLOMB_ORDERS:
             raise BitstreamError(f"{name} exp-Golomb order out of range")
-        weights, biases = split_weights_and_biases(getattr(model, name))
+        weights, biases = split_weights_and_biases(module)
         weight_ints = decode_signed(payload.bytes(w_length), sum(p.numel() for p in weights), w_order)
         bias_ints = decode_signed(payload.bytes(b_length), sum(p.numel() for p in biases), b_order)
         quantization[name] = ModuleQuantization(weight_steps[w_index], bias_steps[b_index], w_order, b_order,
@@ -233,9 +261,7 @@ def _decode(header: _Reader, payload: _Reader) -> DecodedBitstream:
                 grid.copy_(torch.from_numpy(latents).to(grid.dtype).view_as(grid) / model.latent.encoder_gain)
             elif coded_length or escape_length:
                 raise BitstreamError("an empty latent grid carries data")
-    if header.position != len(header.data) or payload.position != len(payload.data):
-        raise BitstreamError("the file holds bytes that no field accounts for")
-    return DecodedBitstream(model, COLOR_SPACES[color_code], bitdepth, quantization)
+    return model, quantization
 
 
 def _split(values: np.ndarray, params: list[torch.Tensor]) -> list[np.ndarray]:
@@ -245,6 +271,6 @@ def _split(values: np.ndarray, params: list[torch.Tensor]) -> list[np.ndarray]:
 
 def header_bits(data: bytes) -> int:
     """Bits spent outside the entropy-coded streams: magic, version, header, CRC."""
-    reader = _Reader(data, 5)
+    reader = ByteReader(data, 5)
     (header_length,) = reader.varints(1)
     return 8 * (reader.position + header_length + 4)

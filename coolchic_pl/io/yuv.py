@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -126,17 +127,20 @@ def read_yuv(path: str | os.PathLike, frame_index: int = 0) -> FrameData:
     return FrameData(tuple(tensors), fmt.bitdepth, "yuv420")
 
 
-def write_yuv(frame: FrameData, path: str | os.PathLike, append: bool = False) -> None:
-    """Write (or append, for video) one frame; its format must agree with the file name."""
-    if frame.color_space == "rgb":
-        raise FrameFormatError(path, "cannot write an rgb frame as raw YUV: use a .png or .ppm name")
+def write_yuv(frames: FrameData | Sequence[FrameData], path: str | os.PathLike) -> None:
+    """Write one frame, or the frames of a sequence back to back; their format must agree
+    with the file name. The file appears only when complete."""
+    frames = [frames] if isinstance(frames, FrameData) else list(frames)
     fmt = parse_yuv_name(path)
     declared = (fmt.width, fmt.height, fmt.color_space, fmt.bitdepth)
-    actual = (frame.width, frame.height, frame.color_space, frame.bitdepth)
-    if declared != actual:
-        raise FrameFormatError(path, f"file name declares {declared} but the frame is {actual}")
-    planes = frame.planes if frame.color_space == "yuv420" else frame.planes[0].split(1, dim=1)
-    payload = b"".join(tensor_to_samples(p, frame.bitdepth).astype(fmt.numpy_dtype).tobytes() for p in planes)
+    chunks = []
+    for frame in frames:
+        if frame.color_space == "rgb":
+            raise FrameFormatError(path, "cannot write an rgb frame as raw YUV: use a .png or .ppm name")
+        actual = (frame.width, frame.height, frame.color_space, frame.bitdepth)
+        if declared != actual:
+            raise FrameFormatError(path, f"file name declares {declared} but the frame is {actual}")
+        planes = frame.planes if frame.color_space == "yuv420" else frame.planes[0].split(1, dim=1)
+        chunks += [tensor_to_samples(p, frame.bitdepth).astype(fmt.numpy_dtype).tobytes() for p in planes]
     with atomic_write(path) as tmp:
-        previous = Path(path).read_bytes() if append and Path(path).exists() else b""
-        tmp.write_bytes(previous + payload)
+        tmp.write_bytes(b"".join(chunks))

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from coolchic_pl.model.architecture import CoolChicArchitecture
 from coolchic_pl.model.arm import Arm, clamped_log_scale, context_index, gather_contexts
+from coolchic_pl.model.evalcache import VersionedCache
 from coolchic_pl.model.laplace import laplace_rate_bits
 from coolchic_pl.model.latents import ENCODER_GAIN, LatentPyramid
 from coolchic_pl.model.quantizer import NoiseType, QuantizerType
@@ -18,6 +19,32 @@ from coolchic_pl.model.upsampling import Upsampling
 
 ModuleName = Literal["all", "latent", "arm", "upsampling", "synthesis"]
 MODULE_NAMES: tuple[ModuleName, ...] = ("all", "latent", "arm", "upsampling", "synthesis")
+# Cool-Chics of a frame a phase can select by prefix: "residue.latent", "motion.all",
+# "all.arm" (every Cool-Chic of the frame). A bare module name means "all.<module>".
+COOLCHIC_NAMES = ("residue", "motion", "all")
+
+
+def split_module_name(name: str) -> tuple[str, ModuleName]:
+    """"motion.arm" -> ("motion", "arm"), "latent" -> ("all", "latent"); ValueError if unknown."""
+    coolchic, _, module = name.rpartition(".")
+    coolchic = coolchic or "all"
+    if coolchic not in COOLCHIC_NAMES or module not in MODULE_NAMES:
+        raise ValueError(f"unknown module '{name}': expected one of {', '.join(MODULE_NAMES)}, optionally prefixed "
+                         f"by {', '.join(c + '.' for c in COOLCHIC_NAMES)}")
+    return coolchic, module  # type: ignore[return-value]
+
+
+def select_parameters(coolchics: dict[str, nn.Module], names: Iterable[str]) -> list[nn.Parameter]:
+    """Parameters of the named sub-modules of the named Cool-Chics, without duplicates:
+    how a training phase selects what it optimises (e.g. "all.latent")."""
+    selected: dict[int, nn.Parameter] = {}
+    for name in names:
+        coolchic, module = split_module_name(name)
+        for key, model in coolchics.items():
+            if coolchic in ("all", key):
+                params = model.parameters() if module == "all" else getattr(model, module).parameters()
+                selected.update((id(p), p) for p in params)
+    return list(selected.values())
 
 
 @dataclass
@@ -49,19 +76,18 @@ class CoolChic(nn.Module):
         self.upsampling = Upsampling(shapes, architecture.ups_k_size, architecture.ups_preconcat_k_size)
         self.synthesis = Synthesis(sum(architecture.n_ft_per_res), architecture.layers_synthesis, n_outputs)
         self.register_buffer("context_index", context_index(shapes, architecture.dim_arm), persistent=False)
+        self._eval_rate: VersionedCache[Tensor] = VersionedCache()
+        self._eval_image: VersionedCache[Tensor] = VersionedCache()
 
-    def module_parameters(self, names: Iterable[ModuleName]) -> list[nn.Parameter]:
-        """Parameters of the named sub-modules ("all" for every one), without duplicates.
+    def module_parameters(self, names: Iterable[str]) -> list[nn.Parameter]:
+        """Parameters a phase optimises; a Cool-Chic alone is the residue Cool-Chic of an I frame."""
+        return select_parameters({"residue": self}, names)
 
-        This is how a training phase selects what it optimises (e.g. latents only).
-        """
-        selected: dict[int, nn.Parameter] = {}
-        for name in names:
-            if name not in MODULE_NAMES:
-                raise ValueError(f"unknown module '{name}', expected one of {MODULE_NAMES}")
-            params = self.parameters() if name == "all" else getattr(self, name).parameters()
-            selected.update((id(p), p) for p in params)
-        return list(selected.values())
+    def quantizable_modules(self) -> dict[str, nn.Module]:
+        """The networks whose parameters are quantised and transmitted, in the order the
+        reference searches their quantisation steps (sorted names), which is also their
+        order in the bitstream."""
+        return {"arm": self.arm, "synthesis": self.synthesis, "upsampling": self.upsampling}
 
     def forward(
         self,
@@ -72,16 +98,28 @@ class CoolChic(nn.Module):
     ) -> CoolChicOutput:
         """Decode the frame from its latents with a training-time quantiser.
 
-        In eval mode the latents are hard-rounded without noise whatever the arguments.
+        In eval mode the latents are hard-rounded without noise whatever the arguments; during
+        the quantisation search the rate and the image are each recomputed only when a
+        parameter they depend on has changed (see :mod:`coolchic_pl.model.evalcache`).
         """
         latents = self.latent(quantizer_type, temperature, noise_type, noise_parameter)
+        if self.training:
+            return CoolChicOutput(image=self._image(latents), rate_bits=self._rate(latents), latents=latents)
+        grids = list(self.latent.parameters())
+        rate_bits = self._eval_rate.get(grids + list(self.arm.parameters()), lambda: self._rate(latents))
+        image = self._eval_image.get(grids + list(self.upsampling.parameters()) + list(self.synthesis.parameters()),
+                                     lambda: self._image(latents))
+        return CoolChicOutput(image=image, rate_bits=rate_bits, latents=latents)
+
+    def _rate(self, latents: Tensor) -> Tensor:
         mu, raw_log_scale = self.arm(gather_contexts(latents, self.context_index))
-        rate_bits = laplace_rate_bits(latents, mu, clamped_log_scale(raw_log_scale))
-        dense = self.upsampling(self.latent.unflatten(latents))
-        image = self.synthesis(dense)
+        return laplace_rate_bits(latents, mu, clamped_log_scale(raw_log_scale))
+
+    def _image(self, latents: Tensor) -> Tensor:
+        image = self.synthesis(self.upsampling(self.latent.unflatten(latents)))
         if image.shape[-2:] != self.image_size:
             image = F.interpolate(image, size=self.image_size, mode="nearest")
-        return CoolChicOutput(image=image, rate_bits=rate_bits, latents=latents)
+        return image
 
     def rate_per_grid(self, rate_bits: Tensor) -> list[Tensor]:
         """Total bits of each grid (0 for empty grids), finest first."""

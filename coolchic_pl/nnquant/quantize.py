@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from itertools import product
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 from torch import Tensor
 
-from coolchic_pl.model.coolchic import CoolChic
+from coolchic_pl.model.evalcache import reusing_unchanged_results
 from coolchic_pl.nnquant.expgolomb import best_expgolomb_order
 
 
@@ -25,8 +25,20 @@ Q_STEPS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "upsampling": (_powers_of_two(-12), (1.0,)),
     "synthesis": (_powers_of_two(-12), _powers_of_two(-24)),
 }
-# The reference searches modules in sorted-name order.
-QUANTIZED_MODULES = ("arm", "synthesis", "upsampling")
+
+
+class QuantizableDecoder(Protocol):
+    """A decoder whose networks are quantised: a CoolChic ("arm", "synthesis",
+    "upsampling") or the Cool-Chics of an inter frame ("residue.arm", ..., "motion.arm", ...)."""
+
+    def quantizable_modules(self) -> dict[str, torch.nn.Module]: ...
+
+
+def step_kind(name: str) -> str:
+    """The module kind that fixes the candidate steps of ``name`` ("motion.arm" -> "arm")."""
+    return name.rsplit(".", 1)[-1]
+
+
 # Largest magnitude the entropy coder accepts for one quantised parameter.
 MAX_QUANTIZED_MAGNITUDE = 65535
 
@@ -60,9 +72,9 @@ def _integers(params: list[Tensor], step: float) -> Tensor | None:
 
 
 def quantize_networks(
-    model: CoolChic, evaluate_loss: Callable[[float], float], max_passes: int = 3
+    model: QuantizableDecoder, evaluate_loss: Callable[[float], float], max_passes: int = 3
 ) -> dict[str, ModuleQuantization]:
-    """Quantise ARM, synthesis and upsampling in place (see :class:`QStepSearch`)."""
+    """Quantise every network of ``model`` in place (see :class:`QStepSearch`)."""
     return QStepSearch(model, evaluate_loss, max_passes).run()
 
 
@@ -80,7 +92,7 @@ class SearchPosition:
 
 
 class QStepSearch:
-    """Chooses for each of ARM, synthesis and upsampling the (weight step, bias step) pair
+    """Chooses for each network (ARM, synthesis and upsampling of each Cool-Chic) the (weight step, bias step) pair
     with the lowest rate-distortion loss, and leaves the model quantised with it.
 
     ``evaluate_loss(network_bits)`` returns the test loss of the model as it currently is,
@@ -99,8 +111,8 @@ class QStepSearch:
     back exactly as it was at that point.
     """
 
-    def __init__(self, model: CoolChic, evaluate_loss: Callable[[float], float], max_passes: int = 3):
-        self.modules = {name: split_weights_and_biases(getattr(model, name)) for name in QUANTIZED_MODULES}
+    def __init__(self, model: QuantizableDecoder, evaluate_loss: Callable[[float], float], max_passes: int = 3):
+        self.modules = {name: split_weights_and_biases(module) for name, module in model.quantizable_modules().items()}
         self.full_precision = {name: [p.detach().clone() for p in w + b] for name, (w, b) in self.modules.items()}
         self.evaluate_loss = evaluate_loss
         self.max_passes = max_passes
@@ -108,14 +120,14 @@ class QStepSearch:
         self.position = SearchPosition()
         self.finished = False
 
-    @staticmethod
-    def _pass_modules(pass_index: int) -> tuple[str, ...]:
-        # The ARM only moves the rate, by an amount independent of the other modules: its
+    def _pass_modules(self, pass_index: int) -> tuple[str, ...]:
+        # An ARM only moves the rate, by an amount independent of the other modules: its
         # first choice is final. Synthesis and upsampling interact through the distortion.
-        return QUANTIZED_MODULES if pass_index == 0 else ("synthesis", "upsampling")
+        names = tuple(self.modules)
+        return names if pass_index == 0 else tuple(n for n in names if step_kind(n) != "arm")
 
     def _pairs(self, name: str) -> list[tuple[float, float]]:
-        weight_steps, bias_steps = Q_STEPS[name]
+        weight_steps, bias_steps = Q_STEPS[step_kind(name)]
         return list(product(weight_steps, bias_steps if self.modules[name][1] else (bias_steps[0],)))
 
     @property
@@ -125,7 +137,12 @@ class QStepSearch:
     @torch.no_grad()
     def run(self, after_each: Callable[[], None] = lambda: None) -> dict[str, ModuleQuantization]:
         """Search to the end; ``after_each`` is called after every candidate, with the model
-        in the state :meth:`state_dict` describes (a safe point to checkpoint or stop)."""
+        in the state :meth:`state_dict` describes (a safe point to checkpoint or stop).
+        Evaluations reuse the outputs of the networks not being searched."""
+        with reusing_unchanged_results():
+            return self._run(after_each)
+
+    def _run(self, after_each: Callable[[], None]) -> dict[str, ModuleQuantization]:
         while not self.finished:
             name, position = self.current_module, self.position
             weights, biases = self.modules[name]
@@ -202,7 +219,7 @@ class QStepSearch:
         best = position.pop("best")
         self.position = SearchPosition(**position, best=None if best is None else ModuleQuantization(**best))
         self.finished, self.max_passes = state["finished"], state["max_passes"]
-        for name in QUANTIZED_MODULES:
+        for name in self.modules:
             if name in self.result and (self.finished or name != self.current_module):
                 self._quantize(name, self.result[name])
             else:

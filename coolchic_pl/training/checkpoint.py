@@ -9,6 +9,7 @@ is (``position``), the runner's own state and every random generator.
 
 from __future__ import annotations
 
+import copy
 import enum
 import time
 from pathlib import Path
@@ -73,6 +74,13 @@ class Checkpointer:
         self.last_saved = time.monotonic()
         self.deadline = None if job_duration_s is None else self.last_saved + job_duration_s
         self.saving_s = 0.0  # time spent writing checkpoints, for the speed benchmark
+
+    def moved_to(self, path: str | Path) -> "Checkpointer":
+        """The same policy (interval, deadline, signals) for another checkpoint file: the
+        parts of a video encode each keep their own checkpoint, under one job deadline."""
+        other = copy.copy(self)
+        other.path = Path(path)
+        return other
 
     def stop_reason(self) -> StopReason | None:
         reason = self.signal_reason()

@@ -10,7 +10,7 @@ step needs.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import lightning.pytorch as pl
 import torch
@@ -21,16 +21,24 @@ from coolchic_pl.io import FrameData
 from coolchic_pl.metrics import psnr_db
 from coolchic_pl.model.architecture import CoolChicArchitecture
 from coolchic_pl.model.coolchic import CoolChic, CoolChicOutput
+from coolchic_pl.model.interframe import InterCoolChic
 from coolchic_pl.nnquant import ModuleQuantization, network_rate_bits
 from coolchic_pl.training.loss import mse, output_planes, rate_distortion_loss
 
 GRADIENT_CLIP_NORM = 0.1
 
 
+Decoder = Union[CoolChic, InterCoolChic]
+
+
 class CoolChicModule(pl.LightningModule):
-    def __init__(self, frame: FrameData, architecture: CoolChicArchitecture, lmbda: float):
+    def __init__(self, frame: FrameData, decoder: Decoder | CoolChicArchitecture, lmbda: float):
+        """``decoder`` is the model to overfit to ``frame``: a CoolChic or an inter frame's
+        InterCoolChic, or the architecture of a CoolChic to build."""
         super().__init__()
-        self.coolchic = CoolChic((frame.height, frame.width), architecture)
+        if isinstance(decoder, CoolChicArchitecture):
+            decoder = CoolChic((frame.height, frame.width), decoder)
+        self.coolchic = decoder
         self.color_space = frame.color_space
         self.bitdepth = frame.bitdepth
         self.n_pixels = frame.n_pixels
@@ -76,7 +84,7 @@ class CoolChicModule(pl.LightningModule):
         out = self.decoder_forward(
             phase.quantizer_type, self.temperature, phase.quantizer_noise_type, self.noise_parameter
         )
-        decoded = output_planes(out.image, self.color_space, self.bitdepth, rounded=False)
+        decoded = self.planes(out.image, rounded=False)
         return rate_distortion_loss(mse(decoded, self.target), out.rate_bits.sum(), self.lmbda, self.n_pixels)
 
     def clip_gradients_of_all_parameters(self) -> None:
@@ -109,6 +117,10 @@ class CoolChicModule(pl.LightningModule):
 
     # ---------------------------------------------------------------- evaluation
 
+    def planes(self, raw: Tensor, rounded: bool) -> tuple[Tensor, ...]:
+        """The decoder's output as the frame's planes, comparable with the target."""
+        return output_planes(raw, self.color_space, self.bitdepth, rounded)
+
     @torch.no_grad()
     def _eval_output(self) -> CoolChicOutput:
         was_training = self.coolchic.training
@@ -120,12 +132,12 @@ class CoolChicModule(pl.LightningModule):
 
     def decode(self) -> tuple[Tensor, ...]:
         """The decoded frame planes a decoder would produce (hard-rounded latents)."""
-        return output_planes(self._eval_output().image, self.color_space, self.bitdepth, rounded=True)
+        return self.planes(self._eval_output().image, rounded=True)
 
     @torch.no_grad()
     def _test(self) -> tuple[tuple[Tensor, ...], float, CoolChicOutput]:
         out = self._eval_output()
-        decoded = output_planes(out.image, self.color_space, self.bitdepth, rounded=True)
+        decoded = self.planes(out.image, rounded=True)
         return decoded, mse(decoded, self.target).item(), out
 
     def _loss(self, distortion: float, latent_bits: float, network_bits: float) -> float:
@@ -145,6 +157,9 @@ class CoolChicModule(pl.LightningModule):
         }
         for grid, bits in enumerate(self.coolchic.rate_per_grid(out.rate_bits)):
             metrics[f"bpp_grid_{grid}"] = bits.item() / self.n_pixels
+        if isinstance(self.coolchic, InterCoolChic):
+            for name, bits in self.coolchic.latent_bits(out.rate_bits).items():
+                metrics[f"bpp_latent_{name}"] = bits.item() / self.n_pixels
         return metrics
 
     def evaluate_loss(self, network_bits: float) -> float:
@@ -167,3 +182,19 @@ class CoolChicModule(pl.LightningModule):
     def load_codec_state(self, state: dict) -> None:
         self.coolchic.load_state_dict(state["coolchic"])
         self.quantization = {k: ModuleQuantization(**v) for k, v in state["quantization"].items()}
+
+
+class FlowTargetModule(CoolChicModule):
+    """A motion Cool-Chic fitted to an optical flow (the motion pre-training of an inter
+    frame): the target is the flow itself, no clamping and no rounding. Flows span tens
+    of pixels, so decoded and target are both mapped by the target's range to about
+    [0, 1] before the distortion, which keeps lambda on the scale of an image's."""
+
+    def __init__(self, flow: Tensor, decoder: CoolChic, lmbda: float):
+        self.flow_min, self.flow_max = flow.min().item(), flow.max().item()
+        self.flow_range = max(self.flow_max - self.flow_min, 1e-6)
+        target = FrameData(((flow - self.flow_min) / self.flow_range,), bitdepth=8, color_space="yuv444")
+        super().__init__(target, decoder, lmbda)
+
+    def planes(self, raw: Tensor, rounded: bool) -> tuple[Tensor, ...]:
+        return ((raw - self.flow_min) / self.flow_range,)

@@ -130,7 +130,13 @@ class PhaseRunner:
         report_stream: Any = None,
         checkpointer: Checkpointer | None = None,
         on_phase_end: Callable[[str, CoolChicModule, int], None] | None = None,
+        module_factory: Callable[[int], CoolChicModule] | None = None,
+        name_prefix: str = "",
     ):
+        """``module_factory(candidate)`` builds the module of a candidate (by default a
+        CoolChicModule of ``architecture``): inter frames and motion pre-training bring
+        their own decoders and targets. ``name_prefix`` starts every stage name in logs
+        (the frame of a video)."""
         self.frame, self.architecture, self.preset, self.lmbda = frame, architecture, preset, lmbda
         self.seed, self.n_loops, self.accelerator = seed, n_loops, accelerator
         self.device = torch.device("cuda" if accelerator == "cuda" else "cpu")
@@ -139,6 +145,8 @@ class PhaseRunner:
         self.report_stream = report_stream
         self.checkpointer = checkpointer
         self.on_phase_end = on_phase_end
+        self.name_prefix = name_prefix
+        self.module_factory = module_factory or (lambda candidate: CoolChicModule(frame, architecture, lmbda))
         self.state: dict[str, Any] = {"loop": 0, "stage": 0, "candidates": [], "losses": [], "global_iteration": 0,
                                       "elapsed_s": 0.0, "best": None}
         self._modules: list[CoolChicModule] | None = None
@@ -166,12 +174,15 @@ class PhaseRunner:
         runner = resume["runner"]
         if runner["loop"] >= self.n_loops:
             return "the end of the last stage"
-        stage = self.plan(runner["loop"])[runner["stage"]].name(self.n_loops)
+        stage = self._stage_name(self.plan(runner["loop"])[runner["stage"]])
         if resume["position"] == IN_TRAINING:
             return f"{stage}, iteration {checkpoint['global_step']}"
         if resume["position"] == IN_QUANTIZATION:
             return f"{stage}, network quantisation"
         return f"the start of {stage}"
+
+    def _stage_name(self, stage: Stage) -> str:
+        return self.name_prefix + stage.name(self.n_loops)
 
     def _new_module(self, codec_state: dict | None = None, candidate: int = 0) -> CoolChicModule:
         """A candidate on the training device. Its random initialisation comes from its
@@ -180,7 +191,7 @@ class PhaseRunner:
         random number."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, self.state["loop"], candidate))
-            module = CoolChicModule(self.frame, self.architecture, self.lmbda)
+            module = self.module_factory(candidate)
         if codec_state is not None:
             module.load_codec_state(codec_state)
         return module.to(self.device)
@@ -222,7 +233,7 @@ class PhaseRunner:
 
     def _run_stage(self, stage: Stage, resume: dict[str, Any] | None) -> None:
         modules = self._candidates()
-        name = stage.name(self.n_loops)
+        name = self._stage_name(stage)
         if stage.kind == "warmup":
             warm = self.preset.warmup.phases[stage.index]
             del modules[warm.candidates:]

@@ -1,0 +1,1 @@
+"""Video coding: coding structure, motion, the per-frame encodes of a sequence, its bitstream."""

@@ -1,0 +1,187 @@
+"""The video .cool file: a sequence header, then every frame in coding order.
+
+Layout (see docs/bitstream.md):
+
+    "CCPV" | u8 version | varint header length | header | frame records | u32 CRC32
+    header: height, width, colour space, bit depth, number of frames (varints)
+    frame record: varint length, then
+        display index, number of references (0 I, 1 P, 2 B), the references' display
+        indices, their global translations (zigzag varints dx, dy), the warp filter
+        length (inter frames), then per Cool-Chic (residue, then motion for inter frames):
+        varint header length, varint payload length, header, payload as in an image file
+
+Each Cool-Chic is coded exactly as in an image .cool (fixed-point ARM, range-coded
+latents, exp-Golomb networks); the sequence shares one header and one CRC.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from coolchic_pl.bitstream import BitstreamError
+from coolchic_pl.bitstream.codec import (
+    MAX_DIMENSION, ByteReader, as_bitstream_errors, check_container, decode_model, encode_model, varints_bytes,
+)
+from coolchic_pl.io import COLOR_SPACES, ColorSpace, FrameData
+from coolchic_pl.model.coolchic import CoolChic
+from coolchic_pl.model.interframe import MOTION_OUTPUTS, RESIDUE_OUTPUTS, InterCoolChic, InterFrameParameters
+from coolchic_pl.nnquant import ModuleQuantization
+from coolchic_pl.training.loss import output_planes
+
+VIDEO_MAGIC = b"CCPV"
+VIDEO_FORMAT_VERSION = 1
+MAX_FRAMES = 1 << 20
+MAX_WARP_FILTER = 32
+
+
+@dataclass(frozen=True)
+class SequenceHeader:
+    height: int
+    width: int
+    color_space: ColorSpace
+    bitdepth: int
+    n_frames: int
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    """What a frame record says besides its Cool-Chics."""
+
+    display: int
+    refs: tuple[int, ...]
+    inter: InterFrameParameters | None  # None for an I frame
+
+
+def _zigzag(value: int) -> int:
+    return (value << 1) ^ -1 if value < 0 else value << 1
+
+
+def _unzigzag(value: int) -> int:
+    return -((value + 1) >> 1) if value & 1 else value >> 1
+
+
+def _coolchic_bytes(model: CoolChic, quantization: dict[str, ModuleQuantization]) -> bytes:
+    header, payload = encode_model(model, quantization)
+    return varints_bytes(len(header), len(payload)) + header + payload
+
+
+def encode_frame(frame: FrameHeader, decoder: CoolChic | InterCoolChic,
+                 quantization: dict[str, ModuleQuantization]) -> tuple[bytes, dict[str, int]]:
+    """One frame record (without its length prefix) from the frame's quantised decoder,
+    and the bytes of each of its Cool-Chics; ``quantization`` is keyed as
+    ``decoder.quantizable_modules()``."""
+    record = bytearray(varints_bytes(frame.display, len(frame.refs), *frame.refs))
+    if frame.inter is None:
+        residue = _coolchic_bytes(decoder, quantization)
+        return bytes(record) + residue, {"residue": len(residue)}
+    for dx, dy in frame.inter.translations:
+        record += varints_bytes(_zigzag(dx), _zigzag(dy))
+    record += varints_bytes(frame.inter.warp_filter_size)
+    sizes = {}
+    for name, coolchic in decoder.coolchics.items():
+        prefix = f"{name}."
+        part = _coolchic_bytes(coolchic, {k[len(prefix):]: q for k, q in quantization.items() if k.startswith(prefix)})
+        record += part
+        sizes[name] = len(part)
+    return bytes(record), sizes
+
+
+def encode_video(header: SequenceHeader, records: list[bytes]) -> bytes:
+    """The sequence file from its frame records in coding order."""
+    fields = varints_bytes(header.height, header.width, COLOR_SPACES.index(header.color_space), header.bitdepth,
+                           header.n_frames)
+    body = bytearray(VIDEO_MAGIC + bytes([VIDEO_FORMAT_VERSION]) + varints_bytes(len(fields)) + fields)
+    for record in records:
+        body += varints_bytes(len(record)) + record
+    return bytes(body) + struct.pack(">I", zlib.crc32(body))
+
+
+def is_video_bitstream(data: bytes) -> bool:
+    return data[:len(VIDEO_MAGIC)] == VIDEO_MAGIC
+
+
+def to_444(frame: FrameData) -> Tensor:
+    """[1, 3, H, W] samples of a decoded frame, chroma repeated 2x2 for 4:2:0: how a
+    decoded frame serves as a reference."""
+    if frame.color_space != "yuv420":
+        return frame.planes[0]
+    luma, *chroma = frame.planes
+    height, width = luma.shape[-2:]
+    full = [c.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)[..., :height, :width] for c in chroma]
+    return torch.cat([luma, *full], dim=1)
+
+
+def _read_coolchic(reader: ByteReader, size: tuple[int, int], n_outputs: int) -> CoolChic:
+    header_length, payload_length = reader.varints(2)
+    header, payload = ByteReader(reader.bytes(header_length)), ByteReader(reader.bytes(payload_length))
+    model, _ = decode_model(header, payload, size, n_outputs)
+    if header.position != len(header.data) or payload.position != len(payload.data):
+        raise BitstreamError("a Cool-Chic of a frame holds bytes that no field accounts for")
+    return model
+
+
+def read_frame_header(reader: ByteReader, n_frames: int) -> FrameHeader:
+    display, n_refs = reader.varints(2)
+    if display >= n_frames or n_refs > 2:
+        raise BitstreamError(f"frame {display} with {n_refs} references does not fit a {n_frames}-frame sequence")
+    refs = tuple(reader.varints(n_refs))
+    if n_refs == 0:
+        return FrameHeader(display, refs, None)
+    translations = tuple((_unzigzag(x), _unzigzag(y)) for x, y in (reader.varints(2) for _ in refs))
+    (filter_size,) = reader.varints(1)
+    if not 2 <= filter_size <= MAX_WARP_FILTER or filter_size % 2:
+        raise BitstreamError(f"warp filter length {filter_size} is not an even number in 2..{MAX_WARP_FILTER}")
+    return FrameHeader(display, refs, InterFrameParameters(translations, filter_size))
+
+
+def decode_frame(record: bytes, sequence: SequenceHeader,
+                 decoded: dict[int, FrameData]) -> tuple[FrameHeader, FrameData]:
+    """Decode one frame record given the frames decoded so far (by display index)."""
+    reader = ByteReader(record)
+    frame = read_frame_header(reader, sequence.n_frames)
+    size = (sequence.height, sequence.width)
+    missing = [r for r in frame.refs if r not in decoded]
+    if frame.display in decoded or missing:
+        raise BitstreamError(f"frame {frame.display} is coded twice or before its references {missing}")
+    residue = _read_coolchic(reader, size, 3 if frame.inter is None else RESIDUE_OUTPUTS)
+    if frame.inter is None:
+        decoder = residue
+    else:
+        motion = _read_coolchic(reader, size, MOTION_OUTPUTS[len(frame.refs)])
+        decoder = InterCoolChic(size, [to_444(decoded[r]) for r in frame.refs], frame.inter,
+                                residue.architecture, motion.architecture)
+        decoder.residue.load_state_dict(residue.state_dict())
+        decoder.motion.load_state_dict(motion.state_dict())
+    if reader.position != len(record):
+        raise BitstreamError(f"frame {frame.display} holds bytes that no field accounts for")
+    decoder.eval()
+    with torch.no_grad():
+        planes = output_planes(decoder().image, sequence.color_space, sequence.bitdepth, rounded=True)
+    return frame, FrameData(tuple(p.detach() for p in planes), sequence.bitdepth, sequence.color_space)
+
+
+def decode_video(data: bytes) -> tuple[SequenceHeader, list[FrameData]]:
+    """Every frame of a video .cool in display order; any damage raises BitstreamError."""
+    reader = check_container(data, VIDEO_MAGIC, VIDEO_FORMAT_VERSION, "coolchic_pl video bitstream")
+    (header_length,) = reader.varints(1)
+    fields = ByteReader(reader.bytes(header_length))
+    height, width, color_code, bitdepth, n_frames = fields.varints(5)
+    if not (1 <= height <= MAX_DIMENSION and 1 <= width <= MAX_DIMENSION) or not 1 <= n_frames <= MAX_FRAMES:
+        raise BitstreamError(f"sequence of {n_frames} frames of {width}x{height} is out of range")
+    if color_code >= len(COLOR_SPACES) or COLOR_SPACES[color_code] == "rgb" or not 8 <= bitdepth <= 16:
+        raise BitstreamError("invalid colour space or bit depth for a video")
+    sequence = SequenceHeader(height, width, COLOR_SPACES[color_code], bitdepth, n_frames)
+    decoded: dict[int, FrameData] = {}
+    for _ in range(n_frames):
+        (length,) = reader.varints(1)
+        record = reader.bytes(length)
+        frame, planes = as_bitstream_errors(lambda: decode_frame(record, sequence, decoded))
+        decoded[frame.display] = planes
+    if reader.position != len(reader.data):
+        raise BitstreamError("the file holds bytes after its last frame")
+    return sequence, [decoded[i] for i in range(n_frames)]
