@@ -1,11 +1,11 @@
-"""``python -m coolchic_pl.bench {rd,speed} ...``: rate-distortion and speed benchmarks."""
+"""``python -m coolchic_pl.bench {rd,video,speed} ...``: rate-distortion and speed benchmarks."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from coolchic_pl.bench import rd, speed
+from coolchic_pl.bench import rd, speed, video
 from coolchic_pl.io import FrameFormatError
 from coolchic_pl.runtime import configure_cpu_allocator
 
@@ -17,11 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coolchic-bench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     rd.add_arguments(commands.add_parser("rd", help="rate-distortion benchmark against classical codecs"))
+    video.add_arguments(commands.add_parser("video", help="video rate-distortion against x264, x265 and vvenc"))
     commands.add_parser("speed", help="training/decoding speed benchmark (see speed --help)")
     args = parser.parse_args(argv)
     configure_cpu_allocator()
     try:
-        return rd.run(args)
+        return (video.run if args.command == "video" else rd.run)(args)
     except (FrameFormatError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -116,8 +116,9 @@ def encode_model(model: CoolChic, quantization: dict[str, ModuleQuantization]) -
     n_outputs = model.synthesis.layers[-1].weight.shape[0]
     header = bytearray()
     mask = sum(1 << i for i, c in enumerate(architecture.n_ft_per_res) if c)
-    header += varints_bytes(len(architecture.n_ft_per_res), mask, architecture.dim_arm, architecture.n_hidden_layers_arm,
-                       architecture.ups_k_size, architecture.ups_preconcat_k_size)
+    arm_and_ups = (architecture.dim_arm, architecture.n_hidden_layers_arm, architecture.ups_k_size,
+                   architecture.ups_preconcat_k_size)
+    header += varints_bytes(len(architecture.n_ft_per_res), mask, *arm_and_ups)
     layers = _layer_fields(architecture, n_outputs)
     header += varints_bytes(len(layers))
     for out, kernel, flags in layers:

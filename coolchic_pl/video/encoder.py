@@ -221,8 +221,10 @@ class VideoEncoder:
             "color_space": self.sequence.color_space, "bitdepth": self.sequence.bitdepth,
             "preset": self.config.preset, "inter_preset": self.config.inter_preset, "lmbda": self.config.lmbda,
             "intra_pos": self.config.intra_pos, "p_pos": self.config.p_pos, "bitstream": path.name,
-            "bitstream_bytes": len(data), "bpp": 8 * len(data) / (self.sequence.height * self.sequence.width * n_frames),
-            **{key: sum(f[key] for f in per_frame) / n_frames for key in ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv")},
+            "bitstream_bytes": len(data),
+            "bpp": 8 * len(data) / (self.sequence.height * self.sequence.width * n_frames),
+            **{key: sum(f[key] for f in per_frame) / n_frames
+               for key in ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv")},
             "n_iterations": sum(f["n_iterations"] for f in per_frame),
             "encoding_time_s": round(sum(f["encoding_time_s"] for f in per_frame), 2),
             "frames": per_frame,

@@ -1,0 +1,130 @@
+"""``coolchic-bench video``: coolchic_pl against x264, x265 and vvenc on a YUV sequence.
+
+Every codec codes the same frames in the same coding structure as far as it allows (see
+:mod:`coolchic_pl.bench.ffmpeg_video`): coolchic_pl at each lambda of ``--lmbdas`` with a
+video config, the classical encoders at each QP of ``--qps``. Rates are file sizes over
+every pixel of every frame; quality is the YUV 6:1:1 PSNR averaged over frames, the
+figure video codecs are compared on. Writes ``points.tsv``, a CompressAI-style JSON per
+codec, ``bd_rate.json`` and ``rd.png``, and prints the BD-rate table. Finished coolchic_pl
+encodes are reported, not redone, so the command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from coolchic_pl.bench.bdrate import bd_psnr, bd_rate
+from coolchic_pl.bench.ffmpeg_video import VIDEO_CODECS, GopLayout, available_video_codecs, sweep
+from coolchic_pl.config import parse_config
+from coolchic_pl.io import parse_yuv_name
+from coolchic_pl.video.encoder import encode_video_sequence
+from coolchic_pl.video.structure import build_coding_structure
+
+COOLCHIC = "coolchic_pl"
+
+
+def coolchic_points(args: argparse.Namespace, lmbdas: list[float], output: Path) -> list[dict]:
+    points = []
+    for lmbda in lmbdas:
+        config = parse_config(["--config", args.config, "--input", args.input, "--lmbda", str(lmbda),
+                               "--n_frames", str(args.n_frames), "--intra_pos", args.intra_pos,
+                               "--p_pos", args.p_pos, "--frame_index", str(args.frame_index),
+                               "--output_dir", str(output)])
+        result = encode_video_sequence(config)
+        points.append({"setting": f"lambda {lmbda:g}", "bpp": result["bpp"], "psnr_yuv": result["psnr_yuv"],
+                       "psnr_y": result["psnr_y"], "encoding_time_s": result["encoding_time_s"]})
+    return points
+
+
+def classical_points(args: argparse.Namespace, codec: str, layout: GopLayout, output: Path) -> list[dict]:
+    fmt = parse_yuv_name(args.input)
+    started = time.perf_counter()
+    qps = [int(q) for q in args.qps.split(",")]
+    results = sweep(Path(args.input), fmt.width, fmt.height, args.n_frames, codec, qps, layout, output / codec,
+                    preset=args.preset, frame_offset=args.frame_index, bitdepth=fmt.bitdepth)
+    print(f"{codec}: {len(results)} encodes in {time.perf_counter() - started:.1f} s; {results[0].settings}",
+          file=sys.stderr)
+    return [{"setting": f"qp {p.qp}", "bpp": p.bpp, "psnr_yuv": p.psnr_yuv, "psnr_y": p.psnr_y,
+             "encoding_time_s": p.encode_time_s, "frame_types": "".join(p.frame_types)} for p in results]
+
+
+def plot(curves: dict[str, list[dict]], path: Path, title: str) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, axis = plt.subplots(figsize=(8, 6))
+    for name, points in curves.items():
+        points = sorted(points, key=lambda p: p["bpp"])
+        axis.plot([p["bpp"] for p in points], [p["psnr_yuv"] for p in points], "o-" if name == COOLCHIC else ".-",
+                  label=name, linewidth=2.5 if name == COOLCHIC else 1.2)
+    axis.set(xlabel="rate (bpp)", ylabel="PSNR YUV 6:1:1 (dB)", title=title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    lmbdas = [float(v) for v in args.lmbdas.split(",")]
+    structure = sorted(build_coding_structure(args.n_frames, args.intra_pos, args.p_pos), key=lambda f: f.display)
+    types = [f.frame_type for f in structure]
+    layout = GopLayout.from_frame_types(types)
+    output = Path(args.out)
+    output.mkdir(parents=True, exist_ok=True)
+    codecs = [c for c in args.codecs if c in available_video_codecs()]
+    curves = {COOLCHIC: coolchic_points(args, lmbdas, output / COOLCHIC)}
+    for codec in codecs:
+        try:
+            curves[codec] = classical_points(args, codec, layout, output)
+        except ValueError as error:  # a structure this encoder cannot build
+            print(f"{codec} skipped: {error}", file=sys.stderr)
+    rows = [(name, p["setting"], p["bpp"], p["psnr_yuv"], p["psnr_y"], p["encoding_time_s"])
+            for name, points in curves.items() for p in points]
+    (output / "points.tsv").write_text("codec\tsetting\tbpp\tpsnr_yuv\tpsnr_y\tencoding_time_s\n" +
+                                       "".join("\t".join(str(v) for v in row) + "\n" for row in rows))
+    for name, points in curves.items():
+        points = sorted(points, key=lambda p: p["bpp"])
+        (output / f"{name}.json").write_text(json.dumps(
+            {"name": name, "description": f"{Path(args.input).name}, {args.n_frames} frames, {''.join(types)}",
+             "results": {"bpp": [p["bpp"] for p in points], "psnr-yuv": [p["psnr_yuv"] for p in points]}},
+            indent=1))
+    summary = {}
+    for codec in (c for c in curves if c != COOLCHIC):
+        reference, test = curves[codec], curves[COOLCHIC]
+        values = ([p["bpp"] for p in reference], [p["psnr_yuv"] for p in reference],
+                  [p["bpp"] for p in test], [p["psnr_yuv"] for p in test])
+        summary[codec] = {"bd_rate_percent": bd_rate(*values), "bd_psnr_db": bd_psnr(*values)}
+    (output / "bd_rate.json").write_text(json.dumps(summary, indent=1))
+    print(f"{Path(args.input).name}, {args.n_frames} frames {''.join(types)} (display order)")
+    print(f"{'codec':<12} {'setting':<14} {'bpp':>8} {'PSNR YUV':>9} {'PSNR Y':>8} {'time s':>8}")
+    for row in rows:
+        print(f"{row[0]:<12} {row[1]:<14} {row[2]:>8.4f} {row[3]:>9.3f} {row[4]:>8.3f} {row[5]:>8.1f}")
+    for codec, values in summary.items():
+        print(f"coolchic_pl vs {codec}: BD-rate {values['bd_rate_percent']:+.1f} %, "
+              f"BD-PSNR {values['bd_psnr_db']:+.2f} dB")
+    if not plot(curves, output / "rd.png", f"{Path(args.input).stem}, {''.join(types)}"):
+        print("plot skipped: matplotlib is not installed (pip install -e '.[bench]')", file=sys.stderr)
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="raw .yuv sequence (4:2:0, 8 or 10 bits)")
+    parser.add_argument("--n_frames", type=int, default=5)
+    parser.add_argument("--frame_index", type=int, default=0, help="first frame")
+    parser.add_argument("--intra_pos", default="0")
+    parser.add_argument("--p_pos", default="-1")
+    parser.add_argument("--lmbdas", default="0.004,0.001,0.0004", help="coolchic_pl lambdas, comma separated")
+    parser.add_argument("--config", default="configs/video_ra.yaml", help="coolchic_pl video config")
+    parser.add_argument("--qps", default="27,32,37,42", help="classical encoders' QPs, comma separated")
+    parser.add_argument("--codecs", nargs="+", default=list(VIDEO_CODECS), choices=VIDEO_CODECS)
+    parser.add_argument("--preset", default="medium", help="classical encoders' speed preset")
+    parser.add_argument("--out", default="runs/bench_video")
