@@ -135,7 +135,7 @@ def write_outputs(run_dir: Path, config: FitConfig, frame: FrameData, module: Co
                     "image_size": (frame.height, frame.width), "color_space": frame.color_space,
                     "bitdepth": frame.bitdepth, "lmbda": config.lmbda, **module.codec_state()}, tmp)
     write_text(run_dir / "results.tsv", "\t".join(RESULT_KEYS) + "\n" +
-                "\t".join(str(results[k]) for k in RESULT_KEYS) + "\n")
+               "\t".join(str(results[k]) for k in RESULT_KEYS) + "\n")
     write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
 
 

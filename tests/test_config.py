@@ -3,7 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from coolchic_pl.config import PRESETS, FitConfig, Preset, TrainerPhase, Warmup, WarmupPhase, make_preset
+from coolchic_pl.config import (
+    PRESETS, FitConfig, Preset, TrainerPhase, Warmup, WarmupPhase, make_inter_preset, make_preset,
+)
 from coolchic_pl.config import dump_config, parse_config
 from coolchic_pl.fit import main
 from coolchic_pl.model.architecture import ARCHITECTURES
@@ -126,3 +128,28 @@ def test_explicit_architecture_keys_change_the_named_decoder(tmp_path: Path) -> 
     saved = tmp_path / "config.yaml"
     saved.write_text(dump_config(config))
     assert parse_config(["--config", str(saved)]).resolved_architecture() == config.resolved_architecture()
+
+
+def test_inter_presets_shrink_b_frame_budgets_with_depth() -> None:
+    """Spec 14.2: P frames n_itr, B frames max(n_itr - n_itr d / 5, n_itr / 10); motion
+    pre-training max(p - p d / 5, p / 5)."""
+    p_frame = make_inter_preset("c3x_inter", 3, is_b_frame=False)
+    assert p_frame.all_phases[0].max_itr == 10000 and p_frame.motion_pretrain.max_itr == 1000
+    assert p_frame.all_phases[0].quantize_model and p_frame.warmup.phases[0].candidates == 2
+    budgets = [(make_inter_preset("c3x_inter", d, True, n_itr_pretrain_motion=5000).all_phases[0].max_itr,
+                make_inter_preset("c3x_inter", d, True, n_itr_pretrain_motion=5000).motion_pretrain.max_itr)
+               for d in (1, 2, 4, 6)]
+    assert budgets == [(8000, 4000), (6000, 3000), (2000, 1000), (1000, 1000)]
+    assert make_inter_preset("fast_inter", 1, False, n_itr=300).all_phases[0].max_itr == 300
+    with pytest.raises(ValueError, match="unknown inter preset"):
+        make_inter_preset("fast", 1, False)
+
+
+def test_video_options() -> None:
+    config = parse_config(["--input", "clip.yuv", "--n_frames", "3", "--p_pos", "-1", "--inter_arch", "lop"])
+    assert config.is_video and config.p_pos == "-1" and config.intra_pos == "0"
+    assert config.inter_preset_object(1, False).name == "fast_inter"  # the preset that goes with fast
+    with pytest.raises(ValueError, match="warp_filter_size must be even"):
+        parse_config(["--input", "clip.yuv", "--warp_filter_size", "5"])
+    with pytest.raises(ValueError, match="optimized_module: unknown module 'motion.flow'"):
+        TrainerPhase(optimized_module=["motion.flow"])
