@@ -14,6 +14,8 @@ import pytest
 from test_interrupts import KILL_AT, REPO, fit_command, run
 
 pytestmark = pytest.mark.slow
+# A debug encode of three frames takes 2 to 3 minutes on 2 idle cores.
+TIMEOUT = 1200
 DEBUG = ["--config", str(REPO / "configs" / "debug.yaml"), "--checkpoint_interval_s", "0"]
 THREE_FRAMES = ["--n_frames", "3", "--intra_pos", "0", "--p_pos", "-1"]
 RUN_NAME = "BQSquare_224x128_60p_5frames_yuv420_8b_l0.001"
@@ -29,7 +31,8 @@ def bqsquare(data_dir: Path) -> Path:
 def three_frames(bqsquare: Path, tmp_path_factory) -> Path:
     """The issue's command: a debug encode of I, B and P frames."""
     output = tmp_path_factory.mktemp("video")
-    code, err = run(fit_command(*DEBUG, "--input", str(bqsquare), *THREE_FRAMES, "--output_dir", str(output)))
+    code, err = run(fit_command(*DEBUG, "--input", str(bqsquare), *THREE_FRAMES, "--output_dir", str(output)),
+                    timeout=TIMEOUT)
     assert code == 0, err
     return output / RUN_NAME
 
@@ -72,11 +75,11 @@ def test_kill_mid_sequence_resumes_at_the_frame(bqsquare: Path, three_frames: Pa
     frame from its checkpoint and writes the same file as the uninterrupted encode."""
     command = [*DEBUG, "--input", str(bqsquare), *THREE_FRAMES, "--output_dir", str(tmp_path),
                "--checkpoint_interval_s", "1e-6"]
-    code, _ = run([sys.executable, str(KILL_AT), "step", "200", *command])
+    code, _ = run([sys.executable, str(KILL_AT), "step", "200", *command], timeout=TIMEOUT)
     assert code == -9
     assert (tmp_path / RUN_NAME / "frame_000" / "results.json").exists()
     assert not (tmp_path / RUN_NAME / "results.json").exists()
-    code, err = run(fit_command(*command))
+    code, err = run(fit_command(*command), timeout=TIMEOUT)
     assert code == 0, err
     assert "resuming frame 2 at" in err and "frame 0 (I" not in err
     name = "BQSquare_224x128_60p_5frames_yuv420_8b.cool"
@@ -89,7 +92,7 @@ def test_static_sequence_p_frame_is_cheap(bqsquare: Path, tmp_path: Path) -> Non
     static = tmp_path / "static_224x128_yuv420_8b.yuv"
     static.write_bytes(bqsquare.read_bytes()[:frame_bytes] * 2)
     code, err = run(fit_command(*DEBUG, "--input", str(static), "--n_frames", "2", "--p_pos", "1",
-                                "--inter_arch", "lop", "--output_dir", str(tmp_path / "out")))
+                                "--inter_arch", "lop", "--output_dir", str(tmp_path / "out")), timeout=TIMEOUT)
     assert code == 0, err
     frames = json.loads((tmp_path / "out" / "static_224x128_yuv420_8b_l0.001" / "results.json").read_text())["frames"]
     assert frames[1]["type"] == "P"
