@@ -192,6 +192,9 @@ class VideoEncoder:
             tmp.write_bytes(record)
         with atomic_write(folder / "decoded.pt") as tmp:
             torch.save(list(decoded.planes), tmp)
+        with atomic_write(folder / "model.pt") as tmp:
+            torch.save({"lmbda": lmbda, "inter": None if inter is None else inter.translations,
+                        **module.codec_state()}, tmp)
         write_text(folder / RESULTS_FILE, json.dumps(result, indent=2) + "\n")
         self.decoded[frame.display] = decoded
         self.records.append(record)
