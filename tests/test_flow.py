@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from coolchic_pl.io import read_frame
+from coolchic_pl.video.bitstream import to_444
 from coolchic_pl.model.warp import global_translation, shift, warp
 from coolchic_pl.video.flow import estimate_flow
 
@@ -19,12 +20,6 @@ BQSQUARE = Path("video") / "BQSquare_224x128_60p_5frames_yuv420_8b.yuv"
 CROP = 4
 
 
-def yuv444(path: Path, index: int) -> Tensor:
-    y, u, v = read_frame(path, index).planes
-    return torch.cat([y, u.repeat_interleave(2, -2).repeat_interleave(2, -1),
-                      v.repeat_interleave(2, -2).repeat_interleave(2, -1)], dim=1)
-
-
 @pytest.fixture(scope="module")
 def kodim(kodim15: Path) -> Tensor:
     return read_frame(kodim15).planes[0]
@@ -32,7 +27,7 @@ def kodim(kodim15: Path) -> Tensor:
 
 @pytest.fixture(scope="module")
 def bqsquare(data_dir: Path) -> tuple[Tensor, Tensor]:
-    return yuv444(data_dir / BQSQUARE, 0), yuv444(data_dir / BQSQUARE, 1)
+    return to_444(read_frame(data_dir / BQSQUARE, 0)), to_444(read_frame(data_dir / BQSQUARE, 1))
 
 
 def textured(image: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from coolchic_pl.io import read_frame
+from coolchic_pl.video.bitstream import to_444
 from coolchic_pl.model.warp import global_translation, quantize_flow, shift, warp, warp_macs_per_pixel
 
 FILTER_SIZES = (2, 4, 6, 8)
@@ -21,12 +22,6 @@ def constant_flow(dx: float, dy: float, height: int, width: int) -> Tensor:
     return torch.tensor([dx, dy]).view(1, 2, 1, 1).expand(1, 2, height, width).contiguous()
 
 
-def yuv444(path: Path, index: int) -> Tensor:
-    y, u, v = read_frame(path, index).planes
-    return torch.cat([y, u.repeat_interleave(2, -2).repeat_interleave(2, -1),
-                      v.repeat_interleave(2, -2).repeat_interleave(2, -1)], dim=1)
-
-
 @pytest.fixture(scope="module")
 def kodim(kodim15: Path) -> Tensor:
     return read_frame(kodim15).planes[0]
@@ -34,7 +29,7 @@ def kodim(kodim15: Path) -> Tensor:
 
 @pytest.fixture(scope="module")
 def bqsquare(data_dir: Path) -> Tensor:
-    return yuv444(data_dir / BQSQUARE, 0)
+    return to_444(read_frame(data_dir / BQSQUARE, 0))
 
 
 def gather_nearest(reference: Tensor, flow: Tensor) -> Tensor:
