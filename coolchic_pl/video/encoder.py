@@ -28,7 +28,7 @@ from coolchic_pl.encode import (
 from coolchic_pl.io import FrameData, FrameFormatError, count_yuv_frames, read_frame, write_yuv, yuv_file_name
 from coolchic_pl.io.frame import atomic_write
 from coolchic_pl.metrics import yuv_psnrs
-from coolchic_pl.model.architecture import ARCHITECTURES, MOTION_ARCHITECTURES
+from coolchic_pl.model.architecture import ARCHITECTURES, MOTION_ARCHITECTURES, CoolChicArchitecture
 from coolchic_pl.model.coolchic import CoolChic
 from coolchic_pl.model.interframe import MOTION_OUTPUTS, InterCoolChic, InterFrameParameters
 from coolchic_pl.model.warp import global_translation, shift
@@ -58,11 +58,10 @@ def check_video_input(config: FitConfig) -> int:
 
 
 class VideoEncoder:
-    def __init__(self, config: FitConfig, run_dir: Path, checkpointer: Checkpointer, loggers: list[Logger],
-                 stream: TextIO, device: str):
-        self.config, self.run_dir, self.checkpointer = config, run_dir, checkpointer
+    def __init__(self, config: FitConfig, structure: list[CodedFrame], run_dir: Path, checkpointer: Checkpointer,
+                 loggers: list[Logger], stream: TextIO, device: str):
+        self.config, self.structure, self.run_dir, self.checkpointer = config, structure, run_dir, checkpointer
         self.loggers, self.stream, self.device = loggers, stream, device
-        self.structure = build_coding_structure(config.n_frames, config.intra_pos, config.p_pos)
         first = read_frame(config.input, config.frame_index)
         self.sequence = SequenceHeader(first.height, first.width, first.color_space, first.bitdepth, config.n_frames)
         self.decoded: dict[int, FrameData] = {}
@@ -134,7 +133,7 @@ class VideoEncoder:
         checkpointer.remove()
 
     def _pretrain_motion(self, frame: CodedFrame, folder: Path, target: Tensor, references: list[Tensor],
-                         inter: InterFrameParameters, architecture: Any, preset: Preset,
+                         inter: InterFrameParameters, architecture: CoolChicArchitecture, preset: Preset,
                          lmbda: float) -> tuple[dict[str, Tensor], int]:
         """Fit a motion Cool-Chic to the optical flow from the frame to each (shifted)
         reference, plus a zero beta map for B frames (beta starts at 0.5)."""
@@ -246,7 +245,7 @@ def encode_video_sequence(config: FitConfig, stream: TextIO | None = None,
     stream = sys.stderr if stream is None else stream
     check_video_input(config)
     device = resolve_device(config)
-    encoder_structure = build_coding_structure(config.n_frames, config.intra_pos, config.p_pos)
+    structure = build_coding_structure(config.n_frames, config.intra_pos, config.p_pos)
     config.inter_preset_object(1, False)  # an impossible inter preset fails before any work
     run_dir = prepare_run_folder(config)
     if (run_dir / RESULTS_FILE).exists():
@@ -255,13 +254,13 @@ def encode_video_sequence(config: FitConfig, stream: TextIO | None = None,
     checkpointer = Checkpointer(run_dir / CHECKPOINT_FILE, config.checkpoint_interval_s,
                                 None if config.job_duration_min is None else 60.0 * config.job_duration_min,
                                 signal_reason)
-    table = structure_table(encoder_structure, config.lmbda)
+    table = structure_table(structure, config.lmbda)
     write_text(run_dir / "config.yaml", dump_config(config))
     write_text(run_dir / "structure.txt", table + "\n")
     print(table, file=stream)
     tensorboard = RunTensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     csv = CSVLogger(save_dir=str(run_dir), name="csv")
-    encoder = VideoEncoder(config, run_dir, checkpointer, [tensorboard, csv], stream, device)
+    encoder = VideoEncoder(config, structure, run_dir, checkpointer, [tensorboard, csv], stream, device)
     try:
         encoder.run()
         for display, frame in encoder.decoded.items():
