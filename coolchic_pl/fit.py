@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from coolchic_pl.config import parse_config
+from typing import Any, Callable, TextIO
+
+from coolchic_pl.config import FitConfig, parse_config
 from coolchic_pl.encode import CHECKPOINT_FILE, RunFolderError, encode, run_folder
 from coolchic_pl.io import FrameFormatError
 from coolchic_pl.runtime import configure_cpu_allocator
@@ -23,12 +25,21 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 EXIT_CODES = {StopReason.INTERRUPT: EXIT_INTERRUPTED, StopReason.ABORT: EXIT_INTERRUPTED,
               StopReason.TERMINATE: EXIT_TERMINATED, StopReason.REQUEUE: EXIT_REQUEUE}
+# What a bad input, config or run folder raises: reported in one line, exit code 2.
+BAD_INPUT_ERRORS = (FrameFormatError, RunFolderError, CheckpointError, ValueError)
 STOP_MESSAGES = {
     StopReason.INTERRUPT: "interrupted: the encode is checkpointed in {checkpoint}",
     StopReason.TERMINATE: "terminated (SIGTERM): the encode is checkpointed in {checkpoint}",
     StopReason.REQUEUE: "time is up (exit code 42, requeue): the encode is checkpointed in {checkpoint}",
     StopReason.ABORT: "aborted: {checkpoint} holds the encode as of its last checkpoint",
 }
+
+
+def run_encode(config: FitConfig, stream: TextIO | None = None,
+               signal_reason: Callable[[], StopReason | None] = lambda: None) -> dict[str, Any]:
+    """The encode job a config asks for: an image, or a video when it has several frames."""
+    job = encode_video_sequence if config.is_video else encode
+    return job(config, stream=stream, signal_reason=signal_reason)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,11 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     configure_cpu_allocator()
-    job = encode_video_sequence if config.is_video else encode
     with StopSignals() as signals:
         try:
-            job(config, signal_reason=signals.reason)
-        except (FrameFormatError, RunFolderError, CheckpointError, ValueError) as error:
+            run_encode(config, signal_reason=signals.reason)
+        except BAD_INPUT_ERRORS as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
         except EncodeStopped as stop:

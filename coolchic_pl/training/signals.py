@@ -25,17 +25,24 @@ if hasattr(signal, "SIGUSR1"):
 
 
 class StopSignals:
-    """Context manager: while active, SIGINT, SIGTERM and SIGUSR1 request a stop."""
+    """Context manager: while active, SIGINT, SIGTERM and SIGUSR1 request a stop.
 
-    def __init__(self) -> None:
+    ``reasons`` replaces or adds signal meanings, e.g. a cluster job that must treat
+    SIGTERM and its scheduler's warning signal as a requeue. The handled signals are
+    unblocked on entry: a process can inherit them blocked, and a handler for a blocked
+    signal never runs.
+    """
+
+    def __init__(self, reasons: dict[signal.Signals, StopReason] | None = None) -> None:
         self.requested: StopReason | None = None
+        self.reasons = {**SIGNAL_REASONS, **(reasons or {})}
         self._previous: dict[int, Any] = {}
 
     def reason(self) -> StopReason | None:
         return self.requested
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        reason = SIGNAL_REASONS[signal.Signals(signum)]
+        reason = self.reasons[signal.Signals(signum)]
         if self.requested is not None and reason is StopReason.INTERRUPT:
             raise EncodeStopped(StopReason.ABORT)
         if self.requested is None:
@@ -45,8 +52,9 @@ class StopSignals:
             os.write(2, f"{signal.Signals(signum).name}: checkpointing at the next safe point{hint}\n".encode())
 
     def __enter__(self) -> StopSignals:
-        for signum in SIGNAL_REASONS:
+        for signum in self.reasons:
             self._previous[signum] = signal.signal(signum, self._handle)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(self.reasons))
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
