@@ -3,8 +3,9 @@
 ``python -m coolchic_pl.bench rd --images DIR_OR_FILES --lmbdas 0.02,0.004,0.001,0.0004
 --config configs/fast.yaml --out runs/bench [--crop 256x256] [--max-images 4]``
 
-Encodes every image at every lambda with coolchic_pl (rate from the real .cool file),
-sweeps the classical codecs, writes per-image results in CompressAI's JSON format plus a
+Encodes every image at every lambda with coolchic_pl (rate from the real .cool file)
+through the sweep machinery (local workers, see ``coolchic_pl.sweep``), sweeps the
+classical codecs, writes per-image results in CompressAI's JSON format plus a
 TSV of every point, prints BD-rate / BD-PSNR of coolchic_pl against every codec and
 draws the RD plot. Finished (image, lambda) encodes and classical sweeps are reused
 when the command is run again.
@@ -26,11 +27,13 @@ from PIL import Image
 
 from coolchic_pl.bench.bdrate import bd_psnr, bd_rate
 from coolchic_pl.bench.classical import available_codecs, sweep
-from coolchic_pl.config import parse_config
-from coolchic_pl.encode import encode
+from coolchic_pl.bench.formats import slug, write_results
 from coolchic_pl.io import FrameFormatError
-
-COOLCHIC = "coolchic_pl"
+from coolchic_pl.sweep.jobs import make_jobs
+from coolchic_pl.sweep.local import LocalLauncher
+from coolchic_pl.sweep.report import outcome_line
+from coolchic_pl.sweep.run import CODEC as COOLCHIC
+from coolchic_pl.sweep.run import coolchic_points, run_sweep
 KODAK_NAME = re.compile(r"^kodim\d\d$")
 KODAK_SIZES = {(768, 512), (512, 768)}
 
@@ -72,23 +75,6 @@ def prepare_images(images: list[Path], crop: tuple[int, int] | None, folder: Pat
     return prepared
 
 
-def compressai_json(name: str, description: str, points: list[dict]) -> dict:
-    points = sorted(points, key=lambda p: p["bpp"])
-    return {"name": name, "description": description,
-            "results": {"bpp": [p["bpp"] for p in points], "psnr-rgb": [p["psnr_rgb"] for p in points]}}
-
-
-def encode_coolchic(image: Path, lmbdas: list[float], config_file: str, output: Path) -> list[dict]:
-    points = []
-    for lmbda in lmbdas:
-        config = parse_config(["--config", config_file, "--input", str(image), "--lmbda", str(lmbda),
-                               "--output_dir", str(output)])
-        result = encode(config)
-        points.append({"lmbda": lmbda, "bpp": result["bpp_file"], "psnr_rgb": result["psnr_db"],
-                       "bpp_estimated": result["bpp"], "encoding_time_s": result["encoding_time_s"]})
-    return points
-
-
 def classical_points(codec, image: Path, cache: Path) -> list[dict]:
     if cache.exists():
         return json.loads(cache.read_text())["points"]
@@ -97,10 +83,6 @@ def classical_points(codec, image: Path, cache: Path) -> list[dict]:
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({"codec": codec.name, "settings": codec.settings, "points": points}, indent=1))
     return points
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
 
 
 def published_per_image() -> dict[str, list[dict]]:
@@ -167,27 +149,23 @@ def run(args: argparse.Namespace) -> int:
     originals = collect_images(args.images, args.max_images)
     images = prepare_images(originals, crop, out / "images")
     codecs = [c for c in available_codecs() if not args.codecs or c.name in args.codecs]
-    points: dict[str, dict[str, list[dict]]] = {COOLCHIC: {}}
+    jobs = make_jobs([str(p) for p in images], lmbdas, [args.config], out / "coolchic")
+    outcomes = run_sweep(jobs, LocalLauncher(args.workers, args.threads_per_worker))
+    failed = [outcome_line(job, outcomes[job.job_id]) for job in jobs
+              if job.job_id not in outcomes or outcomes[job.job_id].results is None]
+    if failed:
+        print("error: coolchic_pl encodes did not finish (run the same command again to resume them):\n  "
+              + "\n  ".join(failed), file=sys.stderr)
+        return 1
+    points = coolchic_points(jobs, outcomes)
     for image in images:
-        print(f"== {image.name}", file=sys.stderr, flush=True)
-        points[COOLCHIC][image.stem] = encode_coolchic(image, lmbdas, args.config, out / "coolchic")
         for codec in codecs:
             cache = out / "classical" / slug(codec.name) / f"{image.stem}.json"
             points.setdefault(codec.name, {})[image.stem] = classical_points(codec, image, cache)
 
     descriptions = {COOLCHIC: f"coolchic_pl, config {args.config}, lambdas {args.lmbdas}, rate of the .cool file"}
     descriptions.update({c.name: c.settings for c in codecs})
-    with open(out / "points.tsv", "w") as handle:
-        handle.write("codec\timage\tsetting\tbpp\tpsnr_rgb\n")
-        for name, per_image in points.items():
-            for image_name, image_points in per_image.items():
-                folder = out / "results" / slug(name)
-                folder.mkdir(parents=True, exist_ok=True)
-                document = compressai_json(name, descriptions[name], image_points)
-                (folder / f"{image_name}.json").write_text(json.dumps(document, indent=2) + "\n")
-                for p in image_points:
-                    setting = p.get("lmbda", p.get("quality"))
-                    handle.write(f"{name}\t{image_name}\t{setting}\t{p['bpp']:.6f}\t{p['psnr_rgb']:.4f}\n")
+    write_results(points, descriptions, out)
 
     table = {}
     for codec in codecs:
@@ -246,3 +224,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop", default=None, help="centre crop WxH, e.g. 256x256")
     parser.add_argument("--max-images", type=int, default=None, help="use only the first N images")
     parser.add_argument("--codecs", nargs="*", default=None, help="classical codecs to run (default: all available)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="coolchic_pl encodes at once (default: one per GPU, else one per CPU core)")
+    parser.add_argument("--threads-per-worker", type=int, default=None,
+                        help="torch threads of each encode (default: the CPU cores shared out)")

@@ -5,8 +5,9 @@ Every codec codes the same frames in the same coding structure as far as it allo
 video config, the classical encoders at each QP of ``--qps``. Rates are file sizes over
 every pixel of every frame; quality is the YUV 6:1:1 PSNR averaged over frames, the
 figure video codecs are compared on. Writes ``points.tsv``, a CompressAI-style JSON per
-codec, ``bd_rate.json`` and ``rd.png``, and prints the BD-rate table. Finished coolchic_pl
-encodes are reported, not redone, so the command resumes.
+codec, ``bd_rate.json`` and ``rd.png``, and prints the BD-rate table. The coolchic_pl
+encodes run as a sweep (``coolchic_pl.sweep``) on local workers: finished ones are read
+back, interrupted ones resume.
 """
 
 from __future__ import annotations
@@ -19,23 +20,29 @@ from pathlib import Path
 
 from coolchic_pl.bench.bdrate import bd_psnr, bd_rate
 from coolchic_pl.bench.ffmpeg_video import VIDEO_CODECS, GopLayout, available_video_codecs, sweep
-from coolchic_pl.config import parse_config
 from coolchic_pl.io import parse_yuv_name
-from coolchic_pl.video.encoder import encode_video_sequence
+from coolchic_pl.sweep.jobs import make_jobs
+from coolchic_pl.sweep.local import LocalLauncher
+from coolchic_pl.sweep.run import run_sweep
 from coolchic_pl.video.structure import build_coding_structure
 
 COOLCHIC = "coolchic_pl"
 
 
 def coolchic_points(args: argparse.Namespace, lmbdas: list[float], output: Path) -> list[dict]:
+    """The encodes at every lambda, through the sweep's local workers."""
+    structure = ("--n_frames", str(args.n_frames), "--intra_pos", args.intra_pos, "--p_pos", args.p_pos,
+                 "--frame_index", str(args.frame_index))
+    jobs = make_jobs([args.input], lmbdas, [args.config], output, structure)
+    outcomes = run_sweep(jobs, LocalLauncher(args.workers, args.threads_per_worker))
     points = []
-    for lmbda in lmbdas:
-        config = parse_config(["--config", args.config, "--input", args.input, "--lmbda", str(lmbda),
-                               "--n_frames", str(args.n_frames), "--intra_pos", args.intra_pos,
-                               "--p_pos", args.p_pos, "--frame_index", str(args.frame_index),
-                               "--output_dir", str(output)])
-        result = encode_video_sequence(config)
-        points.append({"setting": f"lambda {lmbda:g}", "bpp": result["bpp"], "psnr_yuv": result["psnr_yuv"],
+    for job in jobs:
+        outcome = outcomes.get(job.job_id)
+        if outcome is None or outcome.results is None:
+            raise ValueError(f"coolchic_pl encode {job.name} did not finish: "
+                             f"{outcome.message if outcome else 'stopped'} (run the same command again to resume)")
+        result = outcome.results
+        points.append({"setting": f"lambda {job.lmbda:g}", "bpp": result["bpp"], "psnr_yuv": result["psnr_yuv"],
                        "psnr_y": result["psnr_y"], "encoding_time_s": result["encoding_time_s"]})
     return points
 
@@ -128,3 +135,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codecs", nargs="+", default=list(VIDEO_CODECS), choices=VIDEO_CODECS)
     parser.add_argument("--preset", default="medium", help="classical encoders' speed preset")
     parser.add_argument("--out", default="runs/bench_video")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="coolchic_pl encodes at once (default: one per GPU, else one per CPU core)")
+    parser.add_argument("--threads-per-worker", type=int, default=None,
+                        help="torch threads of each encode (default: the CPU cores shared out)")

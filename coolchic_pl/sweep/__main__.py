@@ -2,7 +2,8 @@
 --config configs/fast.yaml [--config ...] --out runs/sweep [--launcher local|slurm]``
 
 Encodes every input at every lambda with every configuration (each ``--config`` is one
-configuration; ``a.yaml+b.yaml`` reads two files into one), on a local worker pool or
+configuration; ``a.yaml+b.yaml`` reads two files into one; ``--set key=value`` changes an
+option of every job), on a local worker pool or
 as a SLURM job array. Running the same command again skips finished jobs and resumes
 interrupted ones. Writes ``summary.tsv``, ``sweep.json``, ``points.tsv`` and one
 CompressAI JSON per configuration and input under ``results/``.
@@ -42,6 +43,8 @@ def build_parser() -> jsonargparse.ArgumentParser:
     parser.add_argument("--lmbdas", default="0.02,0.004,0.001,0.0004", help="comma-separated lambdas")
     parser.add_argument("--config", action="append", required=True,
                         help="coolchic-fit config; repeat for several configurations, a.yaml+b.yaml merges files")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="coolchic-fit option for every job, after the configs (repeat: --set n_itr=800)")
     parser.add_argument("--out", default="runs/sweep", help="sweep folder (reused: finished jobs are skipped)")
     parser.add_argument("--launcher", type=Literal["local", "slurm"], default="local")
     parser.add_argument("--workers", type=Optional[int], default=None,
@@ -63,6 +66,16 @@ def parse_lmbdas(text: str) -> list[float]:
     return lmbdas
 
 
+def parse_overrides(settings: list[str]) -> tuple[str, ...]:
+    arguments: list[str] = []
+    for setting in settings:
+        key, separator, value = setting.partition("=")
+        if not separator or not key:
+            raise ValueError(f"--set takes KEY=VALUE, got {setting!r}")
+        arguments += [f"--{key}", value]
+    return tuple(arguments)
+
+
 def make_launcher(args: jsonargparse.Namespace, out: Path) -> Launcher:
     if args.launcher == "local":
         return LocalLauncher(args.workers, args.threads_per_worker)
@@ -77,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         lmbdas = parse_lmbdas(args.lmbdas)
         out = Path(args.out)
         launcher = make_launcher(args, out)
-        jobs = make_jobs(args.images, lmbdas, args.config, out)
+        jobs = make_jobs(args.images, lmbdas, args.config, out, parse_overrides(args.set))
     except jsonargparse.ArgumentError as error:
         print("error: " + " ".join(line.strip() for line in str(error).splitlines() if line.strip()), file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -74,10 +74,11 @@ def job_id(config: FitConfig) -> str:
     return digest.hexdigest()[:12]
 
 
-def make_job(source: Path, lmbda: float, config: str, out: Path) -> Job:
-    """Parse the job's configuration (a bad config stops the sweep before anything runs)."""
+def make_job(source: Path, lmbda: float, config: str, out: Path, overrides: tuple[str, ...] = ()) -> Job:
+    """Parse the job's configuration (a bad config stops the sweep before anything runs).
+    ``overrides`` are coolchic-fit arguments applied after the config files."""
     base = [arg for part in config.split(CONFIG_JOINER) for arg in ("--config", part)]
-    argv = [*base, "--input", str(source), "--lmbda", repr(lmbda)]
+    argv = [*base, *overrides, "--input", str(source), "--lmbda", repr(lmbda)]
     parsed = parse_config(argv)
     identifier = job_id(parsed)
     job_dir = out / "jobs" / identifier
@@ -86,12 +87,13 @@ def make_job(source: Path, lmbda: float, config: str, out: Path) -> Job:
     return Job(identifier, str(source), lmbda, config, tuple(argv), str(job_dir), str(run_folder(parsed)))
 
 
-def make_jobs(sources: list[str], lmbdas: list[float], configs: list[str], out: Path) -> list[Job]:
-    """Inputs x lambdas x configs, in that order; a job listed twice is kept once."""
+def make_jobs(sources: list[str], lmbdas: list[float], configs: list[str], out: Path,
+              overrides: tuple[str, ...] = ()) -> list[Job]:
+    """Inputs x configs x lambdas, in that order; a job listed twice is kept once."""
     jobs: dict[str, Job] = {}
     for source in collect_inputs(sources):
         for config in configs:
             for lmbda in lmbdas:
-                job = make_job(source, lmbda, config, out)
+                job = make_job(source, lmbda, config, out, overrides)
                 jobs.setdefault(job.job_id, job)
     return list(jobs.values())

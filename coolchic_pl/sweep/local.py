@@ -52,11 +52,11 @@ class LocalLauncher:
 
     def __init__(self, workers: int | None = None, threads_per_worker: int | None = None):
         self.gpus = torch.cuda.device_count()
-        self.workers = workers or self.gpus or usable_cpus()
+        self.workers = workers if workers is not None else self.gpus or usable_cpus()
+        if self.workers < 1 or (threads_per_worker is not None and threads_per_worker < 1):
+            raise ValueError(f"workers and threads per worker must be >= 1, got {workers} and {threads_per_worker}")
         self.threads = threads_per_worker or max(1, usable_cpus() // self.workers)
         self.stop_reason: StopReason | None = None
-        if self.workers < 1 or self.threads < 1:
-            raise ValueError(f"workers and threads per worker must be >= 1, got {self.workers} and {self.threads}")
 
     def describe(self) -> str:
         gpus = f", pinned to {self.gpus} GPU(s)" if self.gpus else ""
