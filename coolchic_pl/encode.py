@@ -33,6 +33,7 @@ RESULT_KEYS = ("image", "height", "width", "color_space", "bitdepth", "preset", 
                "bpp_file", "bpp", "bpp_latent", "bpp_nn", "loss", "mse", "n_iterations", "encoding_time_s",
                "mac_per_pixel", "seed")
 CHECKPOINT_FILE = "checkpoint.ckpt"
+RESULTS_FILE = "results.json"  # written last: its presence marks a finished encode
 # Options that change how an encode runs, not what it produces: a run folder may be
 # resumed with other values (another device, another time limit).
 RUN_OPTIONS = ("output_dir", "device", "checkpoint_interval_s", "job_duration_min")
@@ -136,7 +137,7 @@ def write_outputs(run_dir: Path, config: FitConfig, frame: FrameData, module: Co
                     "bitdepth": frame.bitdepth, "lmbda": config.lmbda, **module.codec_state()}, tmp)
     write_text(run_dir / "results.tsv", "\t".join(RESULT_KEYS) + "\n" +
                "\t".join(str(results[k]) for k in RESULT_KEYS) + "\n")
-    write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    write_text(run_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
 
 
 def encode(config: FitConfig, stream: TextIO | None = None,
@@ -155,10 +156,10 @@ def encode(config: FitConfig, stream: TextIO | None = None,
     checkpointer = Checkpointer(run_dir / CHECKPOINT_FILE, config.checkpoint_interval_s,
                                 None if config.job_duration_min is None else 60.0 * config.job_duration_min,
                                 signal_reason)
-    if (run_dir / "results.json").exists():
+    if (run_dir / RESULTS_FILE).exists():
         checkpointer.remove()
         print(f"{run_dir}: already encoded", file=stream)
-        return json.loads((run_dir / "results.json").read_text())
+        return json.loads((run_dir / RESULTS_FILE).read_text())
     checkpoint = checkpointer.load()
     write_text(run_dir / "config.yaml", dump_config(config))
     write_text(run_dir / "preset.txt", preset.table() + "\n")

@@ -63,6 +63,7 @@ def worker_pid(job_dir: Path, timeout: float = 60) -> int:
 
 
 def wait_for_checkpoint(run_dir: Path, timeout: float = 60) -> None:
+    """The first is written at the end of the first warm-up candidate, seconds before the encode ends."""
     deadline = time.monotonic() + timeout
     while not (run_dir / "checkpoint.ckpt").exists():
         assert time.monotonic() < deadline, f"no checkpoint in {run_dir}"
@@ -116,7 +117,7 @@ def test_killed_worker_resumes_on_rerun_while_a_bad_input_fails_alone(local_swee
     bad.write_bytes(b"\x89PNG\r\n\x1a\n but not an image")
     out = tmp_path / "sweep"
     args = ["--images", str(crop), str(bad), "--lmbdas", "0.02,0.004", "--config", DEBUG, "--out", str(out),
-            "--set", "checkpoint_interval_s=1e-6", *ONE_THREAD]  # a run option: same job ids as local_sweep
+            *ONE_THREAD]
     jobs = {(Path(j.input).name, j.lmbda): j for j in make_jobs([str(crop), str(bad)], [0.02, 0.004], [DEBUG], out)}
     victim = jobs["kodim15_96x64.png", 0.02]
 
@@ -148,7 +149,7 @@ def test_submitit_local_executor_runs_the_same_job(local_sweep: Path, crop: Path
     signal (USR2) in the middle of the encode checkpoints, requeues and resumes it."""
     out = tmp_path / "sweep"
     process = start_sweep("--images", str(crop), "--lmbdas", "0.02", "--config", DEBUG, "--out", str(out),
-                          "--set", "checkpoint_interval_s=1e-6", "--launcher", "slurm", "--slurm.cluster", "local",
+                          "--launcher", "slurm", "--slurm.cluster", "local",
                           "--slurm.gpus_per_node", "0", "--slurm.cpus_per_task", "1", "--slurm.poll_s", "0.2")
     job = make_jobs([str(crop)], [0.02], [DEBUG], out)[0]
     pid = worker_pid(Path(job.job_dir))

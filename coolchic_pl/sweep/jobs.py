@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from coolchic_pl.config import FitConfig, parse_config
-from coolchic_pl.encode import fingerprint, run_folder
+from coolchic_pl.encode import RESULTS_FILE, fingerprint, run_folder
 from coolchic_pl.io import SUPPORTED_EXTENSIONS, FrameFormatError
 
 CONFIG_JOINER = "+"  # --config a.yaml+b.yaml: one configuration read from several files, in order
-RESULTS_FILE = "results.json"
 
 
 @dataclass(frozen=True)

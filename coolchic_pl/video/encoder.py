@@ -23,7 +23,7 @@ from torch import Tensor
 
 from coolchic_pl.config import FitConfig, Preset, dump_config
 from coolchic_pl.encode import (
-    CHECKPOINT_FILE, RunTensorBoardLogger, prepare_run_folder, resolve_device, write_text,
+    CHECKPOINT_FILE, RESULTS_FILE, RunTensorBoardLogger, prepare_run_folder, resolve_device, write_text,
 )
 from coolchic_pl.io import FrameData, FrameFormatError, count_yuv_frames, read_frame, write_yuv, yuv_file_name
 from coolchic_pl.io.frame import atomic_write
@@ -43,7 +43,6 @@ from coolchic_pl.video.structure import CodedFrame, build_coding_structure, fram
 
 # The motion pre-training fits flows, not pixels: its rate matters 20 times more.
 MOTION_PRETRAIN_LAMBDA_FACTOR = 20.0
-RESULTS_FILE = "results.json"
 
 
 def check_video_input(config: FitConfig) -> int:
