@@ -8,7 +8,6 @@ command again resumes an interrupted encode from its checkpoint.
 from __future__ import annotations
 
 import sys
-
 from typing import Any, Callable, TextIO
 
 from coolchic_pl.config import FitConfig, parse_config

@@ -144,6 +144,33 @@ def test_killed_worker_resumes_on_rerun_while_a_bad_input_fails_alone(local_swee
 
 
 @pytest.mark.slow
+def test_interrupted_sweep_checkpoints_its_running_jobs_and_resumes(local_sweep: Path, crop: Path,
+                                                                    tmp_path: Path) -> None:
+    """SIGINT to the sweep alone (as ``kill -INT``): it stops launching, its running
+    worker checkpoints and stops, and the same command finishes the job from there."""
+    out = tmp_path / "sweep"
+    args = ["--images", str(crop), "--lmbdas", "0.001,0.0004", "--config", DEBUG, "--out", str(out),
+            "--workers", "1", "--threads_per_worker", "1"]
+    first, second = make_jobs([str(crop)], [0.001, 0.0004], [DEBUG], out)
+    process = start_sweep(*args)
+    worker_pid(Path(first.job_dir))
+    wait_for_checkpoint(Path(first.run_dir))
+    process.send_signal(signal.SIGINT)
+    table, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "interrupted: running jobs were checkpointed; run the same command again to resume" in err
+    rows = {line.split()[0]: line for line in table.splitlines()[1:]}
+    assert " stopped " in rows[first.job_id] and " not run " in rows[second.job_id]
+    assert not (Path(first.run_dir) / "results.json").exists()
+
+    code, table, err = sweep(*args)
+    assert code == 0, err
+    assert "resuming" in (Path(first.job_dir) / "encode.log").read_text()
+    assert cool_files(out) == {job: data for job, data in cool_files(local_sweep).items()
+                               if job in (first.job_id, second.job_id)}
+
+
+@pytest.mark.slow
 def test_submitit_local_executor_runs_the_same_job(local_sweep: Path, crop: Path, tmp_path: Path) -> None:
     """The SLURM launcher's submission, on submitit's local executor; a pre-emption
     signal (USR2) in the middle of the encode checkpoints, requeues and resumes it."""

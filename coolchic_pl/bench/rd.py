@@ -34,6 +34,7 @@ from coolchic_pl.sweep.local import LocalLauncher
 from coolchic_pl.sweep.report import outcome_line
 from coolchic_pl.sweep.run import CODEC as COOLCHIC
 from coolchic_pl.sweep.run import coolchic_points, run_sweep
+
 KODAK_NAME = re.compile(r"^kodim\d\d$")
 KODAK_SIZES = {(768, 512), (512, 768)}
 
