@@ -17,8 +17,10 @@ import pytest
 from PIL import Image
 
 from coolchic_pl.bench.rd import centre_crop
+from coolchic_pl.sweep.__main__ import build_parser, make_launcher
 from coolchic_pl.sweep.__main__ import main as sweep_main
 from coolchic_pl.sweep.jobs import make_jobs
+from coolchic_pl.sweep.slurm import SlurmLauncher
 
 REPO = Path(__file__).resolve().parents[1]
 DEBUG = str(REPO / "configs" / "debug.yaml")
@@ -221,3 +223,14 @@ def test_bad_arguments_are_one_line_errors(args: list[str], message: str, crop: 
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "sweep").exists()
+
+
+def test_shipped_slurm_settings_parse_and_single_keys_override_them(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["--images", "x.png", "--config", DEBUG, "--launcher", "slurm",
+                                      "--slurm", str(REPO / "configs" / "sweep" / "slurm.yaml"),
+                                      "--slurm.timeout_min", "30"])
+    launcher = make_launcher(args, tmp_path)
+    assert isinstance(launcher, SlurmLauncher)
+    s = launcher.settings
+    assert (s.cluster, s.partition, s.timeout_min, s.gpus_per_node) == ("slurm", "gpu", 30, 1)
+    assert s.setup == ["source .venv/bin/activate"]

@@ -32,7 +32,7 @@ from coolchic_pl.training.checkpoint import StopReason
 
 @dataclass
 class SlurmSettings:
-    """Where and how the array's tasks run (``--slurm configs/slurm.yaml``, ``--slurm.partition gpu``).
+    """Where and how the array's tasks run (``--slurm configs/sweep/slurm.yaml``, ``--slurm.partition gpu``).
 
     Args:
         cluster: slurm, or local to run the same submission on this machine through submitit.
