@@ -48,7 +48,9 @@ def _death_message(exitcode: int | None) -> str:
 
 class LocalLauncher:
     """``workers`` processes (default: one per GPU, else one per CPU core), each with
-    ``threads_per_worker`` torch threads (default: the cores shared out)."""
+    ``threads_per_worker`` torch threads (default: the cores shared out). The default
+    does not depend on how many jobs are left: the thread count changes an encode's
+    floating-point result, and a job must encode the same way in every run of a sweep."""
 
     def __init__(self, workers: int | None = None, threads_per_worker: int | None = None):
         self.gpus = torch.cuda.device_count()
