@@ -87,6 +87,13 @@ def prepare_run_folder(config: FitConfig) -> Path:
     return run_dir
 
 
+def run_checkpointer(config: FitConfig, run_dir: Path,
+                     signal_reason: Callable[[], StopReason | None]) -> Checkpointer:
+    """The checkpoint policy the config asks for, on the run folder's checkpoint file."""
+    job_duration_s = None if config.job_duration_min is None else 60.0 * config.job_duration_min
+    return Checkpointer(run_dir / CHECKPOINT_FILE, config.checkpoint_interval_s, job_duration_s, signal_reason)
+
+
 def write_text(path: Path, text: str) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(text)
@@ -153,9 +160,7 @@ def encode(config: FitConfig, stream: TextIO | None = None,
     preset = config.preset_object()
     device = resolve_device(config)
     run_dir = prepare_run_folder(config)
-    checkpointer = Checkpointer(run_dir / CHECKPOINT_FILE, config.checkpoint_interval_s,
-                                None if config.job_duration_min is None else 60.0 * config.job_duration_min,
-                                signal_reason)
+    checkpointer = run_checkpointer(config, run_dir, signal_reason)
     if (run_dir / RESULTS_FILE).exists():
         checkpointer.remove()
         print(f"{run_dir}: already encoded", file=stream)

@@ -30,7 +30,7 @@ from coolchic_pl.bench.classical import available_codecs, sweep
 from coolchic_pl.bench.formats import slug, write_results
 from coolchic_pl.io import FrameFormatError
 from coolchic_pl.sweep.jobs import make_jobs
-from coolchic_pl.sweep.local import LocalLauncher
+from coolchic_pl.sweep.local import LocalLauncher, add_worker_arguments
 from coolchic_pl.sweep.report import outcome_line
 from coolchic_pl.sweep.run import CODEC as COOLCHIC
 from coolchic_pl.sweep.run import coolchic_points, run_sweep
@@ -225,7 +225,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop", default=None, help="centre crop WxH, e.g. 256x256")
     parser.add_argument("--max-images", type=int, default=None, help="use only the first N images")
     parser.add_argument("--codecs", nargs="*", default=None, help="classical codecs to run (default: all available)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="coolchic_pl encodes at once (default: one per GPU, else one per CPU core)")
-    parser.add_argument("--threads-per-worker", type=int, default=None,
-                        help="torch threads of each encode (default: the CPU cores shared out)")
+    add_worker_arguments(parser)

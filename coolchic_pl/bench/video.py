@@ -22,7 +22,7 @@ from coolchic_pl.bench.bdrate import bd_psnr, bd_rate
 from coolchic_pl.bench.ffmpeg_video import VIDEO_CODECS, GopLayout, available_video_codecs, sweep
 from coolchic_pl.io import parse_yuv_name
 from coolchic_pl.sweep.jobs import make_jobs
-from coolchic_pl.sweep.local import LocalLauncher
+from coolchic_pl.sweep.local import LocalLauncher, add_worker_arguments
 from coolchic_pl.sweep.run import run_sweep
 from coolchic_pl.video.structure import build_coding_structure
 
@@ -135,7 +135,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codecs", nargs="+", default=list(VIDEO_CODECS), choices=VIDEO_CODECS)
     parser.add_argument("--preset", default="medium", help="classical encoders' speed preset")
     parser.add_argument("--out", default="runs/bench_video")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="coolchic_pl encodes at once (default: one per GPU, else one per CPU core)")
-    parser.add_argument("--threads-per-worker", type=int, default=None,
-                        help="torch threads of each encode (default: the CPU cores shared out)")
+    add_worker_arguments(parser)

@@ -15,7 +15,7 @@ inputs, 130/143 stopped by SIGINT/SIGTERM (running jobs checkpointed).
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -79,8 +79,9 @@ def parse_overrides(settings: list[str]) -> tuple[str, ...]:
 def make_launcher(args: jsonargparse.Namespace, out: Path) -> Launcher:
     if args.launcher == "local":
         return LocalLauncher(args.workers, args.threads_per_worker)
-    fields = {k: v for k, v in vars(args.slurm).items() if k in asdict(SlurmSettings())}
-    return SlurmLauncher(SlurmSettings(**fields), out / "submitit")
+    names = {field.name for field in fields(SlurmSettings)}
+    settings = {k: v for k, v in vars(args.slurm).items() if k in names}
+    return SlurmLauncher(SlurmSettings(**settings), out / "submitit")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ them too), then waits for them.
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import os
 import signal
@@ -27,6 +28,14 @@ from coolchic_pl.training.checkpoint import StopReason
 
 def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The local launcher's options, for the benchmarks that run their encodes as a sweep."""
+    parser.add_argument("--workers", type=int, default=None,
+                        help="coolchic_pl encodes at once (default: one per GPU, else one per CPU core)")
+    parser.add_argument("--threads-per-worker", type=int, default=None,
+                        help="torch threads of each encode (default: the CPU cores shared out)")
 
 
 def _worker_main(job: Job, threads: int, gpu: int | None, results: Connection) -> None:

@@ -57,9 +57,13 @@ def codec_name(config: str, configs: list[str]) -> str:
     return CODEC if len(configs) == 1 else f"{CODEC} {config_label(config)}"
 
 
+def configurations(jobs: list[Job]) -> list[str]:
+    return list(dict.fromkeys(job.config for job in jobs))
+
+
 def coolchic_points(jobs: list[Job], outcomes: dict[str, Outcome]) -> dict[str, dict[str, list[dict]]]:
     """``points[codec][image]`` of the finished jobs: one codec per configuration."""
-    configs = list(dict.fromkeys(job.config for job in jobs))
+    configs = configurations(jobs)
     points: dict[str, dict[str, list[dict]]] = {codec_name(c, configs): {} for c in configs}
     for job in jobs:
         outcome = outcomes.get(job.job_id)
@@ -72,7 +76,7 @@ def coolchic_points(jobs: list[Job], outcomes: dict[str, Outcome]) -> dict[str, 
 def write_sweep_results(jobs: list[Job], outcomes: dict[str, Outcome], lmbdas: list[float], out: Path) -> None:
     """The benchmark's files (CompressAI JSON per codec and image, ``points.tsv``) and
     ``sweep.json``, the job list with where each job's run folder is."""
-    configs = list(dict.fromkeys(job.config for job in jobs))
+    configs = configurations(jobs)
     descriptions = {codec_name(c, configs): f"coolchic_pl, config {c}, lambdas {','.join(f'{v:g}' for v in lmbdas)}, "
                                             "rate of the .cool file" for c in configs}
     write_results(coolchic_points(jobs, outcomes), descriptions, out)

@@ -23,7 +23,8 @@ from torch import Tensor
 
 from coolchic_pl.config import FitConfig, Preset, dump_config
 from coolchic_pl.encode import (
-    CHECKPOINT_FILE, RESULTS_FILE, RunTensorBoardLogger, prepare_run_folder, resolve_device, write_text,
+    CHECKPOINT_FILE, RESULTS_FILE, RunTensorBoardLogger, prepare_run_folder, resolve_device, run_checkpointer,
+    write_text,
 )
 from coolchic_pl.io import FrameData, FrameFormatError, count_yuv_frames, read_frame, write_yuv, yuv_file_name
 from coolchic_pl.io.frame import atomic_write
@@ -250,9 +251,7 @@ def encode_video_sequence(config: FitConfig, stream: TextIO | None = None,
     if (run_dir / RESULTS_FILE).exists():
         print(f"{run_dir}: already encoded", file=stream)
         return json.loads((run_dir / RESULTS_FILE).read_text())
-    checkpointer = Checkpointer(run_dir / CHECKPOINT_FILE, config.checkpoint_interval_s,
-                                None if config.job_duration_min is None else 60.0 * config.job_duration_min,
-                                signal_reason)
+    checkpointer = run_checkpointer(config, run_dir, signal_reason)
     table = structure_table(structure, config.lmbda)
     write_text(run_dir / "config.yaml", dump_config(config))
     write_text(run_dir / "structure.txt", table + "\n")
