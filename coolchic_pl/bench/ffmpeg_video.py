@@ -22,11 +22,9 @@ the GOP is the one :class:`GopLayout` asks for. What cannot match the Cool-Chic 
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 import shlex
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from coolchic_pl.bench.ffmpeg import ffmpeg_encoders, ffmpeg_exe, run_ffmpeg
 
 VIDEO_CODECS = ("x264", "x265", "vvenc")
 PSNR_CAP_DB = 100.0
@@ -126,31 +126,10 @@ class VideoPoint:
         self.psnr_yuv = (6 * self.psnr_y + self.psnr_u + self.psnr_v) / 8
 
 
-def _ffmpeg_exe() -> str:
-    """The ffmpeg binary of the imageio-ffmpeg wheel, imported lazily: the package itself does not need it."""
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        raise RuntimeError("the video baselines need the ffmpeg binary of imageio-ffmpeg: "
-                           "pip install imageio-ffmpeg") from None
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
 def available_video_codecs() -> list[str]:
     """The codecs of :data:`VIDEO_CODECS` whose encoder the ffmpeg binary has; empty without imageio-ffmpeg."""
-    return list(_available_codecs())
-
-
-@functools.lru_cache(maxsize=1)
-def _available_codecs() -> tuple[str, ...]:
-    """Cached: listing the encoders starts ffmpeg, and the binary does not change within a run."""
-    try:
-        exe = _ffmpeg_exe()
-    except RuntimeError:
-        return ()
-    listing = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True, text=True, check=False).stdout
-    encoders = {line.split()[1] for line in listing.splitlines() if len(line.split()) > 1}
-    return tuple(codec for codec in VIDEO_CODECS if _ENCODERS[codec] in encoders)
+    encoders = ffmpeg_encoders()
+    return [codec for codec in VIDEO_CODECS if _ENCODERS[codec] in encoders]
 
 
 def plane_psnr(reference: np.ndarray, decoded: np.ndarray, bitdepth: int) -> float:
@@ -273,17 +252,6 @@ def _vvenc_intra_period(layout: GopLayout, gop: int) -> int:
 _CODEC_ARGS = {"x264": _x264_args, "x265": _x265_args, "vvenc": _vvenc_args}
 
 
-def _run_ffmpeg(command: list[str], stage: str) -> str:
-    """Run ffmpeg and return its stderr; a failure is one line with the first and last lines ffmpeg wrote,
-    since the first usually names the cause and the last what ffmpeg gave up on."""
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()] or ["(no message)"]
-        detail = lines[-1] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
-        raise RuntimeError(f"ffmpeg {stage} failed (exit {result.returncode}): {detail}")
-    return result.stderr
-
-
 def _decode(exe: str, stream: Path, decoded: Path, bitdepth: int) -> list[str]:
     """Decode to raw YUV at ``bitdepth`` and return the frame types the decoder reports, in display order.
 
@@ -293,7 +261,7 @@ def _decode(exe: str, stream: Path, decoded: Path, bitdepth: int) -> list[str]:
     command = [exe, "-hide_banner", "-nostdin", "-y", "-loglevel", "info", "-threads", "1", "-i", str(stream),
                "-vf", "showinfo", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", _PIX_FMTS[bitdepth],
                str(decoded)]
-    log = _run_ffmpeg(command, f"decoding {stream.name}")
+    log = run_ffmpeg(command, f"decoding {stream.name}")
     return re.findall(r"Parsed_showinfo.* n: *\d+ .*\btype:(\S)", log)
 
 
@@ -350,7 +318,7 @@ def encode_sequence(yuv: Path, width: int, height: int, n_frames: int, codec: st
     _validate(codec, qp, layout, n_frames, bitdepth)
     codec_args = _CODEC_ARGS[codec](_encoder_qp(codec, qp, bitdepth), preset, layout)
     original = _read_frames(Path(yuv), width, height, bitdepth, frame_offset, n_frames)
-    exe = _ffmpeg_exe()
+    exe = ffmpeg_exe()
     if codec not in available_video_codecs():
         raise RuntimeError(f"the ffmpeg binary {exe} has no {_ENCODERS[codec]} encoder")
     workdir = Path(workdir)
@@ -366,7 +334,7 @@ def encode_sequence(yuv: Path, width: int, height: int, n_frames: int, codec: st
                *codec_args, "-bsf:v", f"filter_units=remove_types={_DROPPED_NAL_TYPES[codec]}", "-f", muxer,
                str(stream)]
     start = time.perf_counter()
-    _run_ffmpeg(command, f"{codec} encoding")
+    run_ffmpeg(command, f"{codec} encoding")
     encode_time = time.perf_counter() - start
     decoded_path = workdir / "decoded.yuv"
     try:
