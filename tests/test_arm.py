@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from coolchic_pl.model.arm import CONTEXT_PATTERNS, Arm, context_index, gather_contexts
+from coolchic_pl.model.architecture import CoolChicArchitecture
+from coolchic_pl.model.arm import CONTEXT_PATTERNS, Arm, context_index, context_offsets, gather_contexts
+from coolchic_pl.model.coolchic import CoolChic
 
 
 def test_patterns_follow_reference_order() -> None:
@@ -69,4 +71,81 @@ def test_arm_initialisation_and_output_scale() -> None:
     expected = torch.relu(x) @ arm.output.weight.T  # hidden layers start as relu(identity)
     assert torch.allclose(torch.stack([mu, log_scale], 1), expected, atol=1e-6)
     with pytest.raises(ValueError, match="ARM context size"):
-        Arm(12, 2)
+        context_offsets(12, "v4")
+    with pytest.raises(ValueError, match="ARM context size"):
+        context_offsets(41, "v5")
+
+
+def test_v5_context_order_is_nearest_first_and_causal() -> None:
+    offsets = context_offsets(40, "v5")
+    assert offsets[:6] == ((0, -1), (-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0))
+    assert len(set(offsets)) == 40
+    assert all(dy < 0 or (dy == 0 and dx < 0) for dy, dx in offsets)
+    assert context_offsets(14, "v5") == offsets[:14]
+
+
+def test_ifce_and_stabiliser_keep_the_entropy_model_causal() -> None:
+    """Each latent's (mu, scale) may only depend on what the decoder has when it decodes it:
+    its own grid's context positions and, through the IFCE, the coarser grids (decoded first)."""
+    architecture = CoolChicArchitecture(
+        n_ft_per_res=(1, 1, 1, 1), dim_arm=14, n_hidden_layers_arm=2, layers_synthesis="X-1-linear-none",
+        context_order="v5", arm_stabiliser=True, n_ifce_features=3, n_ifce_grids=2, hyper_per_res=(0, 0, 1, 1))
+    model = CoolChic((12, 20), architecture)
+    with torch.no_grad():
+        for p in model.arm.parameters():
+            p.normal_(0, 0.5)
+    latent = model.latent
+    coded = latent.coded_grids()
+    owner = [(g, i // latent.sizes[g][1], i % latent.sizes[g][1]) for g in coded for i in range(latent.numels[g])]
+
+    def predict(flat: torch.Tensor) -> torch.Tensor:
+        return torch.stack(model.arm(model.arm.contexts(flat, model.context_index)), dim=1)
+
+    latents = torch.randn(latent.n_latents).mul(3).round()
+    base = predict(latents)
+    offsets = set(context_offsets(14, "v5"))
+    seen_ifce = set()
+    for q, (grid_q, row_q, col_q) in enumerate(owner):
+        changed = latents.clone()
+        changed[q] += 3.0
+        moved = (predict(changed) != base).any(dim=1)
+        for i, (grid_i, row_i, col_i) in enumerate(owner):
+            if grid_i == grid_q:
+                expected = (row_q - row_i, col_q - col_i) in offsets
+                assert bool(moved[i]) == expected, f"grid {grid_i}: latent {q} -> {i}"
+            elif moved[i]:
+                assert latent.resolutions[grid_q] > latent.resolutions[grid_i], f"grid {grid_q} feeds {grid_i}"
+                assert latent.resolutions[grid_i] < 2, "only the IFCE grids read other grids"
+                seen_ifce.add(grid_i)
+    assert seen_ifce == {0, 1}
+
+
+def test_ifce_matches_cool_chic_5_formulation() -> None:
+    """Cool-Chic 5 applies each IFCE at the next-coarser resolution to the nearest-upsampled
+    coarser grids, then upsamples its output by 2 and crops: the gather must give the same."""
+    architecture = CoolChicArchitecture(
+        n_ft_per_res=(1, 1, 1, 1, 1), dim_arm=6, layers_synthesis="X-1-linear-none", context_order="v5",
+        n_ifce_features=2, n_ifce_grids=3, hyper_per_res=(0, 0, 0, 1, 1))
+    model = CoolChic((21, 35), architecture)
+    ifce = model.arm.ifce
+    with torch.no_grad():
+        for p in ifce.parameters():
+            p.normal_()
+    flat = torch.randn(model.latent.n_latents).round()
+    grids = model.latent.unflatten(flat)
+    resolutions = model.latent.resolutions
+    features = ifce(flat).split(model.latent.numels)
+    for position, grid in enumerate(ifce.grids):
+        height, width = model.latent.sizes[grid]
+        coarser = sorted((g for g, r in enumerate(resolutions) if r > resolutions[grid]), key=lambda g: resolutions[g])
+        target_h, target_w = model.latent.sizes[resolutions.index(resolutions[grid] + 1)]
+        stack = []
+        for g in coarser:
+            factor = 2 ** (resolutions[g] - resolutions[grid] - 1)
+            upsampled = torch.nn.functional.interpolate(grids[g], scale_factor=factor, mode="nearest")
+            stack.append(upsampled[..., :target_h, :target_w])
+        x = torch.cat(stack, dim=1)[0].permute(1, 2, 0)  # [h, w, n_inputs]
+        layer = ifce.layers[position]
+        out = (x @ layer.weight.T + layer.bias).permute(2, 0, 1)[None]
+        expected = torch.nn.functional.interpolate(out, scale_factor=2, mode="nearest")[..., :height, :width]
+        assert torch.allclose(features[grid], expected[0].permute(1, 2, 0).reshape(-1, 2), atol=1e-5)

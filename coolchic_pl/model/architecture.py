@@ -1,8 +1,10 @@
-"""Decoder architectures as plain data, and the four named sizes of Cool-Chic 4.2."""
+"""Decoder architectures as plain data: the four named sizes of Cool-Chic 4.2 and the four
+of Cool-Chic 5 (``lop5``, ``mop5``, ``hop5``, ``vhop5``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 DEFAULT_N_FT_PER_RES = (1, 1, 1, 1, 1, 1, 1)
 
@@ -12,6 +14,18 @@ class CoolChicArchitecture:
     """Everything that fixes the shape of one Cool-Chic decoder (not its image size).
 
     Field names follow the reference command-line options so that configs read the same.
+    The defaults are Cool-Chic 4.2's; the fields after ``layers_synthesis`` add Cool-Chic 5's
+    modules and are off by default, so a 4.2 architecture is unchanged by them.
+
+    ``context_order`` picks the ARM's spatial context: "v4" the fixed patterns of 8, 16, 24
+    or 32 neighbours, "v5" the first ``dim_arm`` positions of Cool-Chic 5's priority order.
+    ``n_ifce_features`` inter-feature contexts (from the coarser grids) are appended to the
+    spatial ones in the ``n_ifce_grids`` finest grids. ``hyper_per_res`` adds latent grids
+    (0 or 1 per resolution) that only the entropy model sees. With ``auto_resolution`` the
+    image size chooses the grids, as Cool-Chic 5's "auto": resolutions 0 to 6 below one
+    megapixel, to 7 below three, else to 8, with hyper-latents from resolution 4 on when
+    ``hyper_per_res`` is non-empty. ``output_range`` maps the synthesis output onto each
+    plane's sample range (frozen, sent in the bitstream).
     """
 
     n_ft_per_res: tuple[int, ...] = DEFAULT_N_FT_PER_RES
@@ -20,6 +34,38 @@ class CoolChicArchitecture:
     ups_k_size: int = 8
     ups_preconcat_k_size: int = 7
     layers_synthesis: str = "48-1-linear-relu,X-1-linear-none,X-3-residual-relu,X-3-residual-none"
+    context_order: Literal["v4", "v5"] = "v4"
+    arm_stabiliser: bool = False
+    n_ifce_features: int = 0
+    n_ifce_grids: int = 0
+    synthesis_stabiliser: bool = False
+    hyper_per_res: tuple[int, ...] = ()
+    auto_resolution: bool = False
+    output_range: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_ft_per_res", tuple(self.n_ft_per_res))
+        object.__setattr__(self, "hyper_per_res", tuple(self.hyper_per_res))
+        if self.context_order not in ("v4", "v5"):
+            raise ValueError(f"context_order must be v4 or v5, got {self.context_order!r}")
+        if self.n_ifce_features < 0 or self.n_ifce_grids < 0:
+            raise ValueError("n_ifce_features and n_ifce_grids must be >= 0")
+        if bool(self.n_ifce_features) != bool(self.n_ifce_grids):
+            raise ValueError("n_ifce_features and n_ifce_grids must both be 0 or both be positive")
+        if any(c not in (0, 1) for c in self.hyper_per_res):
+            raise ValueError(f"hyper_per_res entries must be 0 or 1, got {list(self.hyper_per_res)}")
+
+    def for_image(self, image_size: tuple[int, int]) -> CoolChicArchitecture:
+        """The architecture with its grids fixed for an image of ``image_size`` (H, W)."""
+        if not self.auto_resolution:
+            return self
+        n_pixels = image_size[0] * image_size[1]
+        coarsest = 6 if n_pixels < 1_000_000 else 7 if n_pixels < 3_000_000 else 8
+        hyper = tuple(int(r >= AUTO_FIRST_HYPER_RESOLUTION) for r in range(coarsest + 1)) if self.hyper_per_res else ()
+        return replace(self, n_ft_per_res=(1,) * (coarsest + 1), hyper_per_res=hyper, auto_resolution=False)
+
+
+AUTO_FIRST_HYPER_RESOLUTION = 4
 
 
 # Decoder configurations cfg/dec/intra/{vlop,lop,mop,hop}.cfg; documented cost
@@ -40,6 +86,27 @@ ARCHITECTURES: dict[str, CoolChicArchitecture] = {
     ),
     "hop": CoolChicArchitecture(),
 }
+
+
+def _v5(dim_arm: int, n_ifce_features: int, first_layer: str, residual_relu: bool) -> CoolChicArchitecture:
+    """Cool-Chic 5 intra decoders (cfg/dec/intra): ARM "<dim_arm>,2/stabiliser", IFCE on
+    grids 0 to 2, auto latent and hyper-latent resolutions, stabilised synthesis."""
+    middle = "X-3-residual-relu," if residual_relu else ""
+    return CoolChicArchitecture(
+        dim_arm=dim_arm, n_hidden_layers_arm=2,
+        layers_synthesis=f"{first_layer}-1-linear-relu,X-1-linear-none,{middle}X-3-residual-none",
+        context_order="v5", arm_stabiliser=True, n_ifce_features=n_ifce_features, n_ifce_grids=3,
+        synthesis_stabiliser=True, hyper_per_res=(1,), auto_resolution=True, output_range=True)
+
+
+# Documented cost: 500, 1000, 2000 and 3000 MAC per pixel.
+V5_ARCHITECTURES: dict[str, CoolChicArchitecture] = {
+    "lop5": _v5(6, 2, "8", residual_relu=False),
+    "mop5": _v5(10, 4, "16", residual_relu=True),
+    "hop5": _v5(14, 6, "48", residual_relu=True),
+    "vhop5": _v5(20, 6, "64", residual_relu=True),
+}
+ARCHITECTURES.update(V5_ARCHITECTURES)
 
 
 def architecture_from_name(name: str) -> CoolChicArchitecture:

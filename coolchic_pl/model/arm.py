@@ -1,14 +1,18 @@
 """Auto-regressive module: causal context extraction and the MLP that predicts a Laplace
-(mu, scale) for every latent from already-decoded neighbours in the same grid.
+(mu, scale) for every latent from already-decoded neighbours in the same grid, plus, with
+Cool-Chic 5's modules, inter-feature contexts from the coarser grids and a linear
+stabiliser branch.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from coolchic_pl.model.ifce import InterFeatureContext
 
 # (row offset, first column offset, last column offset) per row, top to bottom. The order
 # of the flattened offsets is the order of the MLP inputs and so part of the format.
@@ -24,13 +28,41 @@ CONTEXT_PATTERNS: dict[int, tuple[tuple[int, int], ...]] = {
 }
 ARM_CONTEXT_SIZES = tuple(CONTEXT_PATTERNS)
 
+ContextOrder = Literal["v4", "v5"]
+# Cool-Chic 5 ranks the 40 causal positions of a 9x9 window (raster order, the current
+# latent at index 40) and uses the first n of them: nearest neighbours first.
+_V5_PRIORITY = (
+    38, 35, 30, 25, 23, 31, 36, 37, 39,
+    33, 28, 21, 20, 6, 15, 22, 29, 34,
+    32, 18, 12, 10, 5, 9, 14, 19, 27,
+    24, 13, 8, 2, 1, 3, 11, 17, 26,
+    16, 7, 4, 0,
+)
+V5_MAX_CONTEXTS = len(_V5_PRIORITY)
+_V5_OFFSETS = tuple((window // 9 - 4, window % 9 - 4)
+                    for window in sorted(range(V5_MAX_CONTEXTS), key=_V5_PRIORITY.__getitem__))
+
+
+def context_offsets(dim_arm: int, order: ContextOrder = "v4") -> tuple[tuple[int, int], ...]:
+    """(row, column) offsets of the ``dim_arm`` spatial contexts, in MLP input order."""
+    if order == "v4":
+        if dim_arm not in CONTEXT_PATTERNS:
+            raise ValueError(f"ARM context size must be one of {ARM_CONTEXT_SIZES} with the v4 order, got {dim_arm}")
+        return CONTEXT_PATTERNS[dim_arm]
+    if order != "v5":
+        raise ValueError(f"context order must be v4 or v5, got {order!r}")
+    if not 1 <= dim_arm <= V5_MAX_CONTEXTS:
+        raise ValueError(f"ARM context size must be 1 to {V5_MAX_CONTEXTS} with the v5 order, got {dim_arm}")
+    return _V5_OFFSETS[:dim_arm]
+
+
 # Clamp of the log-scale after its -4 shift: scale in [exp(-4.6), exp(5)] = [0.01, 148].
 LOG_SCALE_SHIFT = 4.0
 LOG_SCALE_MIN = -4.6
 LOG_SCALE_MAX = 5.0
 
 
-def context_index(grid_shapes: Sequence[tuple[int, int, int]], dim_arm: int) -> Tensor:
+def context_index(grid_shapes: Sequence[tuple[int, int, int]], dim_arm: int, order: ContextOrder = "v4") -> Tensor:
     """Gather index [N, dim_arm] of every latent's causal context in the flat latent vector.
 
     ``grid_shapes`` holds (channels, height, width) per grid, in the order of the flat
@@ -38,7 +70,7 @@ def context_index(grid_shapes: Sequence[tuple[int, int, int]], dim_arm: int) -> 
     where the caller appends a zero: this is the reference's zero padding, and it lets a
     single gather serve every grid at once.
     """
-    offsets = torch.tensor(CONTEXT_PATTERNS[dim_arm])
+    offsets = torch.tensor(context_offsets(dim_arm, order))
     total = sum(c * h * w for c, h, w in grid_shapes)
     parts, base = [], 0
     for channels, height, width in grid_shapes:
@@ -63,42 +95,61 @@ def gather_contexts(flat_latents: Tensor, index: Tensor) -> Tensor:
 
 
 class Arm(nn.Module):
-    """MLP of ``n_hidden`` residual ReLU layers of width ``dim_arm`` and a 2-output layer.
+    """MLP over ``dim_arm`` spatial and ``n_ifce_features`` inter-feature contexts: hidden
+    residual ReLU layers as wide as the context, then a 2-output layer, plus (with
+    ``stabiliser``) a linear 2-output layer straight from the context added to the output.
 
     Hidden layers compute relu(W x + b + x). They are evaluated as relu((W + I) x + b),
     which saves one full-size addition per layer in the forward and the backward.
     """
 
-    def __init__(self, dim_arm: int, n_hidden: int):
+    def __init__(self, dim_arm: int, n_hidden: int, ifce: InterFeatureContext | None = None,
+                 stabiliser: bool = False):
         super().__init__()
-        if dim_arm not in CONTEXT_PATTERNS:
-            raise ValueError(f"ARM context size must be one of {ARM_CONTEXT_SIZES}, got {dim_arm}")
         if n_hidden < 0:
             raise ValueError(f"ARM hidden layer count must be >= 0, got {n_hidden}")
         self.dim_arm = dim_arm
-        self.hidden = nn.ModuleList(nn.Linear(dim_arm, dim_arm) for _ in range(n_hidden))
-        self.output = nn.Linear(dim_arm, 2)
-        self.register_buffer("identity", torch.eye(dim_arm), persistent=False)
+        # A sub-module so that its parameters are quantised and sent with the ARM's.
+        self.ifce = ifce
+        width = dim_arm + (ifce.n_features if ifce is not None else 0)
+        self.width = width
+        self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(n_hidden))
+        self.output = nn.Linear(width, 2)
+        self.stabiliser = nn.Linear(width, 2) if stabiliser else None
+        self.register_buffer("identity", torch.eye(width), persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Residual layers start as the identity; the output layer ~ N(0, 1/C_out^4)."""
+        """Residual layers start as the identity; the output layers ~ N(0, 1/C_out^4)."""
         with torch.no_grad():
             for layer in self.hidden:
                 layer.weight.zero_()
                 layer.bias.zero_()
-            self.output.weight.normal_().div_(self.output.out_features**2)
-            self.output.bias.zero_()
+            for layer in (self.output, self.stabiliser):
+                if layer is not None:
+                    layer.weight.normal_().div_(layer.out_features**2)
+                    layer.bias.zero_()
 
     def macs_per_latent(self) -> int:
-        return len(self.hidden) * self.dim_arm**2 + 2 * self.dim_arm
+        """Of the MLP; the IFCE's are counted per grid by its owner."""
+        stabiliser = 2 * self.width if self.stabiliser is not None else 0
+        return len(self.hidden) * self.width**2 + 2 * self.width + stabiliser
+
+    def contexts(self, flat_latents: Tensor, index: Tensor) -> Tensor:
+        """[N] quantised latents -> [N, width] MLP inputs: spatial, then inter-feature."""
+        spatial = gather_contexts(flat_latents, index)
+        if self.ifce is None:
+            return spatial
+        return torch.cat([spatial, self.ifce(flat_latents)], dim=1)
 
     def forward(self, contexts: Tensor) -> tuple[Tensor, Tensor]:
-        """[N, dim_arm] contexts -> (mu [N], raw log-scale [N]) before the -4 shift."""
+        """[N, width] contexts -> (mu [N], raw log-scale [N]) before the -4 shift."""
         x = contexts
         for layer in self.hidden:
             x = torch.relu_(F.linear(x, layer.weight + self.identity, layer.bias))
         out = self.output(x)
+        if self.stabiliser is not None:
+            out = out + self.stabiliser(contexts)
         return out[:, 0], out[:, 1]
 
 

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coolchic_pl.model.architecture import CoolChicArchitecture
-from coolchic_pl.model.arm import Arm, clamped_log_scale, context_index, gather_contexts
+from coolchic_pl.model.arm import Arm, clamped_log_scale, context_index
 from coolchic_pl.model.evalcache import VersionedCache
+from coolchic_pl.model.ifce import InterFeatureContext
 from coolchic_pl.model.laplace import laplace_rate_bits
 from coolchic_pl.model.latents import ENCODER_GAIN, LatentPyramid
 from coolchic_pl.model.quantizer import NoiseType, QuantizerType
@@ -69,13 +70,24 @@ class CoolChic(nn.Module):
     ):
         super().__init__()
         self.image_size = tuple(image_size)
+        architecture = architecture.for_image(self.image_size)
         self.architecture = architecture
-        self.latent = LatentPyramid(self.image_size, architecture.n_ft_per_res, encoder_gain)
-        shapes = [(c, h, w) for c, (h, w) in zip(self.latent.n_ft_per_res, self.latent.sizes)]
-        self.arm = Arm(architecture.dim_arm, architecture.n_hidden_layers_arm)
-        self.upsampling = Upsampling(shapes, architecture.ups_k_size, architecture.ups_preconcat_k_size)
-        self.synthesis = Synthesis(sum(architecture.n_ft_per_res), architecture.layers_synthesis, n_outputs)
-        self.register_buffer("context_index", context_index(shapes, architecture.dim_arm), persistent=False)
+        self.latent = LatentPyramid(self.image_size, architecture.n_ft_per_res, encoder_gain,
+                                    architecture.hyper_per_res)
+        latent = self.latent
+        shapes = [(c, h, w) for c, (h, w) in zip(latent.channels, latent.sizes)]
+        ifce = None
+        if architecture.n_ifce_features:
+            coded = latent.coded_grids()
+            ifce = InterFeatureContext([latent.sizes[g] for g in coded], [latent.resolutions[g] for g in coded],
+                                       architecture.n_ifce_grids, architecture.n_ifce_features)
+        self.arm = Arm(architecture.dim_arm, architecture.n_hidden_layers_arm, ifce, architecture.arm_stabiliser)
+        self.upsampling = Upsampling(shapes[:latent.n_synthesis_grids], architecture.ups_k_size,
+                                     architecture.ups_preconcat_k_size)
+        self.synthesis = Synthesis(sum(architecture.n_ft_per_res), architecture.layers_synthesis, n_outputs,
+                                   architecture.synthesis_stabiliser)
+        self.register_buffer("context_index", context_index(shapes, architecture.dim_arm, architecture.context_order),
+                             persistent=False)
         self._eval_rate: VersionedCache[Tensor] = VersionedCache()
         self._eval_image: VersionedCache[Tensor] = VersionedCache()
 
@@ -112,11 +124,12 @@ class CoolChic(nn.Module):
         return CoolChicOutput(image=image, rate_bits=rate_bits, latents=latents)
 
     def _rate(self, latents: Tensor) -> Tensor:
-        mu, raw_log_scale = self.arm(gather_contexts(latents, self.context_index))
+        mu, raw_log_scale = self.arm(self.arm.contexts(latents, self.context_index))
         return laplace_rate_bits(latents, mu, clamped_log_scale(raw_log_scale))
 
     def _image(self, latents: Tensor) -> Tensor:
-        image = self.synthesis(self.upsampling(self.latent.unflatten(latents)))
+        grids = self.latent.unflatten(latents)[:self.latent.n_synthesis_grids]
+        image = self.synthesis(self.upsampling(grids))
         if image.shape[-2:] != self.image_size:
             image = F.interpolate(image, size=self.image_size, mode="nearest")
         return image
@@ -134,8 +147,12 @@ class CoolChic(nn.Module):
         """
         height, width = self.image_size
         synthesis_height, synthesis_width = self.upsampling.output_size
+        ifce = self.arm.ifce
+        ifce_macs = 0 if ifce is None else sum(
+            macs * ifce.numels[grid] for macs, grid in zip(ifce.macs_per_latent(), ifce.grids))
         macs = (
             self.arm.macs_per_latent() * self.latent.n_latents
+            + ifce_macs
             + self.upsampling.macs()
             + self.synthesis.macs_per_pixel() * synthesis_height * synthesis_width
         )

@@ -101,18 +101,44 @@ class SynthesisConv(nn.Module):
 
 
 class Synthesis(nn.Module):
-    def __init__(self, n_inputs: int, layers: str, n_outputs: int):
+    """The layer stack, plus Cool-Chic 5's optional parts: a ``stabiliser`` (a linear 1x1
+    layer from the latents straight to the outputs, added to the stack's output, which
+    keeps early training close to a linear decoder) and a frozen per-output affine map
+    ``scale * y + offset`` (:meth:`set_output_range`), which lets a YUV frame whose samples
+    span only part of [0, 1] be produced by a network whose outputs start at 0.
+    """
+
+    def __init__(self, n_inputs: int, layers: str, n_outputs: int, stabiliser: bool = False):
         super().__init__()
         self.layer_string = layers
         specs = parse_synthesis_layers(layers, n_inputs, n_outputs)
         in_channels = [n_inputs] + [s.out_channels for s in specs[:-1]]
         self.layers = nn.ModuleList(SynthesisConv(c, s) for c, s in zip(in_channels, specs))
+        linear = SynthesisLayerSpec(n_outputs, kernel_size=1, residual=False, relu=False)
+        self.stabiliser = SynthesisConv(n_inputs, linear) if stabiliser else None
+        self.register_buffer("output_scale", torch.ones(n_outputs, 1, 1))
+        self.register_buffer("output_offset", torch.zeros(n_outputs, 1, 1))
+        # A Python flag, not a test of the buffers, so the identity costs nothing per step.
+        self.has_output_range = False
+
+    @torch.no_grad()
+    def set_output_range(self, low: Tensor, high: Tensor) -> None:
+        """Per output, map [0, 1] onto [low, high]: not trained, sent with the frame."""
+        self.output_scale.copy_((high - low).view_as(self.output_scale))
+        self.output_offset.copy_(low.view_as(self.output_offset))
+        self.has_output_range = True
 
     def macs_per_pixel(self) -> int:
         """Multiply-accumulates per synthesis output pixel: sum of C_in C_out k^2."""
-        return sum(layer.weight.numel() for layer in self.layers)
+        stabiliser = self.stabiliser.weight.numel() if self.stabiliser is not None else 0
+        return sum(layer.weight.numel() for layer in self.layers) + stabiliser
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, latents: Tensor) -> Tensor:
+        x = latents
         for layer in self.layers:
             x = layer(x)
+        if self.stabiliser is not None:
+            x = x + self.stabiliser(latents)
+        if self.has_output_range:
+            x = torch.addcmul(self.output_offset, x, self.output_scale)
         return x

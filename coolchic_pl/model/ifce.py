@@ -1,0 +1,86 @@
+"""Inter-feature context extraction (Cool-Chic 5's IFCE): contexts for a latent from the
+grids coarser than its own.
+
+A grid's spatial context only sees its own already-decoded neighbours; the coarser grids,
+decoded before it, say much about it too. For each of the finest ``n_ifce_grids`` grids a
+linear layer maps the values of every coarser grid at the same place (nearest
+neighbour: the coarser grid's sample that covers the position) to ``n_features``
+contexts, which the ARM receives after the spatial ones. Cool-Chic 5 applies the layer at
+the next-coarser resolution and upsamples its output by 2; a linear map commutes with
+nearest upsampling, and every coarser grid is constant on the 2x2 blocks, so gathering
+at the grid's own resolution gives the same contexts.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def ifce_inputs(resolutions: Sequence[int], grid: int) -> list[int]:
+    """Grids (indices in flat order) feeding grid ``grid``'s IFCE: every grid at a coarser
+    resolution, nearest resolution first, in flat order within a resolution."""
+    own = resolutions[grid]
+    return sorted((g for g, r in enumerate(resolutions) if r > own), key=lambda g: (resolutions[g], g))
+
+
+def ifce_gather_index(sizes: Sequence[tuple[int, int]], resolutions: Sequence[int], grid: int) -> Tensor:
+    """[h * w, n_inputs] positions in the flat latent vector of grid ``grid``'s IFCE inputs."""
+    height, width = sizes[grid]
+    starts = torch.tensor([0] + [h * w for h, w in sizes]).cumsum(0)
+    rows = torch.arange(height).view(-1, 1)
+    cols = torch.arange(width).view(1, -1)
+    columns = []
+    for source in ifce_inputs(resolutions, grid):
+        shift = resolutions[source] - resolutions[grid]
+        source_width = sizes[source][1]
+        columns.append((starts[source] + (rows >> shift) * source_width + (cols >> shift)).reshape(-1))
+    if not columns:
+        return torch.zeros(height * width, 0, dtype=torch.long)
+    return torch.stack(columns, dim=1)
+
+
+class InterFeatureContext(nn.Module):
+    """One linear layer per IFCE grid; ``forward`` returns the contexts of every latent.
+
+    ``sizes`` and ``resolutions`` describe the coded (non-empty) grids in flat order.
+    """
+
+    def __init__(self, sizes: Sequence[tuple[int, int]], resolutions: Sequence[int], n_ifce_grids: int,
+                 n_features: int):
+        super().__init__()
+        self.n_features = n_features
+        self.grids = [g for g, r in enumerate(resolutions) if r < n_ifce_grids]
+        self.numels = [h * w for h, w in sizes]
+        self.layers = nn.ModuleList(nn.Linear(len(ifce_inputs(resolutions, g)), n_features) for g in self.grids)
+        for position, grid in enumerate(self.grids):
+            self.register_buffer(f"index_{position}", ifce_gather_index(sizes, resolutions, grid), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """As the ARM's output layer: weights ~ N(0, 1/C_out^4), biases 0."""
+        with torch.no_grad():
+            for layer in self.layers:
+                layer.weight.normal_().div_(self.n_features**2)
+                layer.bias.zero_()
+
+    def gather_index(self, position: int) -> Tensor:
+        return getattr(self, f"index_{position}")
+
+    def macs_per_latent(self) -> list[int]:
+        """Multiply-accumulates per latent of each IFCE grid."""
+        return [layer.weight.numel() for layer in self.layers]
+
+    def forward(self, flat_latents: Tensor) -> Tensor:
+        """[N] quantised latents -> [N, n_features]; zeros for grids without an IFCE."""
+        parts = []
+        for position, grid in enumerate(self.grids):
+            layer = self.layers[position]
+            inputs = torch.index_select(flat_latents, 0, self.gather_index(position).view(-1))
+            parts.append((grid, F.linear(inputs.view(self.numels[grid], -1), layer.weight, layer.bias)))
+        by_grid = dict(parts)
+        return torch.cat([by_grid.get(g, flat_latents.new_zeros(n, self.n_features))
+                          for g, n in enumerate(self.numels)])
