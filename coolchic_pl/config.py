@@ -98,13 +98,15 @@ class Warmup:
 class Preset:
     """Warm-up and main phases of a frame's encode. ``motion_pretrain`` is the phase that
     fits an inter frame's motion Cool-Chic to an optical flow before its warm-up (only
-    inter presets have one); ``transmitted`` presets must quantise their networks."""
+    inter presets have one); ``transmitted`` presets must quantise their networks;
+    ``gain_from_lambda`` presets pick the latents' encoder gain from lambda (Cool-Chic 5)."""
 
     name: str
     all_phases: list[TrainerPhase]
     warmup: Warmup = field(default_factory=Warmup)
     motion_pretrain: Optional[TrainerPhase] = None
     transmitted: bool = True
+    gain_from_lambda: bool = False
 
     def __post_init__(self) -> None:
         if not self.all_phases:
@@ -294,7 +296,7 @@ def make_preset(name: str, n_itr: Optional[int] = None, start_lr: float = 1e-2) 
 
 PresetName = Literal["c3x", "c3x_intra", "fast", "debug", "measure_speed"]
 InterPresetName = Literal["c3x_inter", "fast_inter", "debug"]
-ArchName = Literal["vlop", "lop", "mop", "hop"]
+ArchName = Literal["vlop", "lop", "mop", "hop", "lop5", "mop5", "hop5", "vhop5"]
 InterArchName = Literal["lop", "mop"]
 
 
@@ -304,11 +306,19 @@ class ArchitectureFields:
 
     Args:
         n_ft_per_res: Latent channels (0 or 1) per resolution, finest first.
-        dim_arm: ARM context size and hidden width (8, 16, 24 or 32).
+        dim_arm: ARM spatial contexts (v4 order: 8, 16, 24 or 32; v5 order: 1 to 40).
         n_hidden_layers_arm: Hidden layers of the ARM.
         ups_k_size: Kernel size of the x2 upsampling filters.
         ups_preconcat_k_size: Kernel size of the refinement filters.
         layers_synthesis: Synthesis layers, e.g. 48-1-linear-relu,X-1-linear-none,X-3-residual-none.
+        context_order: ARM spatial context positions: v4 (fixed patterns) or v5 (priority order).
+        arm_stabiliser: Linear branch from the ARM's contexts to its outputs (Cool-Chic 5).
+        n_ifce_features: Inter-feature contexts from the coarser grids (0: no IFCE).
+        n_ifce_grids: Finest grids that get inter-feature contexts.
+        synthesis_stabiliser: Linear 1x1 branch from the latents to the synthesis outputs (Cool-Chic 5).
+        hyper_per_res: Hyper-latent channels (0 or 1) per resolution, read by the entropy model only.
+        auto_resolution: Latent (and hyper-latent) grids chosen from the image size, as Cool-Chic 5's "auto".
+        output_range: Map the synthesis output onto each plane's sample range (frozen, sent in the bitstream).
     """
 
     n_ft_per_res: Optional[tuple[int, ...]] = None
@@ -317,10 +327,19 @@ class ArchitectureFields:
     ups_k_size: Optional[int] = None
     ups_preconcat_k_size: Optional[int] = None
     layers_synthesis: Optional[str] = None
+    context_order: Optional[Literal["v4", "v5"]] = None
+    arm_stabiliser: Optional[bool] = None
+    n_ifce_features: Optional[int] = None
+    n_ifce_grids: Optional[int] = None
+    synthesis_stabiliser: Optional[bool] = None
+    hyper_per_res: Optional[tuple[int, ...]] = None
+    auto_resolution: Optional[bool] = None
+    output_range: Optional[bool] = None
 
     def __post_init__(self) -> None:
-        if self.n_ft_per_res is not None:
-            self.n_ft_per_res = tuple(self.n_ft_per_res)
+        for name in ("n_ft_per_res", "hyper_per_res"):
+            if getattr(self, name) is not None:
+                setattr(self, name, tuple(getattr(self, name)))
 
 
 @dataclass
@@ -334,7 +353,8 @@ class FitConfig:
         preset: Training schedule (c3x, c3x_intra, fast, debug, measure_speed).
         n_itr: Main-phase iterations (default: the preset's).
         start_lr: Learning rate of the warm-up and main phases.
-        arch: Named decoder (vlop, lop, mop, hop) the architecture starts from (null: hop's fields).
+        arch: Named decoder the architecture starts from: Cool-Chic 4.2's vlop, lop, mop, hop or Cool-Chic 5's
+            lop5, mop5, hop5, vhop5 (null: hop's fields).
         architecture: Decoder fields that replace the named decoder's (e.g. --architecture.dim_arm 8).
         n_loops: Independent encodes (warm-up included); the best final loss is kept.
         seed: Seed of the random initialisations and noise.
@@ -399,6 +419,9 @@ class FitConfig:
             raise ValueError(f"checkpoint_interval_s must be >= 0, got {self.checkpoint_interval_s}")
         if self.job_duration_min is not None and not self.job_duration_min > 0:
             raise ValueError(f"job_duration_min must be > 0 (or null for no limit), got {self.job_duration_min}")
+        if self.is_video and self.resolved_architecture().uses_v5_modules:
+            raise ValueError(f"video encodes use Cool-Chic 4.2 decoders: arch {self.arch} with these architecture "
+                             "fields uses Cool-Chic 5 modules, which video bitstreams do not carry")
 
     def resolved_architecture(self) -> CoolChicArchitecture:
         base = ARCHITECTURES[self.arch] if self.arch else CoolChicArchitecture()
@@ -424,7 +447,8 @@ class FitConfig:
     def as_dict(self) -> dict:
         values = asdict(self)
         values["architecture"] = asdict(self.resolved_architecture())
-        values["architecture"]["n_ft_per_res"] = list(values["architecture"]["n_ft_per_res"])
+        for name in ("n_ft_per_res", "hyper_per_res"):
+            values["architecture"][name] = list(values["architecture"][name])
         return values
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from coolchic_pl import decode, fit
 from coolchic_pl.bitstream import FORMAT_VERSION, BitstreamError, decode_coolchic
@@ -23,6 +24,7 @@ from coolchic_pl.bitstream.expgolomb import decode_signed, encode_signed
 from coolchic_pl.bitstream.laplace_table import generate_table, load_table
 from coolchic_pl.bitstream.latents import decode_grid, encode_grid, grid_plan
 from coolchic_pl.io import read_frame
+from coolchic_pl.model.architecture import V5_ARCHITECTURES
 from coolchic_pl.nnquant import expgolomb_bits
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -164,3 +166,46 @@ def test_unwritable_output_is_reported(encodes, tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "cannot write" in err and err.count("\n") == 1
     assert not target.parent.exists()
+
+
+@pytest.fixture(scope="module")
+def v5_encodes(data_dir: Path, tmp_path_factory) -> dict[str, Path]:
+    """Each Cool-Chic 5 decoder on a 96x64 crop, and hop5 on a 10-bit 4:2:0 frame (output range)."""
+    output = tmp_path_factory.mktemp("cool5")
+    crop = output / "kodim15_96x64.png"
+    with Image.open(data_dir / "images" / "kodim15_192x128.png") as image:
+        image.crop((40, 30, 136, 94)).save(crop)
+    inputs = {arch: (crop, arch) for arch in V5_ARCHITECTURES}
+    inputs["hop5_yuv"] = (data_dir / "images" / "kodim15_192x128_01p_yuv420_10b.yuv", "hop5")
+    runs = {}
+    for name, (source, arch) in inputs.items():
+        args = ["--config", str(CONFIGS / "debug.yaml"), "--input", str(source), "--arch", arch,
+                "--output_dir", str(output / name)]
+        assert fit.main(args) == 0
+        runs[name] = next((output / name).glob("*/results.json")).parent
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [*V5_ARCHITECTURES, "hop5_yuv"])
+def test_version_2_round_trips_through_the_cli(v5_encodes, name: str, tmp_path: Path) -> None:
+    run_dir = v5_encodes[name]
+    results = json.loads((run_dir / "results.json").read_text())
+    data = (run_dir / results["bitstream"]).read_bytes()
+    assert data[4] == 2, "Cool-Chic 5 modules need format version 2"
+    decoded_name = next(p.name for p in run_dir.glob("decoded*"))
+    output = tmp_path / decoded_name
+    assert decode.main([str(run_dir / results["bitstream"]), "-o", str(output)]) == 0
+    assert output.read_bytes() == (run_dir / decoded_name).read_bytes()
+    model = decode_coolchic(data).model
+    assert model.architecture.n_ifce_features and model.arm.stabiliser is not None and model.synthesis.stabiliser
+    assert model.synthesis.has_output_range
+    if name == "hop5_yuv":  # 10-bit samples: the range is not [0, 1023]
+        assert float(model.synthesis.output_scale.min()) < 1.0
+
+
+@pytest.mark.slow
+def test_cool_chic_4_decoders_stay_version_1(encodes) -> None:
+    for run_dir in encodes.values():
+        results = json.loads((run_dir / "results.json").read_text())
+        assert (run_dir / results["bitstream"]).read_bytes()[4] == 1

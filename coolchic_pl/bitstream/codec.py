@@ -7,6 +7,11 @@ Layout (see docs/bitstream.md):
 The encoder side takes a trained CoolChic whose networks are quantised (every parameter
 an integer multiple of its q-step); the decoder rebuilds an identical CoolChic from the
 file, so both sides run the same model code.
+
+Version 1 holds Cool-Chic 4.2 decoders. Version 2 adds the fields of Cool-Chic 5's modules
+(context order, stabilisers, IFCE, hyper-latents, output range) and codes the latent grids
+coarsest first, since a grid's inter-feature contexts come from the coarser ones. A decoder
+without those modules is still written as version 1, byte for byte as before.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ from coolchic_pl.nnquant.quantize import split_weights_and_biases
 
 T = TypeVar("T")
 MAGIC = b"CCPL"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_CONTEXT_ORDERS = ("v4", "v5")
+_ARM_STABILISER, _SYNTHESIS_STABILISER, _OUTPUT_RANGE = 1, 2, 4
 MAX_DIMENSION = 1 << 16
 # Bounds on architecture fields: a file within the CRC cannot ask for an absurd model.
 _MAX_GRIDS = 16
@@ -109,10 +116,47 @@ def _layer_string(fields: list[tuple[int, int, int]]) -> str:
                     f"{'relu' if flags & 2 else 'none'}" for out, kernel, flags in fields)
 
 
-def encode_model(model: CoolChic, quantization: dict[str, ModuleQuantization]) -> tuple[bytes, bytes]:
-    """Header fields (architecture, q-steps, stream lengths) and payload of one quantised
-    CoolChic; the image size and output count are the container's to send."""
+def model_version(architecture: CoolChicArchitecture) -> int:
+    """1 for a Cool-Chic 4.2 decoder, 2 when it uses any of Cool-Chic 5's modules."""
+    return 2 if architecture.uses_v5_modules else 1
+
+
+def _v2_fields(model: CoolChic, bitdepth: int) -> bytes:
     architecture = model.architecture
+    flags = (_ARM_STABILISER * architecture.arm_stabiliser | _SYNTHESIS_STABILISER * architecture.synthesis_stabiliser
+             | _OUTPUT_RANGE * architecture.output_range)
+    hyper_mask = sum(1 << i for i, c in enumerate(architecture.hyper_per_res) if c)
+    fields = varints_bytes(_CONTEXT_ORDERS.index(architecture.context_order), flags, architecture.n_ifce_features,
+                           architecture.n_ifce_grids, len(architecture.hyper_per_res), hyper_mask)
+    if architecture.output_range:
+        max_value = 2**bitdepth - 1
+        synthesis = model.synthesis
+        low = torch.round(synthesis.output_offset.view(-1) * max_value)
+        high = low + torch.round(synthesis.output_scale.view(-1) * max_value)
+        fields += varints_bytes(*(int(v) for pair in zip(low.tolist(), high.tolist()) for v in pair))
+    return fields
+
+
+def _ifce_features(model: CoolChic, arm: IntegerArm, flat: np.ndarray, grid: int) -> np.ndarray | None:
+    """Integer inter-feature contexts of latent grid ``grid`` from the integer latents in
+    ``flat`` (only its coarser grids are read), or None when the grid has no IFCE."""
+    ifce = model.arm.ifce
+    if ifce is None:
+        return None
+    position_in_coded = model.latent.coded_grids().index(grid)
+    if position_in_coded not in ifce.grids:
+        return np.zeros((model.latent.numels[grid], ifce.n_features), dtype=np.int64)
+    layer = ifce.grids.index(position_in_coded)
+    return arm.ifce_features(layer, flat[ifce.gather_index(layer).numpy()])
+
+
+def encode_model(model: CoolChic, quantization: dict[str, ModuleQuantization],
+                 bitdepth: int = 8) -> tuple[bytes, bytes]:
+    """Header fields (architecture, q-steps, stream lengths) and payload of one quantised
+    CoolChic; the image size, output count and format version (:func:`model_version`) are
+    the container's to send."""
+    architecture = model.architecture
+    version = model_version(architecture)
     n_outputs = model.synthesis.layers[-1].weight.shape[0]
     header = bytearray()
     mask = sum(1 << i for i, c in enumerate(architecture.n_ft_per_res) if c)
@@ -123,6 +167,8 @@ def encode_model(model: CoolChic, quantization: dict[str, ModuleQuantization]) -
     header += varints_bytes(len(layers))
     for out, kernel, flags in layers:
         header += varints_bytes(out, kernel, flags)
+    if version == 2:
+        header += _v2_fields(model, bitdepth)
 
     payload = bytearray()
     integers: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
@@ -140,14 +186,19 @@ def encode_model(model: CoolChic, quantization: dict[str, ModuleQuantization]) -
         payload += streams[0] + streams[1]
 
     q = quantization["arm"]
-    arm = IntegerArm.from_quantized(*integers["arm"], q.weight_step, q.bias_step)
+    arm = IntegerArm.from_module(model.arm, q.weight_step, q.bias_step)
     with torch.no_grad():
-        grids = model.latent.unflatten(torch.round(model.latent.flat()))
-    for channels, grid in zip(architecture.n_ft_per_res, grids):
+        flat = torch.round(model.latent.flat()).to(torch.int64)
+    grids = model.latent.unflatten(flat)
+    flat = flat.numpy()
+    order = model.latent.decoding_order() if version == 2 else range(len(architecture.n_ft_per_res))
+    for grid_index in order:
         coded = escapes = b""
-        latents = grid.to(torch.int64).numpy().reshape(grid.shape[-2:]) if channels else None
+        grid = grids[grid_index]
+        latents = grid.numpy().reshape(grid.shape[-2:]) if grid.numel() else None
         if latents is not None and latents.any():
-            coded, escapes = encode_grid(latents, arm, architecture.dim_arm)
+            coded, escapes = encode_grid(latents, arm, architecture.dim_arm, architecture.context_order,
+                                         _ifce_features(model, arm, flat, grid_index))
         header += varints_bytes(len(coded), len(escapes))
         payload += coded + escapes
     return bytes(header), bytes(payload)
@@ -158,14 +209,16 @@ def encode_coolchic(model: CoolChic, quantization: dict[str, ModuleQuantization]
     """Entropy-code a quantised CoolChic into a .cool byte string."""
     height, width = model.image_size
     n_outputs = model.synthesis.layers[-1].weight.shape[0]
-    model_header, payload = encode_model(model, quantization)
+    model_header, payload = encode_model(model, quantization, bitdepth)
     header = varints_bytes(height, width, COLOR_SPACES.index(color_space), bitdepth, n_outputs) + model_header
-    body = MAGIC + bytes([FORMAT_VERSION]) + varints_bytes(len(header)) + header + payload
+    version = model_version(model.architecture)
+    body = MAGIC + bytes([version]) + varints_bytes(len(header)) + header + payload
     return body + struct.pack(">I", zlib.crc32(body))
 
 
 def check_container(data: bytes, magic: bytes, version: int, what: str) -> ByteReader:
-    """Magic, version and CRC of a coolchic_pl file; a reader positioned after the version."""
+    """Magic, version (1 to ``version``) and CRC of a coolchic_pl file; a reader positioned
+    after the version."""
     if len(data) < len(magic) + 6:
         raise BitstreamError(f"file too short ({len(data)} bytes) to be a {what}")
     if data[:len(magic)] != magic:
@@ -173,7 +226,7 @@ def check_container(data: bytes, magic: bytes, version: int, what: str) -> ByteR
     found = data[len(magic)]
     if found > version:
         raise BitstreamError(f"format version {found} is newer than this decoder supports ({version})")
-    if found != version:
+    if found < 1:
         raise BitstreamError(f"unknown format version {found}")
     (stored_crc,) = struct.unpack(">I", data[-4:])
     if zlib.crc32(data[:-4]) != stored_crc:
@@ -194,25 +247,40 @@ def as_bitstream_errors(decode: Callable[[], T]) -> T:
 def decode_coolchic(data: bytes) -> DecodedBitstream:
     """Parse and decode a .cool byte string; any damage raises BitstreamError."""
     reader = check_container(data, MAGIC, FORMAT_VERSION, "coolchic_pl bitstream")
+    version = data[len(MAGIC)]
     (header_length,) = reader.varints(1)
     header = ByteReader(reader.bytes(header_length))
-    return as_bitstream_errors(lambda: _decode(header, reader))
+    return as_bitstream_errors(lambda: _decode(header, reader, version))
 
 
-def _decode(header: ByteReader, payload: ByteReader) -> DecodedBitstream:
+def _decode(header: ByteReader, payload: ByteReader, version: int) -> DecodedBitstream:
     height, width, color_code, bitdepth, n_outputs = header.varints(5)
     if not (1 <= height <= MAX_DIMENSION and 1 <= width <= MAX_DIMENSION):
         raise BitstreamError(f"image size {width}x{height} is out of range")
     if color_code >= len(COLOR_SPACES) or not 1 <= bitdepth <= 16 or n_outputs < 1:
         raise BitstreamError("invalid colour space, bit depth or output count")
-    model, quantization = decode_model(header, payload, (height, width), n_outputs)
+    model, quantization = decode_model(header, payload, (height, width), n_outputs, version, bitdepth)
     if header.position != len(header.data) or payload.position != len(payload.data):
         raise BitstreamError("the file holds bytes that no field accounts for")
     return DecodedBitstream(model, COLOR_SPACES[color_code], bitdepth, quantization)
 
 
-def decode_model(header: ByteReader, payload: ByteReader, image_size: tuple[int, int],
-                 n_outputs: int) -> tuple[CoolChic, dict[str, ModuleQuantization]]:
+def _read_v2_fields(header: ByteReader, n_outputs: int) -> tuple[dict, list[int] | None]:
+    """The Cool-Chic 5 architecture fields, and the output range (low, high per output) if any."""
+    order, flags, n_ifce_features, n_ifce_grids, n_hyper, hyper_mask = header.varints(6)
+    if order >= len(_CONTEXT_ORDERS) or flags > 7 or n_hyper > _MAX_GRIDS or hyper_mask >> n_hyper:
+        raise BitstreamError("the Cool-Chic 5 fields are out of range")
+    if n_ifce_features > _MAX_CHANNELS or n_ifce_grids > _MAX_GRIDS:
+        raise BitstreamError("the IFCE fields are out of range")
+    fields = dict(context_order=_CONTEXT_ORDERS[order], arm_stabiliser=bool(flags & _ARM_STABILISER),
+                  synthesis_stabiliser=bool(flags & _SYNTHESIS_STABILISER), output_range=bool(flags & _OUTPUT_RANGE),
+                  n_ifce_features=n_ifce_features, n_ifce_grids=n_ifce_grids,
+                  hyper_per_res=tuple((hyper_mask >> i) & 1 for i in range(n_hyper)))
+    return fields, header.varints(2 * n_outputs) if flags & _OUTPUT_RANGE else None
+
+
+def decode_model(header: ByteReader, payload: ByteReader, image_size: tuple[int, int], n_outputs: int,
+                 version: int = 1, bitdepth: int = 8) -> tuple[CoolChic, dict[str, ModuleQuantization]]:
     """The CoolChic whose fields and streams ``encode_model`` wrote, in evaluation mode."""
     n_grids, mask, dim_arm, n_hidden, ups_k, refine_k = header.varints(6)
     if not 1 <= n_grids <= _MAX_GRIDS:
@@ -224,11 +292,15 @@ def decode_model(header: ByteReader, payload: ByteReader, image_size: tuple[int,
     if n_layers > _MAX_SYNTHESIS_LAYERS or any(out > _MAX_CHANNELS or kernel > _MAX_KERNEL or flags > 3
                                                for out, kernel, flags in layers):
         raise BitstreamError("the synthesis fields are out of range")
+    v2_fields, output_range = _read_v2_fields(header, n_outputs) if version == 2 else ({}, None)
     architecture = CoolChicArchitecture(
         n_ft_per_res=tuple((mask >> i) & 1 for i in range(n_grids)), dim_arm=dim_arm, n_hidden_layers_arm=n_hidden,
-        ups_k_size=ups_k, ups_preconcat_k_size=refine_k, layers_synthesis=_layer_string(layers))
+        ups_k_size=ups_k, ups_preconcat_k_size=refine_k, layers_synthesis=_layer_string(layers), **v2_fields)
     model = CoolChic(image_size, architecture, n_outputs=n_outputs)
     model.eval()
+    if output_range is not None:
+        bounds = torch.tensor(output_range, dtype=torch.float32).view(-1, 2) / (2**bitdepth - 1)
+        model.synthesis.set_output_range(bounds[:, 0], bounds[:, 1])
 
     quantization: dict[str, ModuleQuantization] = {}
     integers = {}
@@ -252,14 +324,22 @@ def decode_model(header: ByteReader, payload: ByteReader, image_size: tuple[int,
                     param.copy_(torch.from_numpy(values).view_as(param).to(param.dtype) * step)
 
     q = quantization["arm"]
-    arm = IntegerArm.from_quantized(*integers["arm"], q.weight_step, q.bias_step)
+    arm = IntegerArm.from_module(model.arm, q.weight_step, q.bias_step)
+    latent = model.latent
+    flat = np.zeros(latent.n_latents, dtype=np.int64)
+    starts = np.cumsum([0] + latent.numels)
+    order = latent.decoding_order() if version == 2 else range(n_grids)
     with torch.no_grad():
-        for channels, (grid_h, grid_w), grid in zip(architecture.n_ft_per_res, model.latent.sizes, model.latent.grids):
+        for grid_index in order:
+            grid = latent.grids[grid_index]
             coded_length, escape_length = header.varints(2)
             coded, escapes = payload.bytes(coded_length), payload.bytes(escape_length)
-            if channels and coded_length:
-                latents = decode_grid(coded, escapes, grid_h, grid_w, arm, dim_arm)
-                grid.copy_(torch.from_numpy(latents).to(grid.dtype).view_as(grid) / model.latent.encoder_gain)
+            if grid.numel() and coded_length:
+                grid_h, grid_w = latent.sizes[grid_index]
+                latents = decode_grid(coded, escapes, grid_h, grid_w, arm, dim_arm, architecture.context_order,
+                                      _ifce_features(model, arm, flat, grid_index))
+                flat[starts[grid_index]:starts[grid_index + 1]] = latents.reshape(-1)
+                grid.copy_(torch.from_numpy(latents).to(grid.dtype).view_as(grid) / latent.encoder_gain)
             elif coded_length or escape_length:
                 raise BitstreamError("an empty latent grid carries data")
     return model, quantization

@@ -18,24 +18,25 @@ from coolchic_pl.bitstream.armint import IntegerArm
 from coolchic_pl.bitstream.errors import BitstreamError
 from coolchic_pl.bitstream.expgolomb import BitReader, BitWriter
 from coolchic_pl.bitstream.laplace_table import ESCAPE_HIGH, ESCAPE_LOW, RESIDUAL_RANGE, load_table, model_indices
-from coolchic_pl.model.arm import CONTEXT_PATTERNS, context_index
+from coolchic_pl.model.arm import ContextOrder, context_index, context_offsets
 
 # Symbols per constriction call on the encoder side: bounds the [n, ALPHABET] float table.
 _ENCODE_CHUNK = 1 << 15
 
 
-def wavefront_slope(dim_arm: int) -> int:
+def wavefront_slope(dim_arm: int, order: ContextOrder = "v4") -> int:
     """Smallest s with dx < s * |dy| for every context offset above the current row."""
-    ratios = [dx / -dy for dy, dx in CONTEXT_PATTERNS[dim_arm] if dy < 0]
-    return max(1, int(np.floor(max(ratios))) + 1)
+    ratios = [dx / -dy for dy, dx in context_offsets(dim_arm, order) if dy < 0]
+    return max(1, int(np.floor(max(ratios, default=0))) + 1)
 
 
 @functools.lru_cache(maxsize=32)
-def grid_plan(height: int, width: int, dim_arm: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def grid_plan(height: int, width: int, dim_arm: int,
+              order: ContextOrder = "v4") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(context index [n, d], positions in coding order, start of each front in that order)."""
-    index = context_index([(1, height, width)], dim_arm).numpy()
+    index = context_index([(1, height, width)], dim_arm, order).numpy()
     rows, cols = np.divmod(np.arange(height * width), width)
-    front = cols + wavefront_slope(dim_arm) * rows
+    front = cols + wavefront_slope(dim_arm, order) * rows
     order = np.lexsort((rows, front))
     starts = np.flatnonzero(np.diff(front[order], prepend=-1))
     return index, order, np.append(starts, len(order))
@@ -45,12 +46,14 @@ def _symbols(residuals: np.ndarray) -> np.ndarray:
     return np.clip(residuals + RESIDUAL_RANGE + 1, ESCAPE_LOW, ESCAPE_HIGH).astype(np.int32)
 
 
-def encode_grid(latents: np.ndarray, arm: IntegerArm, dim_arm: int) -> tuple[bytes, bytes]:
-    """Integer latents [h, w] -> (range-coded bytes, escape bytes)."""
+def encode_grid(latents: np.ndarray, arm: IntegerArm, dim_arm: int, context_order: ContextOrder = "v4",
+                ifce: np.ndarray | None = None) -> tuple[bytes, bytes]:
+    """Integer latents [h, w] -> (range-coded bytes, escape bytes); ``ifce`` holds the grid's
+    inter-feature contexts [h * w, f] (from coarser grids), if it has any."""
     height, width = latents.shape
-    index, order, _ = grid_plan(height, width, dim_arm)
+    index, order, _ = grid_plan(height, width, dim_arm, context_order)
     flat = latents.reshape(-1).astype(np.int64)
-    mu, log_scale = arm(np.append(flat, 0)[index])
+    mu, log_scale = arm(np.append(flat, 0)[index], ifce)
     mu_rounded, offset, scale = model_indices(mu, log_scale)
     residuals = (flat - mu_rounded)[order]
     symbols = _symbols(residuals)
@@ -67,12 +70,12 @@ def encode_grid(latents: np.ndarray, arm: IntegerArm, dim_arm: int) -> tuple[byt
     return encoder.get_compressed().astype("<u4").tobytes(), escapes.to_bytes()
 
 
-def decode_grid(coded: bytes, escape_bytes: bytes, height: int, width: int, arm: IntegerArm,
-                dim_arm: int) -> np.ndarray:
+def decode_grid(coded: bytes, escape_bytes: bytes, height: int, width: int, arm: IntegerArm, dim_arm: int,
+                context_order: ContextOrder = "v4", ifce: np.ndarray | None = None) -> np.ndarray:
     """Inverse of :func:`encode_grid`, one wavefront at a time."""
     if len(coded) % 4:
         raise BitstreamError("a latent stream length is not a whole number of 32-bit words")
-    index, order, starts = grid_plan(height, width, dim_arm)
+    index, order, starts = grid_plan(height, width, dim_arm, context_order)
     decoded = np.zeros(height * width + 1, dtype=np.int64)  # last slot: zero context padding
     table = load_table()
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(coded, dtype="<u4").astype(np.uint32))
@@ -80,7 +83,7 @@ def decode_grid(coded: bytes, escape_bytes: bytes, height: int, width: int, arm:
     escapes = BitReader(escape_bytes)
     for start, end in zip(starts[:-1], starts[1:]):
         positions = order[start:end]
-        mu, log_scale = arm(decoded[index[positions]])
+        mu, log_scale = arm(decoded[index[positions]], None if ifce is None else ifce[positions])
         mu_rounded, offset, scale = model_indices(mu, log_scale)
         symbols = np.asarray(decoder.decode(model, table[offset, scale]), dtype=np.int64)
         residuals = symbols - RESIDUAL_RANGE - 1

@@ -55,6 +55,12 @@ class CoolChicArchitecture:
         if any(c not in (0, 1) for c in self.hyper_per_res):
             raise ValueError(f"hyper_per_res entries must be 0 or 1, got {list(self.hyper_per_res)}")
 
+    @property
+    def uses_v5_modules(self) -> bool:
+        """Whether any of Cool-Chic 5's modules is on (such a decoder needs bitstream version 2)."""
+        v4 = CoolChicArchitecture()
+        return any(getattr(self, name) != getattr(v4, name) for name in _V5_FIELDS)
+
     def for_image(self, image_size: tuple[int, int]) -> CoolChicArchitecture:
         """The architecture with its grids fixed for an image of ``image_size`` (H, W)."""
         if not self.auto_resolution:
@@ -66,6 +72,8 @@ class CoolChicArchitecture:
 
 
 AUTO_FIRST_HYPER_RESOLUTION = 4
+_V5_FIELDS = ("context_order", "arm_stabiliser", "n_ifce_features", "n_ifce_grids", "synthesis_stabiliser",
+              "hyper_per_res", "auto_resolution", "output_range")
 
 
 # Decoder configurations cfg/dec/intra/{vlop,lop,mop,hop}.cfg; documented cost

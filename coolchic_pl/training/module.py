@@ -22,6 +22,7 @@ from coolchic_pl.metrics import psnr_db
 from coolchic_pl.model.architecture import CoolChicArchitecture
 from coolchic_pl.model.coolchic import CoolChic, CoolChicOutput
 from coolchic_pl.model.interframe import InterCoolChic
+from coolchic_pl.model.latents import ENCODER_GAIN
 from coolchic_pl.nnquant import ModuleQuantization, network_rate_bits
 from coolchic_pl.training.loss import mse, output_planes, rate_distortion_loss
 
@@ -31,13 +32,32 @@ GRADIENT_CLIP_NORM = 0.1
 Decoder = Union[CoolChic, InterCoolChic]
 
 
+def sample_range(frame: FrameData) -> tuple[Tensor, Tensor]:
+    """Per output channel, the lowest and highest sample of the frame, on its sample grid
+    (so that the bitstream can carry them as integers)."""
+    max_value = 2**frame.bitdepth - 1
+    low = torch.cat([plane.amin(dim=(0, 2, 3)) for plane in frame.planes])
+    high = torch.cat([plane.amax(dim=(0, 2, 3)) for plane in frame.planes])
+    return torch.round(low * max_value) / max_value, torch.round(high * max_value) / max_value
+
+
+def intra_coolchic(frame: FrameData, architecture: CoolChicArchitecture,
+                   encoder_gain: float = ENCODER_GAIN) -> CoolChic:
+    """A CoolChic for an intra frame, with its output range set when the architecture has one."""
+    model = CoolChic((frame.height, frame.width), architecture, encoder_gain=encoder_gain)
+    if model.architecture.output_range:
+        model.synthesis.set_output_range(*sample_range(frame))
+    return model
+
+
 class CoolChicModule(pl.LightningModule):
-    def __init__(self, frame: FrameData, decoder: Decoder | CoolChicArchitecture, lmbda: float):
+    def __init__(self, frame: FrameData, decoder: Decoder | CoolChicArchitecture, lmbda: float,
+                 encoder_gain: float = ENCODER_GAIN):
         """``decoder`` is the model to overfit to ``frame``: a CoolChic or an inter frame's
-        InterCoolChic, or the architecture of a CoolChic to build."""
+        InterCoolChic, or the architecture of a CoolChic to build (with ``encoder_gain``)."""
         super().__init__()
         if isinstance(decoder, CoolChicArchitecture):
-            decoder = CoolChic((frame.height, frame.width), decoder)
+            decoder = intra_coolchic(frame, decoder, encoder_gain)
         self.coolchic = decoder
         self.color_space = frame.color_space
         self.bitdepth = frame.bitdepth

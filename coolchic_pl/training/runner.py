@@ -29,6 +29,7 @@ from coolchic_pl.callbacks.checkpoint import StageCheckpoint
 from coolchic_pl.config import Preset, TrainerPhase
 from coolchic_pl.io import FrameData
 from coolchic_pl.model.architecture import CoolChicArchitecture
+from coolchic_pl.model.latents import ENCODER_GAIN, encoder_gain_for
 from coolchic_pl.training.checkpoint import (
     CHECKPOINT_KEY, CHECKPOINT_VERSION, AtomicCheckpointIO, Checkpointer, EncodeStopped, StopReason,
 )
@@ -146,7 +147,8 @@ class PhaseRunner:
         self.checkpointer = checkpointer
         self.on_phase_end = on_phase_end
         self.name_prefix = name_prefix
-        self.module_factory = module_factory or (lambda candidate: CoolChicModule(frame, architecture, lmbda))
+        gain = encoder_gain_for(lmbda) if preset.gain_from_lambda else ENCODER_GAIN
+        self.module_factory = module_factory or (lambda candidate: CoolChicModule(frame, architecture, lmbda, gain))
         self.state: dict[str, Any] = {"loop": 0, "stage": 0, "candidates": [], "losses": [], "global_iteration": 0,
                                       "elapsed_s": 0.0, "best": None}
         self._modules: list[CoolChicModule] | None = None
