@@ -7,6 +7,7 @@ starting learning rate, as in the reference encoder.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Literal, Optional
 
@@ -17,9 +18,20 @@ from coolchic_pl.model.coolchic import split_module_name
 from coolchic_pl.model.quantizer import NOISE_TYPES, QUANTIZER_TYPES, NoiseType, QuantizerType
 
 
+OptimizerName = Literal["adam", "soap"]
+OPTIMIZERS = ("adam", "soap")
+
+
 @dataclass
 class TrainerPhase:
-    """One training phase; defaults are those of the reference's TrainerPhase (v4.2.1)."""
+    """One training phase; defaults are those of the reference's TrainerPhase (v4.2.1).
+
+    ``optimizer`` "adam" is Cool-Chic 4's: one Adam over every optimised parameter (betas
+    0.9, 0.999) and gradient clipping over every parameter. "soap" is Cool-Chic 5's: SOAP
+    (``betas_network``, preconditioners refreshed every ``precondition_frequency`` steps) for
+    the networks, its Adam-like mode (``betas_latent``) for the latents, and gradient
+    clipping over the network parameters only.
+    """
 
     lr: float = 1e-2
     max_itr: int = 5000
@@ -32,12 +44,25 @@ class TrainerPhase:
     quantizer_noise_type: NoiseType = "kumaraswamy"
     quantizer_type: QuantizerType = "softround"
     optimized_module: list[str] = field(default_factory=lambda: ["all"])
+    optimizer: OptimizerName = "adam"
+    betas_network: tuple[float, float] = (0.95, 0.95)
+    betas_latent: tuple[float, float] = (0.9, 0.999)
+    precondition_frequency: int = 10
 
     def __post_init__(self) -> None:
         self.softround_temperature = tuple(self.softround_temperature)
         self.noise_parameter = tuple(self.noise_parameter)
         self.optimized_module = list(self.optimized_module)
+        self.betas_network, self.betas_latent = tuple(self.betas_network), tuple(self.betas_latent)
         problems = []
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("betas_network", "betas_latent"):
+            betas = getattr(self, name)
+            if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+                problems.append(f"{name} must be two values in [0, 1), got {betas}")
+        if self.precondition_frequency < 1:
+            problems.append(f"precondition_frequency must be >= 1, got {self.precondition_frequency}")
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
         for name in ("max_itr", "freq_valid", "patience"):
@@ -122,7 +147,7 @@ class Preset:
 
     def table(self) -> str:
         """Human-readable table of every stage, printed at start and saved with the run."""
-        header = ("stage", "cand.", "lr", "max_itr", "patience", "valid", "cosine", "quantizer", "T",
+        header = ("stage", "cand.", "optim.", "lr", "max_itr", "patience", "valid", "cosine", "quantizer", "T",
                   "noise", "noise param", "modules", "quantize")
         rows = [
             (f"warm-up {i}", str(w.candidates), *_phase_cells(w.training_phase))
@@ -145,9 +170,10 @@ def _range(values: tuple[float, float]) -> str:
 
 
 def _phase_cells(p: TrainerPhase) -> tuple[str, ...]:
-    return (f"{p.lr:g}", str(p.max_itr), str(p.patience), str(p.freq_valid), "yes" if p.schedule_lr else "no",
-            p.quantizer_type, _range(p.softround_temperature), p.quantizer_noise_type, _range(p.noise_parameter),
-            ",".join(p.optimized_module), "yes" if p.quantize_model else "no")
+    return (p.optimizer, f"{p.lr:g}", str(p.max_itr), str(p.patience), str(p.freq_valid),
+            "yes" if p.schedule_lr else "no", p.quantizer_type, _range(p.softround_temperature),
+            p.quantizer_noise_type, _range(p.noise_parameter), ",".join(p.optimized_module),
+            "yes" if p.quantize_model else "no")
 
 
 # ----------------------------------------------------------------------------- presets
@@ -248,10 +274,48 @@ def measure_speed(n_itr: int, start_lr: float) -> Preset:
                   Warmup([WarmupPhase(1, warm)]))
 
 
+def v5_warmup_iterations(n_itr: int) -> int:
+    """Cool-Chic 5's warm-up length per candidate, from the total budget."""
+    return 50 if n_itr < 4000 else 100 if n_itr < 9000 else 200 if n_itr < 12000 else 400
+
+
+V5_FINAL_ITERATIONS = 500
+V5_MIN_N_ITR = 1000
+
+
+def _soap_phase(**values) -> TrainerPhase:
+    return TrainerPhase(optimizer="soap", betas_network=(0.95, 0.95), **values)
+
+
+def intra5(n_itr: int, start_lr: float, lmbda: float) -> Preset:
+    """Cool-Chic 5's intra preset; ``n_itr`` is the whole budget. Warm-up 5 then 2
+    candidates of a length set by the budget (SOAP refreshing its preconditioners every
+    step, Gaussian noise whose level falls with lambda), a core phase of what is left
+    (cosine LR, softround 0.35 -> 0.08, noise 0.22 -> 0.15), then 500 hard-rounded
+    iterations at lr 1e-4 and the network quantisation."""
+    if n_itr < V5_MIN_N_ITR:
+        raise ValueError(f"preset intra5 needs n_itr >= {V5_MIN_N_ITR} (its whole budget), got {n_itr}")
+    warmup_itr = v5_warmup_iterations(n_itr)
+    noise = (-0.432 * math.log10(lmbda) + 0.747) / 10.0
+    warm = _soap_phase(lr=start_lr, max_itr=warmup_itr, freq_valid=100, patience=warmup_itr,
+                       softround_temperature=(0.35, 0.35), noise_parameter=(noise, noise),
+                       quantizer_noise_type="gaussian", betas_latent=(0.725, 0.97), precondition_frequency=1)
+    core = _soap_phase(lr=start_lr, max_itr=n_itr - V5_FINAL_ITERATIONS - 7 * warmup_itr, patience=5000,
+                       schedule_lr=True, softround_temperature=(0.35, 0.08), noise_parameter=(0.22, 0.15),
+                       quantizer_noise_type="gaussian")
+    final = _soap_phase(lr=1e-4, max_itr=V5_FINAL_ITERATIONS, patience=V5_FINAL_ITERATIONS, schedule_lr=True,
+                        quantizer_type="hardround", quantizer_noise_type="none", quantize_model=True)
+    return Preset("intra5", [core, final], Warmup([WarmupPhase(5, warm), WarmupPhase(2, warm)]),
+                  gain_from_lambda=True)
+
+
 PRESETS: dict[str, Callable[[int, float], Preset]] = {
     "c3x": c3x, "c3x_intra": c3x_intra, "fast": fast, "debug": debug, "measure_speed": measure_speed,
 }
-DEFAULT_N_ITR = {"c3x": 10000, "c3x_intra": 10000, "fast": 1500, "debug": 50, "measure_speed": 1500}
+# Cool-Chic 5 presets depend on lambda too.
+LAMBDA_PRESETS: dict[str, Callable[[int, float, float], Preset]] = {"intra5": intra5}
+DEFAULT_N_ITR = {"c3x": 10000, "c3x_intra": 10000, "fast": 1500, "debug": 50, "measure_speed": 1500,
+                 "intra5": 10000}
 INTER_PRESETS: dict[str, Callable[[int, float, int], Preset]] = {
     "c3x_inter": c3x_inter, "fast_inter": fast_inter, "debug": debug,
 }
@@ -259,7 +323,7 @@ DEFAULT_N_ITR_INTER = {"c3x_inter": 10000, "fast_inter": 1000, "debug": 50}
 DEFAULT_N_ITR_PRETRAIN_MOTION = {"c3x_inter": 1000, "fast_inter": 200, "debug": 50}
 # The inter preset that goes with an image preset when the config names none.
 INTER_PRESET_FOR = {"c3x": "c3x_inter", "c3x_intra": "c3x_inter", "fast": "fast_inter", "debug": "debug",
-                    "measure_speed": "fast_inter"}
+                    "measure_speed": "fast_inter", "intra5": "c3x_inter"}
 
 
 def depth_budget(n_itr: int, depth: int, floor_fraction: float) -> int:
@@ -283,18 +347,20 @@ def make_inter_preset(name: str, depth: int, is_b_frame: bool, n_itr: Optional[i
     return INTER_PRESETS[name](n_itr, start_lr, pretrain)
 
 
-def make_preset(name: str, n_itr: Optional[int] = None, start_lr: float = 1e-2) -> Preset:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset '{name}', expected one of {', '.join(PRESETS)}")
+def make_preset(name: str, n_itr: Optional[int] = None, start_lr: float = 1e-2, lmbda: float = 1e-3) -> Preset:
+    if name not in DEFAULT_N_ITR:
+        raise ValueError(f"unknown preset '{name}', expected one of {', '.join(DEFAULT_N_ITR)}")
     n_itr = DEFAULT_N_ITR[name] if n_itr is None else n_itr
     if n_itr < 1:
         raise ValueError(f"n_itr must be >= 1, got {n_itr}")
+    if name in LAMBDA_PRESETS:
+        return LAMBDA_PRESETS[name](n_itr, start_lr, lmbda)
     return PRESETS[name](n_itr, start_lr)
 
 
 # ----------------------------------------------------------------------------- fit
 
-PresetName = Literal["c3x", "c3x_intra", "fast", "debug", "measure_speed"]
+PresetName = Literal["c3x", "c3x_intra", "fast", "debug", "measure_speed", "intra5"]
 InterPresetName = Literal["c3x_inter", "fast_inter", "debug"]
 ArchName = Literal["vlop", "lop", "mop", "hop", "lop5", "mop5", "hop5", "vhop5"]
 InterArchName = Literal["lop", "mop"]
@@ -350,7 +416,7 @@ class FitConfig:
         input: Image to encode (.png, .ppm, .yuv, or any 8-bit RGB image Pillow reads).
         output_dir: Parent folder of the run folders, one per (image, lambda).
         lmbda: Rate-distortion trade-off: loss = MSE + lmbda * bits / pixels.
-        preset: Training schedule (c3x, c3x_intra, fast, debug, measure_speed).
+        preset: Training schedule (c3x, c3x_intra, fast, debug, measure_speed; Cool-Chic 5: intra5, n_itr = budget).
         n_itr: Main-phase iterations (default: the preset's).
         start_lr: Learning rate of the warm-up and main phases.
         arch: Named decoder the architecture starts from: Cool-Chic 4.2's vlop, lop, mop, hop or Cool-Chic 5's
@@ -433,7 +499,7 @@ class FitConfig:
         return next((name for name, arch in ARCHITECTURES.items() if arch == resolved), "custom")
 
     def preset_object(self) -> Preset:
-        return make_preset(self.preset, self.n_itr, self.start_lr)
+        return make_preset(self.preset, self.n_itr, self.start_lr, self.lmbda)
 
     @property
     def is_video(self) -> bool:

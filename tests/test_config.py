@@ -153,3 +153,21 @@ def test_video_options() -> None:
         parse_config(["--input", "clip.yuv", "--warp_filter_size", "5"])
     with pytest.raises(ValueError, match="optimized_module: unknown module 'motion.flow'"):
         TrainerPhase(optimized_module=["motion.flow"])
+
+
+@pytest.mark.parametrize(("n_itr", "warmup_itr"), [(1000, 50), (3000, 50), (5000, 100), (10000, 200), (20000, 400)])
+def test_intra5_spends_exactly_its_budget(n_itr: int, warmup_itr: int) -> None:
+    preset = make_preset("intra5", n_itr=n_itr, lmbda=1e-3)
+    assert [w.training_phase.max_itr for w in preset.warmup.phases] == [warmup_itr, warmup_itr]
+    assert preset.total_iterations == n_itr
+    assert preset.gain_from_lambda and all(p.optimizer == "soap" for p in preset.all_phases)
+    assert preset.all_phases[-1].quantizer_type == "hardround" and preset.all_phases[-1].quantize_model
+    # Gaussian warm-up noise falls with lambda: sigma = (-0.432 log10(lambda) + 0.747) / 10.
+    noise = preset.warmup.phases[0].training_phase.noise_parameter[0]
+    assert noise == pytest.approx((0.432 * 3 + 0.747) / 10)
+    assert make_preset("intra5", n_itr=n_itr, lmbda=1e-2).warmup.phases[0].training_phase.noise_parameter[0] < noise
+
+
+def test_intra5_refuses_a_budget_below_its_fixed_phases() -> None:
+    with pytest.raises(ValueError, match="intra5 needs n_itr >= 1000"):
+        make_preset("intra5", n_itr=999)

@@ -51,7 +51,7 @@ def _fresh_module(frame: FrameData, arch: str, n_itr: int, seed: int = 0) -> Coo
 def _raw_step(module: CoolChicModule, optimizer: torch.optim.Optimizer) -> None:
     optimizer.zero_grad(set_to_none=True)
     module.training_loss().backward()
-    module.clip_gradients_of_all_parameters()
+    module.clip_gradients()
     optimizer.step()
 
 

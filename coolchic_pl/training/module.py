@@ -14,6 +14,7 @@ from typing import Any, Callable, Union
 
 import lightning.pytorch as pl
 import torch
+from pytorch_optimizer import SOAP
 from torch import Tensor
 
 from coolchic_pl.config import TrainerPhase
@@ -27,6 +28,9 @@ from coolchic_pl.nnquant import ModuleQuantization, network_rate_bits
 from coolchic_pl.training.loss import mse, output_planes, rate_distortion_loss
 
 GRADIENT_CLIP_NORM = 0.1
+# Cool-Chic 5's SOAP settings for the network parameters.
+SOAP_MAX_PRECONDITION_DIM = 256
+SOAP_WEIGHT_DECAY = 0.01
 
 
 Decoder = Union[CoolChic, InterCoolChic]
@@ -75,6 +79,7 @@ class CoolChicModule(pl.LightningModule):
         self.decoder_forward: Callable[..., CoolChicOutput] = self.coolchic.__call__
         self.last_metrics: dict[str, float] = {}
         self._phase_end_requested = False
+        self._clipped_parameters: list[torch.nn.Parameter] = []
         self.automatic_optimization = False
 
     @property
@@ -93,9 +98,23 @@ class CoolChicModule(pl.LightningModule):
     # ------------------------------------------------------------------ training
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """A fresh Adam over the phase's modules, as the reference builds one per phase."""
-        params = self.coolchic.module_parameters(self.phase.optimized_module)
-        return torch.optim.Adam(params, lr=self.phase.lr, fused=self.device.type in ("cpu", "cuda"))
+        """A fresh optimiser over the phase's modules, as the reference builds one per phase."""
+        phase = self.phase
+        params = self.coolchic.module_parameters(phase.optimized_module)
+        self._clipped_parameters = (self.coolchic.module_parameters(["all.arm", "all.upsampling", "all.synthesis"])
+                                    if phase.optimizer == "soap" else list(self.coolchic.parameters()))
+        if phase.optimizer == "adam":
+            return torch.optim.Adam(params, lr=phase.lr, fused=self.device.type in ("cpu", "cuda"))
+        latents = {id(p) for p in self.coolchic.module_parameters(["all.latent"])}
+        groups = [
+            dict(params=[p for p in params if id(p) not in latents], betas=phase.betas_network,
+                 precondition_frequency=phase.precondition_frequency, max_precondition_dim=SOAP_MAX_PRECONDITION_DIM,
+                 weight_decay=SOAP_WEIGHT_DECAY),
+            # A largest preconditioned dimension of 0 turns SOAP into Adam for the latents.
+            dict(params=[p for p in params if id(p) in latents], betas=phase.betas_latent, max_precondition_dim=0,
+                 weight_decay=0.0),
+        ]
+        return SOAP([g for g in groups if g["params"]], lr=phase.lr)
 
     def training_loss(self) -> Tensor:
         """D + lambda * R_latent / N with the phase's quantiser. The network rate is
@@ -107,14 +126,17 @@ class CoolChicModule(pl.LightningModule):
         decoded = self.planes(out.image, rounded=False)
         return rate_distortion_loss(mse(decoded, self.target), out.rate_bits.sum(), self.lmbda, self.n_pixels)
 
-    def clip_gradients_of_all_parameters(self) -> None:
-        torch.nn.utils.clip_grad_norm_(self.coolchic.parameters(), GRADIENT_CLIP_NORM)
+    def clip_gradients(self) -> None:
+        """Cool-Chic 4 clips the norm over every parameter, Cool-Chic 5 (SOAP phases) over
+        the networks' only: the latents' gradients are not clipped. The parameter list is
+        chosen once per phase, by :meth:`configure_optimizers`."""
+        torch.nn.utils.clip_grad_norm_(self._clipped_parameters, GRADIENT_CLIP_NORM)
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(self.training_loss())
-        self.clip_gradients_of_all_parameters()
+        self.clip_gradients()
         optimizer.step()
 
     def request_phase_end(self) -> None:

@@ -1,0 +1,79 @@
+"""Cool-Chic 5's optimisation: SOAP for the networks, Adam for the latents, clipping of the
+network gradients only."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from pytorch_optimizer import SOAP
+
+from coolchic_pl.config import make_preset
+from coolchic_pl.io import read_frame
+from coolchic_pl.model.architecture import V5_ARCHITECTURES
+from coolchic_pl.training.module import GRADIENT_CLIP_NORM, CoolChicModule
+
+
+@pytest.fixture()
+def frame(kodim15: Path, tmp_path: Path):
+    crop = tmp_path / "crop.png"
+    with Image.open(kodim15) as image:
+        image.crop((64, 32, 112, 80)).save(crop)
+    return read_frame(str(crop))
+
+
+def _module(frame, optimizer: str) -> CoolChicModule:
+    torch.manual_seed(0)
+    module = CoolChicModule(frame, V5_ARCHITECTURES["lop5"], lmbda=1e-3)
+    module.phase = replace(make_preset("intra5", 1000).all_phases[0], optimizer=optimizer)
+    return module
+
+
+def _step(module: CoolChicModule, optimizer: torch.optim.Optimizer, clip) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    module.training_loss().backward()
+    clip()
+    optimizer.step()
+
+
+def test_soap_phase_steps_as_the_library_with_cool_chic_5_settings(frame) -> None:
+    ours = _module(frame, "soap")
+    optimizer = ours.configure_optimizers()
+    reference = _module(frame, "soap")
+    latents = list(reference.coolchic.latent.parameters())
+    networks = [p for name, p in reference.coolchic.named_parameters() if not name.startswith("latent.")]
+    library = SOAP([
+        dict(params=networks, betas=(0.95, 0.95), precondition_frequency=10, max_precondition_dim=256,
+             weight_decay=0.01),
+        dict(params=latents, betas=(0.9, 0.999), max_precondition_dim=0, weight_decay=0.0),
+    ], lr=ours.phase.lr)
+    start = [p.detach().clone() for p in ours.coolchic.parameters()]
+    for _ in range(12):  # past the first preconditioner refresh
+        torch.manual_seed(1)
+        _step(ours, optimizer, ours.clip_gradients)
+        torch.manual_seed(1)
+        _step(reference, library, lambda: torch.nn.utils.clip_grad_norm_(networks, GRADIENT_CLIP_NORM))
+    for (name, mine), theirs, before in zip(ours.coolchic.named_parameters(), reference.coolchic.parameters(), start):
+        assert torch.equal(mine, theirs), name
+        assert not torch.equal(mine, before), f"{name} did not move"
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "soap"])
+def test_clipping_leaves_the_latents_alone_only_with_soap(frame, optimizer: str) -> None:
+    module = _module(frame, optimizer)
+    module.configure_optimizers()
+    module.training_loss().backward()
+    for p in module.coolchic.latent.parameters():
+        p.grad.fill_(1.0)  # a norm far above the clipping threshold
+    latent_grads = [p.grad.clone() for p in module.coolchic.latent.parameters()]
+    module.clip_gradients()
+    networks = [p.grad for n, p in module.coolchic.named_parameters() if not n.startswith("latent.")]
+    everything = [p.grad for p in module.coolchic.parameters()]
+    if optimizer == "soap":
+        assert torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in networks])) <= GRADIENT_CLIP_NORM * 1.0001
+        assert all(torch.equal(g, p.grad) for g, p in zip(latent_grads, module.coolchic.latent.parameters()))
+    else:
+        assert torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in everything])) <= GRADIENT_CLIP_NORM * 1.0001
