@@ -30,7 +30,8 @@ class TrainerPhase:
     0.9, 0.999) and gradient clipping over every parameter. "soap" is Cool-Chic 5's: SOAP
     (``betas_network``, preconditioners refreshed every ``precondition_frequency`` steps) for
     the networks, its Adam-like mode (``betas_latent``) for the latents, and gradient
-    clipping over the network parameters only.
+    clipping over the network parameters only. ``rdoq`` runs Cool-Chic 5's RDOQ after the
+    network quantisation (see :mod:`coolchic_pl.nnquant.rdoq`).
     """
 
     lr: float = 1e-2
@@ -48,6 +49,7 @@ class TrainerPhase:
     betas_network: tuple[float, float] = (0.95, 0.95)
     betas_latent: tuple[float, float] = (0.9, 0.999)
     precondition_frequency: int = 10
+    rdoq: bool = False
 
     def __post_init__(self) -> None:
         self.softround_temperature = tuple(self.softround_temperature)
@@ -63,6 +65,8 @@ class TrainerPhase:
                 problems.append(f"{name} must be two values in [0, 1), got {betas}")
         if self.precondition_frequency < 1:
             problems.append(f"precondition_frequency must be >= 1, got {self.precondition_frequency}")
+        if self.rdoq and not self.quantize_model:
+            problems.append("rdoq refines a quantisation: it needs quantize_model")
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
         for name in ("max_itr", "freq_valid", "patience"):
@@ -173,7 +177,7 @@ def _phase_cells(p: TrainerPhase) -> tuple[str, ...]:
     return (p.optimizer, f"{p.lr:g}", str(p.max_itr), str(p.patience), str(p.freq_valid),
             "yes" if p.schedule_lr else "no", p.quantizer_type, _range(p.softround_temperature),
             p.quantizer_noise_type, _range(p.noise_parameter), ",".join(p.optimized_module),
-            "yes" if p.quantize_model else "no")
+            ("yes, rdoq" if p.rdoq else "yes") if p.quantize_model else "no")
 
 
 # ----------------------------------------------------------------------------- presets
@@ -292,7 +296,7 @@ def intra5(n_itr: int, start_lr: float, lmbda: float) -> Preset:
     candidates of a length set by the budget (SOAP refreshing its preconditioners every
     step, Gaussian noise whose level falls with lambda), a core phase of what is left
     (cosine LR, softround 0.35 -> 0.08, noise 0.22 -> 0.15), then 500 hard-rounded
-    iterations at lr 1e-4 and the network quantisation."""
+    iterations at lr 1e-4, the network quantisation and RDOQ."""
     if n_itr < V5_MIN_N_ITR:
         raise ValueError(f"preset intra5 needs n_itr >= {V5_MIN_N_ITR} (its whole budget), got {n_itr}")
     warmup_itr = v5_warmup_iterations(n_itr)
@@ -304,7 +308,7 @@ def intra5(n_itr: int, start_lr: float, lmbda: float) -> Preset:
                        schedule_lr=True, softround_temperature=(0.35, 0.08), noise_parameter=(0.22, 0.15),
                        quantizer_noise_type="gaussian")
     final = _soap_phase(lr=1e-4, max_itr=V5_FINAL_ITERATIONS, patience=V5_FINAL_ITERATIONS, schedule_lr=True,
-                        quantizer_type="hardround", quantizer_noise_type="none", quantize_model=True)
+                        quantizer_type="hardround", quantizer_noise_type="none", quantize_model=True, rdoq=True)
     return Preset("intra5", [core, final], Warmup([WarmupPhase(5, warm), WarmupPhase(2, warm)]),
                   gain_from_lambda=True)
 

@@ -89,6 +89,7 @@ class CoolChic(nn.Module):
         self.register_buffer("context_index", context_index(shapes, architecture.dim_arm, architecture.context_order),
                              persistent=False)
         self._eval_rate: VersionedCache[Tensor] = VersionedCache()
+        self._eval_upsampled: VersionedCache[Tensor] = VersionedCache()
         self._eval_image: VersionedCache[Tensor] = VersionedCache()
 
     def module_parameters(self, names: Iterable[str]) -> list[nn.Parameter]:
@@ -111,16 +112,18 @@ class CoolChic(nn.Module):
         """Decode the frame from its latents with a training-time quantiser.
 
         In eval mode the latents are hard-rounded without noise whatever the arguments; during
-        the quantisation search the rate and the image are each recomputed only when a
-        parameter they depend on has changed (see :mod:`coolchic_pl.model.evalcache`).
+        the quantisation search and RDOQ the rate, the upsampled latents and the image are
+        each recomputed only when a parameter they depend on has changed (see
+        :mod:`coolchic_pl.model.evalcache`).
         """
         latents = self.latent(quantizer_type, temperature, noise_type, noise_parameter)
         if self.training:
             return CoolChicOutput(image=self._image(latents), rate_bits=self._rate(latents), latents=latents)
         grids = list(self.latent.parameters())
+        upsampling = grids + list(self.upsampling.parameters())
         rate_bits = self._eval_rate.get(grids + list(self.arm.parameters()), lambda: self._rate(latents))
-        image = self._eval_image.get(grids + list(self.upsampling.parameters()) + list(self.synthesis.parameters()),
-                                     lambda: self._image(latents))
+        image = self._eval_image.get(upsampling + list(self.synthesis.parameters()), lambda: self._synthesise(
+            self._eval_upsampled.get(upsampling, lambda: self._upsample(latents))))
         return CoolChicOutput(image=image, rate_bits=rate_bits, latents=latents)
 
     def _rate(self, latents: Tensor) -> Tensor:
@@ -128,8 +131,13 @@ class CoolChic(nn.Module):
         return laplace_rate_bits(latents, mu, clamped_log_scale(raw_log_scale))
 
     def _image(self, latents: Tensor) -> Tensor:
-        grids = self.latent.unflatten(latents)[:self.latent.n_synthesis_grids]
-        image = self.synthesis(self.upsampling(grids))
+        return self._synthesise(self._upsample(latents))
+
+    def _upsample(self, latents: Tensor) -> Tensor:
+        return self.upsampling(self.latent.unflatten(latents)[:self.latent.n_synthesis_grids])
+
+    def _synthesise(self, upsampled: Tensor) -> Tensor:
+        image = self.synthesis(upsampled)
         if image.shape[-2:] != self.image_size:
             image = F.interpolate(image, size=self.image_size, mode="nearest")
         return image

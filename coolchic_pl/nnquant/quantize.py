@@ -61,7 +61,7 @@ def split_weights_and_biases(module: torch.nn.Module) -> tuple[list[Tensor], lis
     return weights, biases
 
 
-def _integers(params: list[Tensor], step: float) -> Tensor | None:
+def quantized_integers(params: list[Tensor], step: float) -> Tensor | None:
     """Quantised integers of all ``params`` at ``step``, or None when one overflows."""
     if not params:
         return torch.zeros(0)
@@ -167,7 +167,7 @@ class QStepSearch:
              other_bits: int) -> tuple[float, ModuleQuantization] | None:
         """Loss and description of one step pair; the module is back at full precision after."""
         weights, biases = self.modules[name]
-        weight_ints, bias_ints = _integers(weights, weight_step), _integers(biases, bias_step)
+        weight_ints, bias_ints = quantized_integers(weights, weight_step), quantized_integers(biases, bias_step)
         if weight_ints is None or bias_ints is None:
             return None
         _load(weights, weight_ints, weight_step)
@@ -198,8 +198,8 @@ class QStepSearch:
     def _quantize(self, name: str, choice: ModuleQuantization) -> None:
         weights, biases = self.modules[name]
         self._restore_full_precision(name)
-        _load(weights, _integers(weights, choice.weight_step), choice.weight_step)
-        _load(biases, _integers(biases, choice.bias_step), choice.bias_step)
+        _load(weights, quantized_integers(weights, choice.weight_step), choice.weight_step)
+        _load(biases, quantized_integers(biases, choice.bias_step), choice.bias_step)
 
     def state_dict(self) -> dict[str, Any]:
         position = asdict(self.position)

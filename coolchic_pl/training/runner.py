@@ -258,7 +258,7 @@ class PhaseRunner:
         """One stage's fit, then its quantisation if the phase asks for one; resumed from
         inside either when ``resume`` says so. The module ends on the training device."""
         module.phase = phase
-        quantizer = PostPhaseQuantization(self._quantization_progress) if phase.quantize_model else None
+        quantizer = PostPhaseQuantization(self._quantization_progress, phase.rdoq) if phase.quantize_model else None
         position = resume["position"] if resume is not None else BEFORE_STAGE
         if position == IN_QUANTIZATION:
             self.state["global_iteration"] += resume["stage_steps"]
