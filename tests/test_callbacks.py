@@ -18,7 +18,7 @@ from coolchic_pl.config import TrainerPhase
 from coolchic_pl.io import FrameData, read_frame
 from coolchic_pl.model.architecture import ARCHITECTURES
 from coolchic_pl.nnquant import Q_STEPS, best_expgolomb_order, quantize_networks
-from coolchic_pl.nnquant.quantize import QStepSearch, _integers, split_weights_and_biases
+from coolchic_pl.nnquant.quantize import QStepSearch, quantized_integers, split_weights_and_biases
 from coolchic_pl.training.checkpoint import CHECKPOINT_KEY, Checkpointer, EncodeStopped, StopReason
 from coolchic_pl.training.datamodule import SingleFrameDataModule
 from coolchic_pl.training.module import CoolChicModule
@@ -208,7 +208,8 @@ def test_quantisation_picks_the_steps_that_minimise_the_loss(crop_frame) -> None
                     step = qb if name.endswith("bias") else qw
                     p.copy_(torch.round(full_precision[name] / step) * step)
             weights, biases = split_weights_and_biases(arm)
-            bits = best_expgolomb_order(_integers(weights, qw))[1] + best_expgolomb_order(_integers(biases, qb))[1]
+            bits = (best_expgolomb_order(quantized_integers(weights, qw))[1]
+                    + best_expgolomb_order(quantized_integers(biases, qb))[1])
             losses[qw, qb] = module.evaluate_loss(bits)
     arm.load_state_dict(full_precision)
     quantization = quantize_networks(module.coolchic, module.evaluate_loss)
