@@ -13,7 +13,7 @@ from typing import Callable, Literal, Optional
 
 import jsonargparse
 
-from coolchic_pl.model.architecture import ARCHITECTURES, CoolChicArchitecture
+from coolchic_pl.model.architecture import ARCHITECTURES, AUTO_ARCHITECTURES, CoolChicArchitecture
 from coolchic_pl.model.coolchic import split_module_name
 from coolchic_pl.model.quantizer import NOISE_TYPES, QUANTIZER_TYPES, NoiseType, QuantizerType
 
@@ -366,7 +366,7 @@ def make_preset(name: str, n_itr: Optional[int] = None, start_lr: float = 1e-2, 
 
 PresetName = Literal["c3x", "c3x_intra", "fast", "debug", "measure_speed", "intra5"]
 InterPresetName = Literal["c3x_inter", "fast_inter", "debug"]
-ArchName = Literal["vlop", "lop", "mop", "hop", "lop5", "mop5", "hop5", "vhop5"]
+ArchName = Literal["vlop", "lop", "mop", "hop", "lop5", "mop5", "hop5", "vhop5", "auto", "auto5"]
 InterArchName = Literal["lop", "mop"]
 
 
@@ -424,7 +424,8 @@ class FitConfig:
         n_itr: Main-phase iterations (default: the preset's).
         start_lr: Learning rate of the warm-up and main phases.
         arch: Named decoder the architecture starts from: Cool-Chic 4.2's vlop, lop, mop, hop or Cool-Chic 5's
-            lop5, mop5, hop5, vhop5 (null: hop's fields).
+            lop5, mop5, hop5, vhop5 (null: hop's fields); auto (lop, mop, hop) or auto5 (lop5, mop5, hop5):
+            those decoders compete in the warm-up.
         architecture: Decoder fields that replace the named decoder's (e.g. --architecture.dim_arm 8).
         n_loops: Independent encodes (warm-up included); the best final loss is kept.
         seed: Seed of the random initialisations and noise.
@@ -489,18 +490,23 @@ class FitConfig:
             raise ValueError(f"checkpoint_interval_s must be >= 0, got {self.checkpoint_interval_s}")
         if self.job_duration_min is not None and not self.job_duration_min > 0:
             raise ValueError(f"job_duration_min must be > 0 (or null for no limit), got {self.job_duration_min}")
+        if self.is_video and self.arch in AUTO_ARCHITECTURES:
+            raise ValueError(f"arch {self.arch} is for images: a video encode needs one named decoder")
         if self.is_video and self.resolved_architecture().uses_v5_modules:
             raise ValueError(f"video encodes use Cool-Chic 4.2 decoders: arch {self.arch} with these architecture "
                              "fields uses Cool-Chic 5 modules, which video bitstreams do not carry")
 
-    def resolved_architecture(self) -> CoolChicArchitecture:
-        base = ARCHITECTURES[self.arch] if self.arch else CoolChicArchitecture()
-        return replace(base, **{k: v for k, v in asdict(self.architecture).items() if v is not None})
+    def resolved_architectures(self) -> list[CoolChicArchitecture]:
+        """The decoders of the warm-up candidates: one, or those of ``arch: auto``."""
+        names = AUTO_ARCHITECTURES.get(self.arch or "", (self.arch,))
+        overrides = {k: v for k, v in asdict(self.architecture).items() if v is not None}
+        return [replace(ARCHITECTURES[name] if name else CoolChicArchitecture(), **overrides) for name in names]
 
-    def arch_label(self) -> str:
-        """The named decoder this encode uses, or "custom"."""
-        resolved = self.resolved_architecture()
-        return next((name for name, arch in ARCHITECTURES.items() if arch == resolved), "custom")
+    def resolved_architecture(self) -> CoolChicArchitecture:
+        """The decoder of an encode with one named decoder."""
+        if self.arch in AUTO_ARCHITECTURES:
+            raise ValueError(f"arch {self.arch} names several decoders")
+        return self.resolved_architectures()[0]
 
     def preset_object(self) -> Preset:
         return make_preset(self.preset, self.n_itr, self.start_lr, self.lmbda)
@@ -515,11 +521,20 @@ class FitConfig:
                                  self.start_lr)
 
     def as_dict(self) -> dict:
+        """Every option, with the architecture fields resolved (with ``arch: auto``, the
+        overrides as given: each competing decoder resolves them)."""
         values = asdict(self)
-        values["architecture"] = asdict(self.resolved_architecture())
+        if self.arch not in AUTO_ARCHITECTURES:
+            values["architecture"] = asdict(self.resolved_architecture())
         for name in ("n_ft_per_res", "hyper_per_res"):
-            values["architecture"][name] = list(values["architecture"][name])
+            if values["architecture"][name] is not None:
+                values["architecture"][name] = list(values["architecture"][name])
         return values
+
+
+def arch_label(architecture: CoolChicArchitecture) -> str:
+    """The named decoder ``architecture`` is, or "custom"."""
+    return next((name for name, arch in ARCHITECTURES.items() if arch == architecture), "custom")
 
 
 # ----------------------------------------------------------------------------- YAML and command line

@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from coolchic_pl.bitstream import encode_coolchic
-from coolchic_pl.config import FitConfig, dump_config
+from coolchic_pl.config import FitConfig, arch_label, dump_config
 from coolchic_pl.decode import decode_file
 from coolchic_pl.io import FrameData, read_frame, write_frame, yuv_file_name
 from coolchic_pl.io.frame import atomic_write
@@ -139,7 +139,7 @@ def write_outputs(run_dir: Path, config: FitConfig, frame: FrameData, module: Co
     """Decoded frame, final model and results; results.json last, as the mark of a finished run."""
     write_frame(decoded_frame(module, frame), run_dir / decoded_file_name(frame))
     with atomic_write(run_dir / "model.pt") as tmp:
-        torch.save({"architecture": asdict(config.resolved_architecture()),
+        torch.save({"architecture": asdict(module.coolchic.architecture),
                     "image_size": (frame.height, frame.width), "color_space": frame.color_space,
                     "bitdepth": frame.bitdepth, "lmbda": config.lmbda, **module.codec_state()}, tmp)
     write_text(run_dir / "results.tsv", "\t".join(RESULT_KEYS) + "\n" +
@@ -155,8 +155,9 @@ def encode(config: FitConfig, stream: TextIO | None = None,
     when ``config.job_duration_min`` has passed."""
     stream = sys.stderr if stream is None else stream
     frame = read_frame(config.input, config.frame_index)
-    architecture = config.resolved_architecture()
-    mac_per_pixel = CoolChic((frame.height, frame.width), architecture).mac_per_pixel()
+    architectures = config.resolved_architectures()
+    for architecture in architectures:  # an impossible decoder fails before any output
+        CoolChic((frame.height, frame.width), architecture)
     preset = config.preset_object()
     device = resolve_device(config)
     run_dir = prepare_run_folder(config)
@@ -178,21 +179,22 @@ def encode(config: FitConfig, stream: TextIO | None = None,
     def log_phase_image(stage: str, module: CoolChicModule, global_iteration: int) -> None:
         tensorboard.experiment.add_image(f"{stage}/decoded", module.decode()[0][0].cpu(), global_iteration)
 
-    runner = PhaseRunner(frame, architecture, preset, config.lmbda, seed=config.seed, n_loops=config.n_loops,
+    runner = PhaseRunner(frame, architectures, preset, config.lmbda, seed=config.seed, n_loops=config.n_loops,
                          accelerator=device, compile_decoder=config.compile, loggers=[tensorboard, csv],
                          report_stream=stream, checkpointer=checkpointer, on_phase_end=log_phase_image)
     if checkpoint is not None:
         print(f"resuming {run_dir} at {runner.describe(checkpoint)}", file=stream)
     try:
         module, metrics = runner.run(checkpoint)
+        architecture = runner.winner_architecture
         results = {
             "image": str(config.input), "height": frame.height, "width": frame.width,
             "color_space": frame.color_space, "bitdepth": frame.bitdepth, "preset": preset.name,
-            "arch": config.arch_label(), "lmbda": config.lmbda,
+            "arch": arch_label(architecture), "lmbda": config.lmbda,
             **{k: metrics[k] for k in ("psnr_db", "bpp", "bpp_latent", "bpp_nn", "loss", "mse")},
             "ms_ssim": ms_ssim(module.decode()[0], module.target[0]),
             "n_iterations": runner.global_iteration, "encoding_time_s": round(runner.elapsed_s, 2),
-            "mac_per_pixel": round(mac_per_pixel, 1), "seed": config.seed,
+            "mac_per_pixel": round(module.coolchic.mac_per_pixel(), 1), "seed": config.seed,
             "bpp_per_grid": [metrics[k] for k in sorted(metrics) if k.startswith("bpp_grid_")],
         }
         hparams = {k: v for k, v in config.as_dict().items() if k != "architecture"}

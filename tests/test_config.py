@@ -6,7 +6,7 @@ import pytest
 from coolchic_pl.config import (
     PRESETS, FitConfig, Preset, TrainerPhase, Warmup, WarmupPhase, make_inter_preset, make_preset,
 )
-from coolchic_pl.config import dump_config, parse_config
+from coolchic_pl.config import arch_label, dump_config, parse_config
 from coolchic_pl.fit import main
 from coolchic_pl.model.architecture import ARCHITECTURES
 
@@ -120,11 +120,11 @@ def test_explicit_architecture_keys_change_the_named_decoder(tmp_path: Path) -> 
     """An architecture.* key is never silently dropped: it replaces that field of ``arch``."""
     config = parse_config(["--config", str(CONFIGS / "fast.yaml"), "--architecture.dim_arm", "8"])
     assert config.arch == "hop" and config.resolved_architecture() == replace(ARCHITECTURES["hop"], dim_arm=8)
-    assert config.arch_label() == "custom"
-    assert parse_config(["--config", str(CONFIGS / "fast.yaml")]).arch_label() == "hop"
+    assert arch_label(config.resolved_architecture()) == "custom"
+    assert arch_label(parse_config(["--config", str(CONFIGS / "fast.yaml")]).resolved_architecture()) == "hop"
     # lop with the ARM of mop is mop, and is reported as such.
     mop = parse_config(["--config", str(CONFIGS / "fast.yaml"), "--arch", "lop", "--architecture.dim_arm", "16"])
-    assert mop.resolved_architecture() == ARCHITECTURES["mop"] and mop.arch_label() == "mop"
+    assert mop.resolved_architecture() == ARCHITECTURES["mop"] and arch_label(mop.resolved_architecture()) == "mop"
     saved = tmp_path / "config.yaml"
     saved.write_text(dump_config(config))
     assert parse_config(["--config", str(saved)]).resolved_architecture() == config.resolved_architecture()
@@ -171,3 +171,17 @@ def test_intra5_spends_exactly_its_budget(n_itr: int, warmup_itr: int) -> None:
 def test_intra5_refuses_a_budget_below_its_fixed_phases() -> None:
     with pytest.raises(ValueError, match="intra5 needs n_itr >= 1000"):
         make_preset("intra5", n_itr=999)
+
+
+def test_arch_auto_names_the_competing_decoders(tmp_path: Path) -> None:
+    config = parse_config(["--config", str(CONFIGS / "fast.yaml"), "--arch", "auto5",
+                           "--architecture.n_hidden_layers_arm", "1"])
+    assert config.resolved_architectures() == [replace(ARCHITECTURES[n], n_hidden_layers_arm=1)
+                                               for n in ("lop5", "mop5", "hop5")]
+    with pytest.raises(ValueError, match="several decoders"):
+        config.resolved_architecture()
+    saved = tmp_path / "config.yaml"
+    saved.write_text(dump_config(config))
+    assert parse_config(["--config", str(saved)]).resolved_architectures() == config.resolved_architectures()
+    with pytest.raises(ValueError, match="for images"):
+        FitConfig(input="x.yuv", arch="auto", n_frames=3)

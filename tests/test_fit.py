@@ -103,3 +103,25 @@ def test_a_damaged_checkpoint_is_reported_in_one_line(kodim15: Path, tmp_path: P
     err = capsys.readouterr().err
     assert err == (f"error: {checkpoint}: not a readable checkpoint (RuntimeError): "
                    "remove it to start this encode over\n")
+
+
+@pytest.mark.slow
+def test_arch_auto_picks_a_decoder_and_resumes_exactly(kodim15: Path, tmp_path: Path) -> None:
+    """lop5, mop5 and hop5 compete in the warm-up; stopping after each of the first warm-up
+    stages and rerunning gives the bytes of an uninterrupted encode (each candidate is
+    rebuilt with its own decoder)."""
+    crop = tmp_path / "kodim15_96x64.png"
+    with Image.open(kodim15) as image:
+        image.crop((40, 30, 136, 94)).save(crop)
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    args = ["--config", str(CONFIGS / "debug.yaml"), "--input", str(crop), "--arch", "auto5",
+            "--checkpoint_interval_s", "0"]
+    assert fit.main(args + ["--output_dir", str(whole)]) == 0
+    for _ in range(4):  # a stop at the first safe point of each run: after each warm-up stage
+        assert fit.main(args + ["--output_dir", str(stopped), "--job_duration_min", "1e-5"]) == fit.EXIT_REQUEUE
+    assert fit.main(args + ["--output_dir", str(stopped)]) == 0
+    results = json.loads((whole / "kodim15_96x64_l0.001" / "results.json").read_text())
+    assert results["arch"] in ("lop5", "mop5", "hop5")
+    assert json.loads((stopped / "kodim15_96x64_l0.001" / "results.json").read_text())["arch"] == results["arch"]
+    cool = "kodim15_96x64_l0.001/kodim15_96x64.cool"
+    assert (stopped / cool).read_bytes() == (whole / cool).read_bytes()

@@ -116,6 +116,11 @@ V5_ARCHITECTURES: dict[str, CoolChicArchitecture] = {
 }
 ARCHITECTURES.update(V5_ARCHITECTURES)
 
+# ``arch: auto`` / ``auto5``: decoders of these sizes compete in the warm-up, candidate i
+# getting decoder i modulo their number; the RD loss (with an estimate of the network
+# rate) picks the one that suits the image and the rate.
+AUTO_ARCHITECTURES: dict[str, tuple[str, ...]] = {"auto": ("lop", "mop", "hop"), "auto5": ("lop5", "mop5", "hop5")}
+
 
 def architecture_from_name(name: str) -> CoolChicArchitecture:
     try:

@@ -234,5 +234,22 @@ def _load(params: list[Tensor], integers: Tensor, step: float) -> None:
         offset += count
 
 
+# The steps the q-step search most often picks near lambda 1e-3 (kodim15, hop5): what a
+# decoder's networks would cost before the search has run.
+TYPICAL_STEPS = {"arm": (2.0**-5, 2.0**-5), "synthesis": (2.0**-7, 2.0**-8), "upsampling": (2.0**-7, 1.0)}
+
+
+def estimated_network_bits(model: QuantizableDecoder) -> int:
+    """Exp-Golomb bits of the networks quantised at :data:`TYPICAL_STEPS`, without any
+    forward: how candidate decoders of different sizes are compared in a warm-up."""
+    total = 0
+    for name, module in model.quantizable_modules().items():
+        for params, step in zip(split_weights_and_biases(module), TYPICAL_STEPS[step_kind(name)]):
+            if params:
+                values = torch.cat([torch.round(p.detach().reshape(-1) / step) for p in params])
+                total += best_expgolomb_order(values.clamp(-MAX_QUANTIZED_MAGNITUDE, MAX_QUANTIZED_MAGNITUDE))[1]
+    return total
+
+
 def network_rate_bits(quantization: dict[str, ModuleQuantization]) -> int:
     return sum(q.rate_bits for q in quantization.values())

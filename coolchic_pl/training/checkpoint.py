@@ -22,7 +22,7 @@ from coolchic_pl.io.frame import atomic_write
 
 CHECKPOINT_KEY = "coolchic_pl"
 # Bumped whenever what is stored under CHECKPOINT_KEY changes meaning.
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: candidate ids (competing decoders), RDOQ state
 
 
 class StopReason(enum.Enum):

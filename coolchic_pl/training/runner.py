@@ -34,6 +34,7 @@ from coolchic_pl.training.checkpoint import (
     CHECKPOINT_KEY, CHECKPOINT_VERSION, AtomicCheckpointIO, Checkpointer, EncodeStopped, StopReason,
 )
 from coolchic_pl.training.datamodule import SingleFrameDataModule
+from coolchic_pl.nnquant.quantize import estimated_network_bits
 from coolchic_pl.training.module import CoolChicModule
 from coolchic_pl.training.rng import capture_rng_states, derive_seed, restore_rng_states
 
@@ -119,7 +120,7 @@ class PhaseRunner:
     def __init__(
         self,
         frame: FrameData,
-        architecture: CoolChicArchitecture,
+        architecture: CoolChicArchitecture | Sequence[CoolChicArchitecture],
         preset: Preset,
         lmbda: float,
         *,
@@ -135,10 +136,15 @@ class PhaseRunner:
         name_prefix: str = "",
     ):
         """``module_factory(candidate)`` builds the module of a candidate (by default a
-        CoolChicModule of ``architecture``): inter frames and motion pre-training bring
-        their own decoders and targets. ``name_prefix`` starts every stage name in logs
-        (the frame of a video)."""
-        self.frame, self.architecture, self.preset, self.lmbda = frame, architecture, preset, lmbda
+        CoolChicModule of ``architecture``, or of ``architecture[candidate % n]`` when
+        several decoders compete): inter frames and motion pre-training bring their own
+        decoders and targets. ``name_prefix`` starts every stage name in logs (the frame
+        of a video)."""
+        architectures = [architecture] if isinstance(architecture, CoolChicArchitecture) else list(architecture)
+        if len(architectures) > preset.warmup.n_candidates:
+            raise ValueError(f"{len(architectures)} decoders cannot compete in a warm-up of "
+                             f"{preset.warmup.n_candidates} candidate(s) (preset {preset.name})")
+        self.frame, self.architectures, self.preset, self.lmbda = frame, architectures, preset, lmbda
         self.seed, self.n_loops, self.accelerator = seed, n_loops, accelerator
         self.device = torch.device("cuda" if accelerator == "cuda" else "cpu")
         self.compile_decoder = compile_decoder
@@ -148,9 +154,11 @@ class PhaseRunner:
         self.on_phase_end = on_phase_end
         self.name_prefix = name_prefix
         gain = encoder_gain_for(lmbda) if preset.gain_from_lambda else ENCODER_GAIN
-        self.module_factory = module_factory or (lambda candidate: CoolChicModule(frame, architecture, lmbda, gain))
-        self.state: dict[str, Any] = {"loop": 0, "stage": 0, "candidates": [], "losses": [], "global_iteration": 0,
-                                      "elapsed_s": 0.0, "best": None}
+        self.module_factory = module_factory or (lambda candidate: CoolChicModule(
+            frame, architectures[candidate % len(architectures)], lmbda, gain))
+        # "candidate_ids": which candidate each live module started as (its decoder).
+        self.state: dict[str, Any] = {"loop": 0, "stage": 0, "candidates": [], "candidate_ids": [], "losses": [],
+                                      "global_iteration": 0, "elapsed_s": 0.0, "best": None}
         self._modules: list[CoolChicModule] | None = None
         self._stage_started: float | None = None
         self._trainer: pl.Trainer | None = None
@@ -174,9 +182,10 @@ class PhaseRunner:
         """Where ``checkpoint`` stands in this runner's plan, for a progress line."""
         resume = checkpoint[CHECKPOINT_KEY]
         runner = resume["runner"]
-        if runner["loop"] >= self.n_loops:
+        plan = self.plan(runner["loop"]) if runner["loop"] < self.n_loops else []
+        if runner["stage"] >= len(plan):  # stopped after a loop's last stage
             return "the end of the last stage"
-        stage = self._stage_name(self.plan(runner["loop"])[runner["stage"]])
+        stage = self._stage_name(plan[runner["stage"]])
         if resume["position"] == IN_TRAINING:
             return f"{stage}, iteration {checkpoint['global_step']}"
         if resume["position"] == IN_QUANTIZATION:
@@ -201,11 +210,20 @@ class PhaseRunner:
     def _candidates(self) -> list[CoolChicModule]:
         if self._modules is None:
             if self.state["candidates"]:
-                self._modules = [self._new_module(s) for s in self.state["candidates"]]
+                self._modules = [self._new_module(s, c) for s, c in zip(self.state["candidates"],
+                                                                         self.state["candidate_ids"])]
             else:
-                self._modules = [self._new_module(candidate=c) for c in range(self.preset.warmup.n_candidates)]
+                ids = list(range(self.preset.warmup.n_candidates))
+                self._modules = [self._new_module(candidate=c) for c in ids]
                 self.state["losses"] = [float("inf")] * len(self._modules)
+                self.state["candidate_ids"] = ids
         return self._modules
+
+    @property
+    def winner_architecture(self) -> CoolChicArchitecture:
+        """The decoder of the best candidate (after the run: of the returned module)."""
+        best = self.state["best"]
+        return self.architectures[best["candidate_id"] % len(self.architectures)]
 
     # ------------------------------------------------------------------- run
 
@@ -231,7 +249,7 @@ class PhaseRunner:
                 self._save_between_stages()
             self._finish_loop()
         best = self.state["best"]
-        return self._new_module(best["codec_state"]), best["metrics"]
+        return self._new_module(best["codec_state"], best["candidate_id"]), best["metrics"]
 
     def _run_stage(self, stage: Stage, resume: dict[str, Any] | None) -> None:
         modules = self._candidates()
@@ -240,14 +258,16 @@ class PhaseRunner:
             warm = self.preset.warmup.phases[stage.index]
             del modules[warm.candidates:]
             del self.state["losses"][warm.candidates:]
+            del self.state["candidate_ids"][warm.candidates:]
             module = modules[stage.candidate]
             self._train(module, warm.training_phase, name, resume)
-            self.state["losses"][stage.candidate] = module.evaluate()["loss"]
+            self.state["losses"][stage.candidate] = self._ranking_loss(module)
             if stage.candidate == warm.candidates - 1:
                 self._sort_candidates()
             return
         del modules[1:]
         del self.state["losses"][1:]
+        del self.state["candidate_ids"][1:]
         if self.compile_decoder:
             modules[0].use_compiled_decoder()
         self._train(modules[0], self.preset.all_phases[stage.index], name, resume)
@@ -281,18 +301,27 @@ class PhaseRunner:
         self.state["global_iteration"] += self._trainer.global_step
         self._trainer = None
 
+    def _ranking_loss(self, module: CoolChicModule) -> float:
+        """A warm-up candidate's test loss. When decoders of different sizes compete, their
+        networks' rate is part of the choice, estimated before any quantisation."""
+        if len(self.architectures) == 1:
+            return module.evaluate()["loss"]
+        return module.evaluate_loss(estimated_network_bits(module.coolchic))
+
     def _sort_candidates(self) -> None:
         order = sorted(range(len(self._modules)), key=self.state["losses"].__getitem__)
         self._modules = [self._modules[i] for i in order]
         self.state["losses"] = [self.state["losses"][i] for i in order]
+        self.state["candidate_ids"] = [self.state["candidate_ids"][i] for i in order]
 
     def _finish_loop(self) -> None:
         winner = self._candidates()[0]
         metrics = winner.evaluate()
         best = self.state["best"]
         if best is None or metrics["loss"] < best["metrics"]["loss"]:
-            self.state["best"] = {"codec_state": winner.codec_state(), "metrics": metrics}
-        self.state.update(loop=self.state["loop"] + 1, stage=0, candidates=[], losses=[])
+            self.state["best"] = {"codec_state": winner.codec_state(), "metrics": metrics,
+                                  "candidate_id": self.state["candidate_ids"][0]}
+        self.state.update(loop=self.state["loop"] + 1, stage=0, candidates=[], candidate_ids=[], losses=[])
         self._modules = None
         self._save_between_stages()
 
