@@ -25,11 +25,11 @@ import torch
 
 from coolchic_pl.bitstream import encode_coolchic
 from coolchic_pl.callbacks.checkpoint import StageCheckpoint
-from coolchic_pl.config import make_preset
+from coolchic_pl.config import TrainerPhase, make_preset
 from coolchic_pl.data import DEFAULT_IMAGE
 from coolchic_pl.decode import decode_file
 from coolchic_pl.io import FrameData, FrameFormatError, read_frame
-from coolchic_pl.model.architecture import ARCHITECTURES, architecture_from_name
+from coolchic_pl.model.architecture import ARCHITECTURES, CoolChicArchitecture, architecture_from_name
 from coolchic_pl.nnquant import quantize_networks
 from coolchic_pl.runtime import configure_cpu_allocator
 from coolchic_pl.training.checkpoint import Checkpointer
@@ -39,10 +39,13 @@ from coolchic_pl.training.rng import capture_rng_states
 from coolchic_pl.training.runner import IN_TRAINING, fit_stage, make_trainer, stage_callbacks
 
 
-def _fresh_module(frame: FrameData, arch: str, n_itr: int, seed: int = 0) -> CoolChicModule:
+def _fresh_module(frame: FrameData, arch: str | CoolChicArchitecture, n_itr: int, seed: int = 0,
+                  phase: TrainerPhase | None = None) -> CoolChicModule:
+    """A module in ``phase`` (by default c3x_intra's main phase, no quantisation)."""
     torch.manual_seed(seed)
-    module = CoolChicModule(frame, architecture_from_name(arch), lmbda=1e-3)
-    module.phase = make_preset("c3x_intra", n_itr).all_phases[0]  # main phase, no quantisation
+    architecture = architecture_from_name(arch) if isinstance(arch, str) else arch
+    module = CoolChicModule(frame, architecture, lmbda=1e-3)
+    module.phase = phase or make_preset("c3x_intra", n_itr).all_phases[0]
     module.temperature.fill_(module.phase.softround_temperature[0])
     module.noise_parameter.fill_(module.phase.noise_parameter[0])
     return module
@@ -55,9 +58,10 @@ def _raw_step(module: CoolChicModule, optimizer: torch.optim.Optimizer) -> None:
     optimizer.step()
 
 
-def step_times(frame: FrameData, arch: str, steps: int, warmup: int, repeats: int) -> list[float]:
+def step_times(frame: FrameData, arch: str | CoolChicArchitecture, steps: int, warmup: int, repeats: int,
+               phase: TrainerPhase | None = None) -> list[float]:
     """ms/step of ``repeats`` blocks of ``steps`` raw training steps after ``warmup`` untimed ones."""
-    module = _fresh_module(frame, arch, steps)
+    module = _fresh_module(frame, arch, steps, phase=phase)
     optimizer = module.configure_optimizers()
     for _ in range(warmup):
         _raw_step(module, optimizer)
