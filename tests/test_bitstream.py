@@ -25,7 +25,7 @@ from coolchic_pl.bitstream.laplace_table import generate_table, load_table
 from coolchic_pl.bitstream.latents import decode_grid, encode_grid, grid_plan
 from coolchic_pl.io import read_frame
 from coolchic_pl.model.architecture import V5_ARCHITECTURES
-from coolchic_pl.nnquant import expgolomb_bits
+from coolchic_pl.nnquant import EXPGOLOMB_ORDERS, best_expgolomb_order, expgolomb_bits
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -38,6 +38,15 @@ def test_expgolomb_round_trips_at_every_order(order: int) -> None:
     np.testing.assert_array_equal(decode_signed(data, len(values), order), values)
     estimate = int(expgolomb_bits(torch.from_numpy(values), order))
     assert 0 <= 8 * len(data) - estimate < 8  # the estimated rate plus byte padding
+
+
+@pytest.mark.parametrize("scale", [0.3, 3.0, 30.0, 300.0, 5000.0])
+def test_best_expgolomb_order_is_the_cheapest_written_order(scale: float) -> None:
+    values = torch.round(torch.randn(500, generator=torch.Generator().manual_seed(int(scale))) * scale)
+    order, bits = best_expgolomb_order(values)
+    costs = [len(encode_signed(values.numpy().astype(np.int64), k)) * 8 for k in EXPGOLOMB_ORDERS]
+    assert abs(costs[order] - bits) < 8 and costs[order] - 8 < min(costs)  # byte padding apart, the cheapest
+    assert bits == min(int(expgolomb_bits(values, k)) for k in EXPGOLOMB_ORDERS)
 
 
 def test_shipped_table_is_what_the_generator_produces() -> None:

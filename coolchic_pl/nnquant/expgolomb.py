@@ -21,9 +21,16 @@ def expgolomb_bits(values: Tensor, order: int) -> Tensor:
 
 
 def best_expgolomb_order(values: Tensor) -> tuple[int, int]:
-    """(order, bits) minimising the code length over orders 0..12; ties go to the lowest order."""
+    """(order, bits) minimising the code length over orders 0..12; ties go to the lowest order.
+
+    All orders are costed in one broadcast [n, orders] computation: the q-step search calls
+    this for every candidate step, and thirteen separate passes were a quarter of its time.
+    """
     if values.numel() == 0:
         return 0, 0
-    costs = [int(expgolomb_bits(values, k)) for k in EXPGOLOMB_ORDERS]
-    best = min(range(len(costs)), key=costs.__getitem__)
-    return EXPGOLOMB_ORDERS[best], costs[best]
+    orders = torch.tensor(EXPGOLOMB_ORDERS, dtype=torch.float64)
+    magnitude = values.detach().abs().to(torch.float64).reshape(-1, 1)
+    _, exponent = torch.frexp(magnitude + torch.exp2(orders))
+    costs = (2 * (exponent - 1) + (magnitude > 0)).sum(dim=0) - values.numel() * (orders - 1)
+    best = int(torch.argmin(costs))  # the first minimum: the lowest order
+    return EXPGOLOMB_ORDERS[best], int(costs[best])
