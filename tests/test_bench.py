@@ -84,3 +84,20 @@ def test_published_anchors_are_shipped() -> None:
     curves = rd.published_curves()
     assert {"VTM", "BPG444", "JPEG2000", "JPEG", "C3"} <= set(curves)
     assert any(name.startswith("Cool-Chic 4.2") for name in curves)
+
+
+def test_compare_gives_the_bd_rate_of_one_run_against_another(tmp_path: Path, capsys) -> None:
+    from coolchic_pl.bench import compare
+    from coolchic_pl.bench.formats import compressai_json
+
+    rates, psnrs = [0.1, 0.2, 0.4, 0.8], [27.0, 30.0, 33.0, 36.0]
+    for name, scale in (("test", 0.5), ("reference", 1.0)):
+        folder = tmp_path / name
+        folder.mkdir()
+        points = [{"bpp": r * scale, "psnr_rgb": p} for r, p in zip(rates, psnrs)]
+        (folder / "kodim01.json").write_text(json.dumps(compressai_json("coolchic_pl", name, points)))
+    (tmp_path / "test" / "kodim02.json").write_text((tmp_path / "test" / "kodim01.json").read_text())
+    table = compare.compare(tmp_path / "test", tmp_path / "reference")
+    assert list(table) == ["kodim01"] and table["kodim01"][0] == pytest.approx(-50.0)
+    assert compare.main([str(tmp_path / "test"), str(tmp_path / "reference")]) == 0
+    assert "-50.0 %" in capsys.readouterr().out
