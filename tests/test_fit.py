@@ -125,3 +125,22 @@ def test_arch_auto_picks_a_decoder_and_resumes_exactly(kodim15: Path, tmp_path: 
     assert json.loads((stopped / "kodim15_96x64_l0.001" / "results.json").read_text())["arch"] == results["arch"]
     cool = "kodim15_96x64_l0.001/kodim15_96x64.cool"
     assert (stopped / cool).read_bytes() == (whole / cool).read_bytes()
+
+
+@pytest.mark.slow
+def test_intra5_resumes_exactly_through_soap_and_rdoq(kodim15: Path, tmp_path: Path) -> None:
+    """Stops every second or so (inside training phases, where SOAP's state is checkpointed,
+    and inside RDOQ) and reruns until done: the bytes of the uninterrupted encode."""
+    crop = tmp_path / "kodim15_64x48.png"
+    with Image.open(kodim15) as image:
+        image.crop((64, 40, 128, 88)).save(crop)
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    args = ["--input", str(crop), "--preset", "intra5", "--n_itr", "1000", "--arch", "lop5",
+            "--checkpoint_interval_s", "0.3"]
+    assert fit.main(args + ["--output_dir", str(whole)]) == 0
+    runs = 0
+    while fit.main(args + ["--output_dir", str(stopped), "--job_duration_min", "0.02"]) == fit.EXIT_REQUEUE:
+        runs += 1
+    assert runs >= 3
+    cool = "kodim15_64x48_l0.001/kodim15_64x48.cool"
+    assert (stopped / cool).read_bytes() == (whole / cool).read_bytes()
