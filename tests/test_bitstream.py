@@ -25,6 +25,7 @@ from coolchic_pl.bitstream.laplace_table import generate_table, load_table
 from coolchic_pl.bitstream.latents import decode_grid, encode_grid, grid_plan
 from coolchic_pl.io import read_frame
 from coolchic_pl.model.architecture import V5_ARCHITECTURES
+from coolchic_pl.model.arm import Arm
 from coolchic_pl.nnquant import EXPGOLOMB_ORDERS, best_expgolomb_order, expgolomb_bits
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -54,10 +55,17 @@ def test_shipped_table_is_what_the_generator_produces() -> None:
 
 
 def _random_arm(seed: int, dim: int = 16) -> IntegerArm:
+    """A 2-hidden-layer ARM with random integer parameters at steps 2^-6 (weights), 2^-12 (biases)."""
     rng = np.random.default_rng(seed)
-    weights = [rng.integers(-40, 40, (dim, dim)), rng.integers(-40, 40, (dim, dim)), rng.integers(-80, 80, (2, dim))]
-    biases = [rng.integers(-500, 500, dim), rng.integers(-500, 500, dim), np.array([30, 700])]
-    return IntegerArm.from_quantized(weights, biases, 2.0**-6, 2.0**-12)
+    arm = Arm(dim, 2)
+    values = [(rng.integers(-40, 40, (dim, dim)), rng.integers(-500, 500, dim)),
+              (rng.integers(-40, 40, (dim, dim)), rng.integers(-500, 500, dim)),
+              (rng.integers(-80, 80, (2, dim)), np.array([30, 700]))]
+    with torch.no_grad():
+        for layer, (weight, bias) in zip([*arm.hidden, arm.output], values):
+            layer.weight.copy_(torch.from_numpy(weight) * 2.0**-6)
+            layer.bias.copy_(torch.from_numpy(bias) * 2.0**-12)
+    return IntegerArm.from_module(arm, 2.0**-6, 2.0**-12)
 
 
 def test_integer_arm_is_the_same_over_grid_rows_and_wavefronts() -> None:

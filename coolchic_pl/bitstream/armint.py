@@ -55,13 +55,6 @@ class IntegerArm:
     ifce_biases: list[np.ndarray] = field(default_factory=list)
 
     @classmethod
-    def from_quantized(cls, weights: list[np.ndarray], biases: list[np.ndarray], weight_step: float,
-                       bias_step: float) -> IntegerArm:
-        """From the transmitted integers (parameter = integer * step) of a 4.2 ARM, layer by layer."""
-        w, b = _fixed_point(weights, biases, weight_step, bias_step)
-        return cls(w[:-1], b[:-1], w[-1], b[-1])
-
-    @classmethod
     def from_module(cls, arm: torch.nn.Module, weight_step: float, bias_step: float) -> IntegerArm:
         """From an :class:`~coolchic_pl.model.arm.Arm` whose parameters are quantised."""
         def layers(modules: list[torch.nn.Module]) -> tuple[list[np.ndarray], list[np.ndarray]]:
