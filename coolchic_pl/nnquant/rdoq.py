@@ -96,8 +96,8 @@ class Rdoq:
         owners = torch.cat([torch.full((p.numel(),), i) for i, p in enumerate(params)])
         offsets = torch.cat([torch.arange(p.numel()) for p in params])
         visiting = self._visiting_order(len(owners))
-        best_loss = self.evaluate_loss(network_rate_bits(self.quantization))
         bits = network_rate_bits(self.quantization)
+        best_loss = self.evaluate_loss(bits)
         while self.position.index < len(visiting):
             element = int(visiting[self.position.index])
             view, offset = flat_views[int(owners[element])], int(offsets[element])
