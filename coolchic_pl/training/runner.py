@@ -61,6 +61,19 @@ class Stage:
         return f"loop{self.loop}/{local}" if n_loops > 1 else local
 
 
+@dataclass
+class Candidate:
+    """A live warm-up competitor. ``id`` is the candidate it started as, which fixes its
+    decoder and its random initialisation; ``loss`` is its last ranking loss."""
+    module: CoolChicModule
+    id: int
+    loss: float = float("inf")
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint keeps of it (plain types: checkpoints load with weights_only)."""
+        return {"id": self.id, "loss": self.loss, "codec_state": self.module.codec_state()}
+
+
 def stage_callbacks(phase: TrainerPhase, stage: str, global_offset: int, report_stream: Any) -> list[pl.Callback]:
     """Fresh callbacks for one stage, in the order they must run at each validation and
     at the stage end: report what was measured, record the best (and restore it at the
@@ -156,10 +169,10 @@ class PhaseRunner:
         gain = encoder_gain_for(lmbda) if preset.gain_from_lambda else ENCODER_GAIN
         self.module_factory = module_factory or (lambda candidate: CoolChicModule(
             frame, architectures[candidate % len(architectures)], lmbda, gain))
-        # "candidate_ids": which candidate each live module started as (its decoder).
-        self.state: dict[str, Any] = {"loop": 0, "stage": 0, "candidates": [], "candidate_ids": [], "losses": [],
+        # "candidates": the live candidates' records, filled only in a snapshot.
+        self.state: dict[str, Any] = {"loop": 0, "stage": 0, "candidates": [],
                                       "global_iteration": 0, "elapsed_s": 0.0, "best": None}
-        self._modules: list[CoolChicModule] | None = None
+        self._live: list[Candidate] | None = None
         self._stage_started: float | None = None
         self._trainer: pl.Trainer | None = None
 
@@ -207,17 +220,15 @@ class PhaseRunner:
             module.load_codec_state(codec_state)
         return module.to(self.device)
 
-    def _candidates(self) -> list[CoolChicModule]:
-        if self._modules is None:
+    def _candidates(self) -> list[Candidate]:
+        if self._live is None:
             if self.state["candidates"]:
-                self._modules = [self._new_module(s, c) for s, c in zip(self.state["candidates"],
-                                                                         self.state["candidate_ids"])]
+                self._live = [Candidate(self._new_module(r["codec_state"], r["id"]), r["id"], r["loss"])
+                              for r in self.state["candidates"]]
             else:
-                ids = list(range(self.preset.warmup.n_candidates))
-                self._modules = [self._new_module(candidate=c) for c in ids]
-                self.state["losses"] = [float("inf")] * len(self._modules)
-                self.state["candidate_ids"] = ids
-        return self._modules
+                self._live = [Candidate(self._new_module(candidate=c), c)
+                              for c in range(self.preset.warmup.n_candidates)]
+        return self._live
 
     @property
     def winner_architecture(self) -> CoolChicArchitecture:
@@ -252,27 +263,24 @@ class PhaseRunner:
         return self._new_module(best["codec_state"], best["candidate_id"]), best["metrics"]
 
     def _run_stage(self, stage: Stage, resume: dict[str, Any] | None) -> None:
-        modules = self._candidates()
+        live = self._candidates()
         name = self._stage_name(stage)
         if stage.kind == "warmup":
             warm = self.preset.warmup.phases[stage.index]
-            del modules[warm.candidates:]
-            del self.state["losses"][warm.candidates:]
-            del self.state["candidate_ids"][warm.candidates:]
-            module = modules[stage.candidate]
-            self._train(module, warm.training_phase, name, resume)
-            self.state["losses"][stage.candidate] = self._ranking_loss(module)
+            del live[warm.candidates:]
+            candidate = live[stage.candidate]
+            self._train(candidate.module, warm.training_phase, name, resume)
+            candidate.loss = self._ranking_loss(candidate.module)
             if stage.candidate == warm.candidates - 1:
-                self._sort_candidates()
+                live.sort(key=lambda c: c.loss)
             return
-        del modules[1:]
-        del self.state["losses"][1:]
-        del self.state["candidate_ids"][1:]
+        del live[1:]
+        module = live[0].module
         if self.compile_decoder:
-            modules[0].use_compiled_decoder()
-        self._train(modules[0], self.preset.all_phases[stage.index], name, resume)
+            module.use_compiled_decoder()
+        self._train(module, self.preset.all_phases[stage.index], name, resume)
         if self.on_phase_end is not None:
-            self.on_phase_end(name, modules[0], self.global_iteration)
+            self.on_phase_end(name, module, self.global_iteration)
 
     def _train(self, module: CoolChicModule, phase: TrainerPhase, stage: str, resume: dict[str, Any] | None) -> None:
         """One stage's fit, then its quantisation if the phase asks for one; resumed from
@@ -308,21 +316,15 @@ class PhaseRunner:
             return module.evaluate()["loss"]
         return module.evaluate_loss(estimated_network_bits(module.coolchic))
 
-    def _sort_candidates(self) -> None:
-        order = sorted(range(len(self._modules)), key=self.state["losses"].__getitem__)
-        self._modules = [self._modules[i] for i in order]
-        self.state["losses"] = [self.state["losses"][i] for i in order]
-        self.state["candidate_ids"] = [self.state["candidate_ids"][i] for i in order]
-
     def _finish_loop(self) -> None:
         winner = self._candidates()[0]
-        metrics = winner.evaluate()
+        metrics = winner.module.evaluate()
         best = self.state["best"]
         if best is None or metrics["loss"] < best["metrics"]["loss"]:
-            self.state["best"] = {"codec_state": winner.codec_state(), "metrics": metrics,
-                                  "candidate_id": self.state["candidate_ids"][0]}
-        self.state.update(loop=self.state["loop"] + 1, stage=0, candidates=[], candidate_ids=[], losses=[])
-        self._modules = None
+            self.state["best"] = {"codec_state": winner.module.codec_state(), "metrics": metrics,
+                                  "candidate_id": winner.id}
+        self.state.update(loop=self.state["loop"] + 1, stage=0, candidates=[])
+        self._live = None
         self._save_between_stages()
 
     # ------------------------------------------------------------- checkpoints
@@ -330,8 +332,8 @@ class PhaseRunner:
     def _snapshot(self) -> dict[str, Any]:
         """The runner's state as of now: live candidates and the time spent so far."""
         state = dict(self.state)
-        if self._modules is not None:
-            state["candidates"] = [m.codec_state() for m in self._modules]
+        if self._live is not None:
+            state["candidates"] = [c.record() for c in self._live]
         if self._stage_started is not None:
             state["elapsed_s"] += time.perf_counter() - self._stage_started
         return state
