@@ -24,29 +24,38 @@ import time
 from pathlib import Path
 
 from coolchic_pl.bench.speed import step_times
-from coolchic_pl.config import parse_config
+from coolchic_pl.config import arch_label, parse_config
 from coolchic_pl.data import DEFAULT_IMAGE
 from coolchic_pl.encode import encode
 from coolchic_pl.io import read_frame
 
 
 def encode_ratio(config_args: list[str], image: str, steps: int, repeats: int) -> dict[str, float]:
+    """With ``arch: auto`` every competing decoder's steps are timed before the encode (the
+    winner is not known yet) and the winner's after it; the ratio is against the winner's
+    step, the decoder that ``bench speed`` would time for the result."""
     with tempfile.TemporaryDirectory(prefix="coolchic_encode_time_") as folder:
         config = parse_config([*config_args, "--input", image, "--output_dir", folder])
         frame = read_frame(image)
-        architecture = config.resolved_architectures()[-1]
+        architectures = {arch_label(a): a for a in config.resolved_architectures()}
+        if len(architectures) < len(config.resolved_architectures()):
+            raise ValueError("the competing decoders must be named ones (no architecture.* overrides) "
+                             "to tell which one won")
         phase = config.preset_object().all_phases[0]
-        before = statistics.median(step_times(frame, architecture, steps, 3, repeats, phase))
+        before = {label: statistics.median(step_times(frame, architecture, steps, 3, repeats, phase))
+                  for label, architecture in architectures.items()}
         start = time.perf_counter()
         with open(Path(folder) / "encode.log", "w") as log:
             results = encode(config, stream=log)
         wall = time.perf_counter() - start
-        after = statistics.median(step_times(frame, architecture, steps, 3, repeats, phase))
-    step_ms = (before + after) / 2
+        winner = results["arch"]
+        after = statistics.median(step_times(frame, architectures[winner], steps, 3, repeats, phase))
+    step_ms = (before[winner] + after) / 2
     iterations = results["n_iterations"]
-    return {"image": image, "iterations": iterations, "encode_s": round(wall, 2), "step_ms_before": round(before, 2),
-            "step_ms_after": round(after, 2), "ratio": round(wall / (iterations * step_ms / 1e3), 3),
-            "psnr_db": results["psnr_db"], "bpp_file": results["bpp_file"]}
+    return {"image": image, "arch": winner, "iterations": iterations, "encode_s": round(wall, 2),
+            "step_ms_before": round(before[winner], 2), "step_ms_after": round(after, 2),
+            "ratio": round(wall / (iterations * step_ms / 1e3), 3), "psnr_db": results["psnr_db"],
+            "bpp_file": results["bpp_file"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,10 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         config_args += [f"--{key}", value]
     results = []
     for image in args.images:
-        result = encode_ratio(config_args, image, args.steps, args.repeats)
+        try:
+            result = encode_ratio(config_args, image, args.steps, args.repeats)
+        except ValueError as error:
+            parser.error(str(error))
         results.append(result)
-        print(f"{Path(image).name:24s} {result['iterations']:6d} it in {result['encode_s']:7.1f} s, steps "
-              f"{result['step_ms_before']:.1f}/{result['step_ms_after']:.1f} ms before/after: "
+        print(f"{Path(image).name:24s} {result['arch']:5s} {result['iterations']:6d} it in "
+              f"{result['encode_s']:7.1f} s, steps {result['step_ms_before']:.1f}/{result['step_ms_after']:.1f} ms "
+              "before/after: "
               f"encode = {result['ratio']:.2f} x iterations x step ({result['psnr_db']:.2f} dB, "
               f"{result['bpp_file']:.4f} bpp)", flush=True)
     if args.json:
