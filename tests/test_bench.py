@@ -13,6 +13,9 @@ from coolchic_pl.bench import rd
 from coolchic_pl.bench.__main__ import main as bench_main
 from coolchic_pl.bench.bdrate import bd_psnr, bd_rate
 from coolchic_pl.bench.classical import available_codecs, sweep
+from coolchic_pl.bench.speed import main as speed_main
+from coolchic_pl.bench.speed import side_by_side
+from coolchic_pl.io import read_frame
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RATES = [0.12, 0.25, 0.5, 0.9, 1.6]
@@ -30,6 +33,17 @@ def test_bd_needs_overlapping_curves() -> None:
     assert math.isnan(bd_rate(RATES, PSNRS, RATES, [p + 20 for p in PSNRS]))
     with pytest.raises(ValueError):
         bd_rate([0.1], [30.0], RATES, PSNRS)
+
+
+def test_side_by_side_holds_every_copy_and_speed_refuses_zero_copies(kodim15: Path) -> None:
+    frame = read_frame(kodim15)
+    wide = side_by_side(frame, 3)
+    assert (wide.height, wide.width) == (frame.height, 3 * frame.width)
+    for k in range(3):
+        assert wide.planes[0][..., k * frame.width:(k + 1) * frame.width].equal(frame.planes[0])
+    with pytest.raises(SystemExit) as stopped:
+        speed_main(["--copies", "0"])
+    assert stopped.value.code == 2
 
 
 def test_classical_sweeps_are_monotone(kodim15: Path) -> None:

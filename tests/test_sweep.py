@@ -234,3 +234,24 @@ def test_shipped_slurm_settings_parse_and_single_keys_override_them(tmp_path: Pa
     s = launcher.settings
     assert (s.cluster, s.partition, s.timeout_min, s.gpus_per_node) == ("slurm", "gpu", 30, 1)
     assert s.setup == ["source .venv/bin/activate"]
+
+
+@pytest.mark.slow
+def test_stopped_bench_rd_names_what_did_not_finish_without_a_traceback(crop: Path, tmp_path: Path) -> None:
+    """SIGTERM to ``bench rd`` while its first encode runs: that one checkpoints, the other
+    is reported as not run, in one error, with the exit code of a terminated sweep."""
+    out = tmp_path / "rd"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "coolchic_pl.bench", "rd", "--images", str(crop), "--lmbdas", "0.001,0.0004",
+         "--config", DEBUG, "--out", str(out), "--codecs", "JPEG", "--workers", "1", "--threads-per-worker", "1"],
+        cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_reset_signals)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("coolchic/jobs/*/*/checkpoint.ckpt")):
+        assert time.monotonic() < deadline and process.poll() is None, "no encode checkpointed"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert "Traceback" not in err
+    assert "error: coolchic_pl encodes did not finish" in err
+    assert "the sweep stopped before this job" in err

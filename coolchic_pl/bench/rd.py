@@ -31,7 +31,7 @@ from coolchic_pl.bench.formats import slug, write_results
 from coolchic_pl.io import FrameFormatError
 from coolchic_pl.sweep.jobs import make_jobs
 from coolchic_pl.sweep.local import LocalLauncher, add_worker_arguments
-from coolchic_pl.sweep.report import outcome_line
+from coolchic_pl.sweep.report import NOT_RUN, STOP_EXIT_CODES, outcome_line
 from coolchic_pl.sweep.run import CODEC as COOLCHIC
 from coolchic_pl.sweep.run import coolchic_points, run_sweep
 
@@ -151,13 +151,14 @@ def run(args: argparse.Namespace) -> int:
     images = prepare_images(originals, crop, out / "images")
     codecs = [c for c in available_codecs() if not args.codecs or c.name in args.codecs]
     jobs = make_jobs([str(p) for p in images], lmbdas, [args.config], out / "coolchic")
-    outcomes = run_sweep(jobs, LocalLauncher(args.workers, args.threads_per_worker))
-    failed = [outcome_line(job, outcomes[job.job_id]) for job in jobs
-              if job.job_id not in outcomes or outcomes[job.job_id].results is None]
+    launcher = LocalLauncher(args.workers, args.threads_per_worker)
+    outcomes = run_sweep(jobs, launcher)
+    ended = [(job, outcomes.get(job.job_id, NOT_RUN)) for job in jobs]
+    failed = [outcome_line(job, outcome) for job, outcome in ended if outcome.results is None]
     if failed:
         print("error: coolchic_pl encodes did not finish (run the same command again to resume them):\n  "
               + "\n  ".join(failed), file=sys.stderr)
-        return 1
+        return STOP_EXIT_CODES.get(launcher.stop_reason, 1)
     points = coolchic_points(jobs, outcomes)
     for image in images:
         for codec in codecs:

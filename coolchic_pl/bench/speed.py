@@ -6,7 +6,10 @@ Gaussian noise). With ``--lightning N`` it also runs an N-iteration main phase t
 Lightning Trainer (callbacks and validations included) and as a plain PyTorch loop,
 alternately in this process, and prints the overhead. With ``--decode`` it trains a few
 steps, quantises, writes a .cool and times decoding it; with ``--checkpoint N`` it times
-the checkpoints of an N-iteration phase that writes one after every iteration. Peak memory
+the checkpoints of an N-iteration phase that writes one after every iteration. With
+``--copies 1 2 5`` each image is also timed as that many copies side by side: a step over K
+copies does the arithmetic of K warm-up candidates with the per-step overhead of one, so it
+bounds what training the candidates batched could gain. Peak memory
 is the process's maximum resident size. This is a benchmark, not a test: it prints figures.
 """
 
@@ -18,6 +21,7 @@ import resource
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -49,6 +53,13 @@ def _fresh_module(frame: FrameData, arch: str | CoolChicArchitecture, n_itr: int
     module.temperature.fill_(module.phase.softround_temperature[0])
     module.noise_parameter.fill_(module.phase.noise_parameter[0])
     return module
+
+
+def side_by_side(frame: FrameData, copies: int) -> FrameData:
+    """``copies`` of ``frame`` next to each other, as one wider frame."""
+    if frame.color_space == "yuv420" and frame.width % 2 and copies > 1:
+        raise FrameFormatError(f"a 4:2:0 frame of odd width {frame.width} cannot be copied side by side")
+    return replace(frame, planes=tuple(plane.repeat(1, 1, 1, copies) for plane in frame.planes))
 
 
 def _raw_step(module: CoolChicModule, optimizer: torch.optim.Optimizer) -> None:
@@ -166,13 +177,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time decoding a .cool of a model trained for STEPS steps")
     parser.add_argument("--checkpoint", type=int, default=0, metavar="N",
                         help="also time the checkpoints of an N-iteration phase that checkpoints every iteration")
+    parser.add_argument("--copies", type=int, nargs="+", default=[1], metavar="K",
+                        help="time each image as K copies side by side (bound on batching K candidates)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--default-allocator", action="store_true",
                         help="skip configure_cpu_allocator(), to measure what it gains")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.repeats < 1 or min(args.warmup, args.lightning, args.decode, args.checkpoint) < 0:
-        parser.error("--steps and --repeats must be >= 1, --warmup, --lightning, --decode and --checkpoint >= 0")
+    if min(args.steps, args.repeats, *args.copies) < 1 or min(args.warmup, args.lightning, args.decode,
+                                                               args.checkpoint) < 0:
+        parser.error("--steps, --repeats and --copies must be >= 1, --warmup, --lightning, --decode and "
+                     "--checkpoint >= 0")
     if not args.default_allocator:
         configure_cpu_allocator()
     if args.threads:
@@ -181,30 +196,32 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for image in args.images:
-            frame = read_frame(image)
-            for arch in args.archs:
-                blocks = step_times(frame, arch, args.steps, args.warmup, args.repeats)
-                result = {"image": str(image), "height": frame.height, "width": frame.width, "arch": arch,
-                          "ms_per_step": round(statistics.median(blocks), 2),
-                          "best_ms_per_step": round(min(blocks), 2)}
-                line = (f"{Path(image).name:24s} {frame.height:4d}x{frame.width:<4d} {arch:4s} "
-                        f"{result['ms_per_step']:8.2f} ms/step (best {result['best_ms_per_step']:.2f}) "
-                        f"{1e3 / result['ms_per_step']:6.1f} it/s")
-                if args.lightning:
-                    result.update(lightning_overhead(frame, arch, args.lightning, args.repeats))
-                    line += (f" | phase of {args.lightning}: Lightning {result['lightning_ms_per_step']:.2f} vs "
-                             f"plain {result['raw_ms_per_step']:.2f} ms/step "
-                             f"({result['lightning_overhead_pct']:+.1f} %)")
-                if args.decode:
-                    folder = args.json.parent if args.json else Path(".")
-                    result.update(decode_time(frame, arch, args.decode, args.repeats, folder))
-                    line += f" | decode {result['decode_s']:.3f} s"
-                if args.checkpoint:
-                    folder = args.json.parent if args.json else Path(".")
-                    result.update(checkpoint_cost(frame, arch, args.checkpoint, folder))
-                    line += f" | checkpoint {result['checkpoint_ms']:.1f} ms, {result['checkpoint_mb']:.1f} MB"
-                results.append(result)
-                print(line, flush=True)
+            source = read_frame(image)
+            for copies in args.copies:
+                frame = side_by_side(source, copies)
+                for arch in args.archs:
+                    blocks = step_times(frame, arch, args.steps, args.warmup, args.repeats)
+                    result = {"image": str(image), "height": frame.height, "width": frame.width, "arch": arch,
+                              "ms_per_step": round(statistics.median(blocks), 2),
+                              "best_ms_per_step": round(min(blocks), 2)}
+                    line = (f"{Path(image).name:24s} {frame.height:4d}x{frame.width:<4d} {arch:4s} "
+                            f"{result['ms_per_step']:8.2f} ms/step (best {result['best_ms_per_step']:.2f}) "
+                            f"{1e3 / result['ms_per_step']:6.1f} it/s")
+                    if args.lightning:
+                        result.update(lightning_overhead(frame, arch, args.lightning, args.repeats))
+                        line += (f" | phase of {args.lightning}: Lightning {result['lightning_ms_per_step']:.2f} vs "
+                                 f"plain {result['raw_ms_per_step']:.2f} ms/step "
+                                 f"({result['lightning_overhead_pct']:+.1f} %)")
+                    if args.decode:
+                        folder = args.json.parent if args.json else Path(".")
+                        result.update(decode_time(frame, arch, args.decode, args.repeats, folder))
+                        line += f" | decode {result['decode_s']:.3f} s"
+                    if args.checkpoint:
+                        folder = args.json.parent if args.json else Path(".")
+                        result.update(checkpoint_cost(frame, arch, args.checkpoint, folder))
+                        line += f" | checkpoint {result['checkpoint_ms']:.1f} ms, {result['checkpoint_mb']:.1f} MB"
+                    results.append(result)
+                    print(line, flush=True)
     except FrameFormatError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ import jsonargparse
 from coolchic_pl.io import FrameFormatError
 from coolchic_pl.sweep.jobs import make_jobs
 from coolchic_pl.sweep.local import LocalLauncher
-from coolchic_pl.sweep.report import summary_rows, summary_table, write_summary
+from coolchic_pl.sweep.report import STOP_EXIT_CODES, summary_rows, summary_table, write_summary
 from coolchic_pl.sweep.run import Launcher, run_sweep, write_sweep_results
 from coolchic_pl.sweep.slurm import SlurmLauncher, SlurmSettings
 from coolchic_pl.sweep.worker import DONE, SKIPPED
@@ -32,7 +32,6 @@ from coolchic_pl.training.checkpoint import StopReason
 
 EXIT_FAILED_JOBS = 1
 EXIT_BAD_INPUT = 2
-EXIT_CODES = {StopReason.INTERRUPT: 130, StopReason.TERMINATE: 143}
 
 
 def build_parser() -> jsonargparse.ArgumentParser:
@@ -112,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                  "again to collect them" if isinstance(launcher, SlurmLauncher) else
                  "running jobs were checkpointed; run the same command again to resume")
         print(f"{launcher.stop_reason.value}: {where}", file=sys.stderr)
-        return EXIT_CODES.get(launcher.stop_reason, EXIT_CODES[StopReason.INTERRUPT])
+        return STOP_EXIT_CODES.get(launcher.stop_reason, STOP_EXIT_CODES[StopReason.INTERRUPT])
     finished = {job_id for job_id, outcome in outcomes.items() if outcome.status in (DONE, SKIPPED)}
     unfinished = [job for job in jobs if job.job_id not in finished]
     if unfinished:

@@ -13,6 +13,11 @@ from tqdm import tqdm
 from coolchic_pl.bench.formats import coolchic_point
 from coolchic_pl.sweep.jobs import Job, config_label
 from coolchic_pl.sweep.worker import DONE, SKIPPED, Outcome
+from coolchic_pl.training.checkpoint import StopReason
+
+# A job the sweep never ran (it was stopped first), and the exit codes of a stopped sweep.
+NOT_RUN = Outcome("not run", "the sweep stopped before this job")
+STOP_EXIT_CODES = {StopReason.INTERRUPT: 130, StopReason.TERMINATE: 143}
 
 SUMMARY_COLUMNS = ("job", "input", "lmbda", "config", "status", "psnr_db", "bpp", "time_s", "detail")
 
@@ -72,7 +77,7 @@ class Progress:
 def summary_rows(jobs: list[Job], outcomes: dict[str, Outcome]) -> list[tuple[str, ...]]:
     rows = []
     for job in jobs:
-        outcome = outcomes.get(job.job_id, Outcome("not run", "the sweep stopped before this job"))
+        outcome = outcomes.get(job.job_id, NOT_RUN)
         psnr, bpp, seconds = _quality(outcome)
         detail = str(Path(job.run_dir)) if outcome.status in (DONE, SKIPPED) else outcome.message
         rows.append((job.job_id, Path(job.input).name, f"{job.lmbda:g}", config_label(job.config), outcome.status,
