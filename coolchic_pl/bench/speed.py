@@ -164,6 +164,28 @@ def decode_time(frame: FrameData, arch: str, train_steps: int, repeats: int, fol
     return {"decode_s": round(statistics.median(times), 3), "bitstream_bytes": len(data)}
 
 
+def _measure(image: str, frame: FrameData, arch: str, args: argparse.Namespace) -> tuple[dict, str]:
+    """Everything the command line asks for about one decoder on one frame, and its line."""
+    blocks = step_times(frame, arch, args.steps, args.warmup, args.repeats)
+    result = {"image": str(image), "height": frame.height, "width": frame.width, "arch": arch,
+              "ms_per_step": round(statistics.median(blocks), 2), "best_ms_per_step": round(min(blocks), 2)}
+    line = (f"{Path(image).name:24s} {frame.height:4d}x{frame.width:<4d} {arch:4s} "
+            f"{result['ms_per_step']:8.2f} ms/step (best {result['best_ms_per_step']:.2f}) "
+            f"{1e3 / result['ms_per_step']:6.1f} it/s")
+    folder = args.json.parent if args.json else Path(".")
+    if args.lightning:
+        result.update(lightning_overhead(frame, arch, args.lightning, args.repeats))
+        line += (f" | phase of {args.lightning}: Lightning {result['lightning_ms_per_step']:.2f} vs "
+                 f"plain {result['raw_ms_per_step']:.2f} ms/step ({result['lightning_overhead_pct']:+.1f} %)")
+    if args.decode:
+        result.update(decode_time(frame, arch, args.decode, args.repeats, folder))
+        line += f" | decode {result['decode_s']:.3f} s"
+    if args.checkpoint:
+        result.update(checkpoint_cost(frame, arch, args.checkpoint, folder))
+        line += f" | checkpoint {result['checkpoint_ms']:.1f} ms, {result['checkpoint_mb']:.1f} MB"
+    return result, line
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coolchic_pl.bench.speed", description=__doc__.splitlines()[0])
     parser.add_argument("--images", nargs="+", default=[str(DEFAULT_IMAGE)], help="images to time")
@@ -200,26 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             for copies in args.copies:
                 frame = side_by_side(source, copies)
                 for arch in args.archs:
-                    blocks = step_times(frame, arch, args.steps, args.warmup, args.repeats)
-                    result = {"image": str(image), "height": frame.height, "width": frame.width, "arch": arch,
-                              "ms_per_step": round(statistics.median(blocks), 2),
-                              "best_ms_per_step": round(min(blocks), 2)}
-                    line = (f"{Path(image).name:24s} {frame.height:4d}x{frame.width:<4d} {arch:4s} "
-                            f"{result['ms_per_step']:8.2f} ms/step (best {result['best_ms_per_step']:.2f}) "
-                            f"{1e3 / result['ms_per_step']:6.1f} it/s")
-                    if args.lightning:
-                        result.update(lightning_overhead(frame, arch, args.lightning, args.repeats))
-                        line += (f" | phase of {args.lightning}: Lightning {result['lightning_ms_per_step']:.2f} vs "
-                                 f"plain {result['raw_ms_per_step']:.2f} ms/step "
-                                 f"({result['lightning_overhead_pct']:+.1f} %)")
-                    if args.decode:
-                        folder = args.json.parent if args.json else Path(".")
-                        result.update(decode_time(frame, arch, args.decode, args.repeats, folder))
-                        line += f" | decode {result['decode_s']:.3f} s"
-                    if args.checkpoint:
-                        folder = args.json.parent if args.json else Path(".")
-                        result.update(checkpoint_cost(frame, arch, args.checkpoint, folder))
-                        line += f" | checkpoint {result['checkpoint_ms']:.1f} ms, {result['checkpoint_mb']:.1f} MB"
+                    result, line = _measure(image, frame, arch, args)
                     results.append(result)
                     print(line, flush=True)
     except FrameFormatError as error:
