@@ -37,8 +37,9 @@ def encode_ratio(config_args: list[str], image: str, steps: int, repeats: int) -
     with tempfile.TemporaryDirectory(prefix="coolchic_encode_time_") as folder:
         config = parse_config([*config_args, "--input", image, "--output_dir", folder])
         frame = read_frame(image)
-        architectures = {arch_label(a): a for a in config.resolved_architectures()}
-        if len(architectures) < len(config.resolved_architectures()):
+        competing = config.resolved_architectures()
+        architectures = {arch_label(a): a for a in competing}
+        if len(architectures) < len(competing):
             raise ValueError("the competing decoders must be named ones (no architecture.* overrides) "
                              "to tell which one won")
         phase = config.preset_object().all_phases[0]
