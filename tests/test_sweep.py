@@ -36,9 +36,14 @@ def _reset_signals() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
-def start_sweep(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "coolchic_pl.sweep", *args], cwd=REPO, text=True,
+def start_module(module: str, *args: str) -> subprocess.Popen:
+    """``python -m module args`` as a user starts it, its signals reset, its output captured."""
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_reset_signals)
+
+
+def start_sweep(*args: str) -> subprocess.Popen:
+    return start_module("coolchic_pl.sweep", *args)
 
 
 def sweep(*args: str, timeout: float = 300) -> tuple[int, str, str]:
@@ -241,10 +246,9 @@ def test_stopped_bench_rd_names_what_did_not_finish_without_a_traceback(crop: Pa
     """SIGTERM to ``bench rd`` while its first encode runs: that one checkpoints, the other
     is reported as not run, in one error, with the exit code of a terminated sweep."""
     out = tmp_path / "rd"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "coolchic_pl.bench", "rd", "--images", str(crop), "--lmbdas", "0.001,0.0004",
-         "--config", DEBUG, "--out", str(out), "--codecs", "JPEG", "--workers", "1", "--threads-per-worker", "1"],
-        cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_reset_signals)
+    process = start_module("coolchic_pl.bench", "rd", "--images", str(crop), "--lmbdas", "0.001,0.0004",
+                           "--config", DEBUG, "--out", str(out), "--codecs", "JPEG", "--workers", "1",
+                           "--threads-per-worker", "1")
     deadline = time.monotonic() + 120
     while not list(out.glob("coolchic/jobs/*/*/checkpoint.ckpt")):
         assert time.monotonic() < deadline and process.poll() is None, "no encode checkpointed"
