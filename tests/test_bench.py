@@ -13,6 +13,7 @@ from coolchic_pl.bench import rd
 from coolchic_pl.bench.__main__ import main as bench_main
 from coolchic_pl.bench.bdrate import bd_psnr, bd_rate
 from coolchic_pl.bench.classical import available_codecs, sweep
+from coolchic_pl.bench.plot import plot_rd
 from coolchic_pl.bench.speed import main as speed_main
 from coolchic_pl.bench.speed import side_by_side
 from coolchic_pl.io import read_frame
@@ -115,3 +116,13 @@ def test_compare_gives_the_bd_rate_of_one_run_against_another(tmp_path: Path, ca
     assert list(table) == ["kodim01"] and table["kodim01"][0] == pytest.approx(-50.0)
     assert compare.main([str(tmp_path / "test"), str(tmp_path / "reference")]) == 0
     assert "-50.0 %" in capsys.readouterr().out
+
+
+def test_rd_plot_of_video_quality(tmp_path: Path) -> None:
+    """The video benchmark's figure: PSNR YUV curves, no published ones, any rate range."""
+    curves = {"coolchic_pl": [{"bpp": 0.3, "psnr_yuv": 33.0}, {"bpp": 0.1, "psnr_yuv": 30.0}],
+              "x265": [{"bpp": 0.2, "psnr_yuv": 31.0}, {"bpp": 3.5, "psnr_yuv": 45.0}]}
+    path = tmp_path / "rd.png"
+    assert plot_rd(curves, path, "BQSquare, IPP", "psnr_yuv", "PSNR YUV 6:1:1 (dB)", "coolchic_pl")
+    with Image.open(path) as figure:
+        assert figure.format == "PNG" and figure.size == (960, 720)

@@ -28,6 +28,7 @@ from PIL import Image
 from coolchic_pl.bench.bdrate import bd_psnr, bd_rate
 from coolchic_pl.bench.classical import available_codecs, sweep
 from coolchic_pl.bench.formats import slug, write_results
+from coolchic_pl.bench.plot import plot_rd
 from coolchic_pl.io import FrameFormatError
 from coolchic_pl.sweep.jobs import make_jobs
 from coolchic_pl.sweep.local import LocalLauncher, add_worker_arguments
@@ -118,31 +119,6 @@ def _mean_curve(curves: list[list[dict]]) -> list[dict]:
              "psnr_rgb": float(np.mean([c[i]["psnr_rgb"] for c in curves]))} for i in range(len(curves[0]))]
 
 
-def plot(curves: dict[str, list[dict]], published: dict[str, list[dict]], path: Path, title: str) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    figure, axis = plt.subplots(figsize=(8, 6))
-    for name, points in curves.items():
-        points = sorted(points, key=lambda p: p["bpp"])
-        axis.plot([p["bpp"] for p in points], [p["psnr_rgb"] for p in points], "o-" if name == COOLCHIC else ".-",
-                  label=name, linewidth=2.5 if name == COOLCHIC else 1.2)
-    for name, points in published.items():
-        points = sorted(points, key=lambda p: p["bpp"])
-        axis.plot([p["bpp"] for p in points], [p["psnr_rgb"] for p in points], "--", alpha=0.6,
-                  label=f"{name} (published, full Kodak)")
-    axis.set(xlabel="rate (bpp)", ylabel="PSNR RGB (dB)", title=title, xlim=(0, 2.0))
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return True
-
-
 def run(args: argparse.Namespace) -> int:
     lmbdas = [float(v) for v in args.lmbdas.split(",")]
     crop = tuple(int(v) for v in args.crop.lower().split("x")) if args.crop else None
@@ -188,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
     mean_curves = {name: _mean_curve(list(per_image.values())) for name, per_image in points.items()}
     kodak = all(KODAK_NAME.match(p.stem) for p in images)
     title = f"{len(images)} image(s)" + (f", {crop[0]}x{crop[1]} centre crops" if crop else "")
-    if plot(mean_curves, published_curves() if kodak else {}, out / "rd.png", title):
+    if plot_rd(mean_curves, out / "rd.png", title, "psnr_rgb", "PSNR RGB (dB)", COOLCHIC,
+               published_curves() if kodak else {}, max_bpp=2.0):
         print(f"plot: {out / 'rd.png'}", file=sys.stderr)
     else:
         print("plot skipped: matplotlib is not installed (pip install -e '.[bench]')", file=sys.stderr)

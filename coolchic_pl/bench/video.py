@@ -20,13 +20,13 @@ from pathlib import Path
 
 from coolchic_pl.bench.bdrate import bd_psnr, bd_rate
 from coolchic_pl.bench.ffmpeg_video import VIDEO_CODECS, GopLayout, available_video_codecs, sweep
+from coolchic_pl.bench.plot import plot_rd
 from coolchic_pl.io import parse_yuv_name
 from coolchic_pl.sweep.jobs import make_jobs
 from coolchic_pl.sweep.local import LocalLauncher, add_worker_arguments
+from coolchic_pl.sweep.run import CODEC as COOLCHIC
 from coolchic_pl.sweep.run import run_sweep
 from coolchic_pl.video.structure import build_coding_structure
-
-COOLCHIC = "coolchic_pl"
 
 
 def coolchic_points(args: argparse.Namespace, lmbdas: list[float], output: Path) -> list[dict]:
@@ -57,27 +57,6 @@ def classical_points(args: argparse.Namespace, codec: str, layout: GopLayout, ou
           file=sys.stderr)
     return [{"setting": f"qp {p.qp}", "bpp": p.bpp, "psnr_yuv": p.psnr_yuv, "psnr_y": p.psnr_y,
              "encoding_time_s": p.encode_time_s, "frame_types": "".join(p.frame_types)} for p in results]
-
-
-def plot(curves: dict[str, list[dict]], path: Path, title: str) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    figure, axis = plt.subplots(figsize=(8, 6))
-    for name, points in curves.items():
-        points = sorted(points, key=lambda p: p["bpp"])
-        axis.plot([p["bpp"] for p in points], [p["psnr_yuv"] for p in points], "o-" if name == COOLCHIC else ".-",
-                  label=name, linewidth=2.5 if name == COOLCHIC else 1.2)
-    axis.set(xlabel="rate (bpp)", ylabel="PSNR YUV 6:1:1 (dB)", title=title)
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     for codec, values in summary.items():
         print(f"coolchic_pl vs {codec}: BD-rate {values['bd_rate_percent']:+.1f} %, "
               f"BD-PSNR {values['bd_psnr_db']:+.2f} dB")
-    if not plot(curves, output / "rd.png", f"{Path(args.input).stem}, {''.join(types)}"):
+    if not plot_rd(curves, output / "rd.png", f"{Path(args.input).stem}, {''.join(types)}", "psnr_yuv",
+                   "PSNR YUV 6:1:1 (dB)", COOLCHIC):
         print("plot skipped: matplotlib is not installed (pip install -e '.[bench]')", file=sys.stderr)
     return 0
 
