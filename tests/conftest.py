@@ -8,6 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel workers already fill the cores; torch's default of one thread per core in
+    # each worker and in every encode it starts would oversubscribe them and spin.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 DATA_DIR = Path(os.environ.get("COOLCHIC_TEST_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 

@@ -141,9 +141,9 @@ def test_signal_inside_a_phase_checkpoints_and_the_rerun_finishes(reference, kod
 
 def test_job_duration_requeues_until_done_with_the_same_result(reference, kodim15: Path, tmp_path: Path) -> None:
     command = fit_command(*LONG_PHASE, "--input", str(kodim15), "--output_dir", str(tmp_path),
-                         "--job_duration_min", "0.02")
+                         "--job_duration_min", "0.05")
     codes = []
-    for _ in range(60):  # each run gets 1.2 s of encoding: a loaded machine needs more of them
+    for _ in range(60):  # each run gets 3 s of encoding: a loaded machine needs more of them
         code, err = run(command)
         codes.append(code)
         if code != EXIT_REQUEUE:
