@@ -35,6 +35,10 @@ def decode_file(path: str | Path) -> FrameData:
     data = _read(path)
     if is_video_bitstream(data):
         raise BitstreamError("this is a video bitstream: decode it with decode_sequence")
+    return _decode_image(data)
+
+
+def _decode_image(data: bytes) -> FrameData:
     decoded = decode_coolchic(data)
     with torch.no_grad():
         image = decoded.model().image
@@ -47,7 +51,7 @@ def decode_sequence(path: str | Path) -> list[FrameData]:
     data = _read(path)
     if is_video_bitstream(data):
         return decode_video(data)[1]
-    return [decode_file(path)]
+    return [_decode_image(data)]
 
 
 def convert(frame: FrameData, color_space: str | None, bitdepth: int | None) -> FrameData:

@@ -17,6 +17,8 @@ import pytest
 
 from coolchic_pl.fit import EXIT_INTERRUPTED, EXIT_REQUEUE, EXIT_TERMINATED
 
+from child_signals import reset_signals
+
 REPO = Path(__file__).resolve().parents[1]
 KILL_AT = Path(__file__).resolve().parent / "kill_at.py"
 RUN_NAME = "kodim15_192x128_l0.001"
@@ -29,17 +31,10 @@ LONG_PHASE = DEBUG + ["--preset", "measure_speed", "--n_itr", "500"]
 pytestmark = pytest.mark.slow
 
 
-def _reset_signals() -> None:
-    """A child of a non-interactive shell may inherit SIGINT ignored or blocked."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1})
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(signum, signal.SIG_DFL)
-
-
 def _start(command: list[str]) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_reset_signals)
+                            preexec_fn=reset_signals)
 
 
 def fit_command(*args: str) -> list[str]:

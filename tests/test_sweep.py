@@ -22,24 +22,18 @@ from coolchic_pl.sweep.__main__ import main as sweep_main
 from coolchic_pl.sweep.jobs import make_jobs
 from coolchic_pl.sweep.slurm import SlurmLauncher
 
+from child_signals import reset_signals
+
 REPO = Path(__file__).resolve().parents[1]
 DEBUG = str(REPO / "configs" / "debug.yaml")
 LMBDAS = "0.02,0.004,0.001,0.0004"
 ONE_THREAD = ["--workers", "2", "--threads_per_worker", "1"]
 
 
-def _reset_signals() -> None:
-    """A child of a non-interactive shell may inherit signals ignored or blocked."""
-    handled = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2}
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
-    for signum in handled:
-        signal.signal(signum, signal.SIG_DFL)
-
-
 def start_module(module: str, *args: str) -> subprocess.Popen:
     """``python -m module args`` as a user starts it, its signals reset, its output captured."""
     return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_reset_signals)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=reset_signals)
 
 
 def start_sweep(*args: str) -> subprocess.Popen:
