@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from coolchic_pl.bench.classical import available_codecs, sweep
 from coolchic_pl.bench.plot import plot_rd
 from coolchic_pl.bench.speed import main as speed_main
 from coolchic_pl.bench.speed import side_by_side
+from coolchic_pl.fit import main as fit_main
 from coolchic_pl.io import read_frame
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -126,3 +130,24 @@ def test_rd_plot_of_video_quality(tmp_path: Path) -> None:
     assert plot_rd(curves, path, "BQSquare, IPP", "psnr_yuv", "PSNR YUV 6:1:1 (dB)", "coolchic_pl")
     with Image.open(path) as figure:
         assert figure.format == "PNG" and figure.size == (960, 720)
+
+
+def test_quantize_bench_times_the_search_and_rdoq_of_a_finished_encode(kodim15: Path, tmp_path: Path) -> None:
+    crop = tmp_path / "crop.png"
+    with Image.open(kodim15) as image:
+        image.crop((0, 0, 64, 48)).save(crop)
+    assert fit_main(["--config", str(CONFIGS / "debug.yaml"), "--input", str(crop), "--arch", "lop5",
+                     "--output_dir", str(tmp_path / "runs")]) == 0
+    run_dir = tmp_path / "runs" / "crop_l0.001"
+    command = [sys.executable, "-m", "coolchic_pl.bench", "quantize", str(run_dir)]
+    lines = [subprocess.run(command, capture_output=True, text=True, timeout=300) for _ in range(2)]
+    assert all(result.returncode == 0 for result in lines), lines[0].stderr
+    found = re.fullmatch(r"q-step search [\d.]+ s, RDOQ [\d.]+ s \((\d+) tries\), loss (\S+) -> (\S+), digest (\w+)\n",
+                         lines[0].stdout)
+    assert found, lines[0].stdout
+    tries, before, after = int(found[1]), float(found[2]), float(found[3])
+    assert tries > 0 and after <= before
+    assert lines[1].stdout.split("digest")[1] == lines[0].stdout.split("digest")[1]  # same decoder, same result
+
+    wrong = subprocess.run([*command, "--image", str(kodim15)], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and wrong.stderr.startswith("error: ") and "fitted to 64x48" in wrong.stderr

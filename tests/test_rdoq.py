@@ -13,6 +13,7 @@ from PIL import Image
 from coolchic_pl.config import make_preset
 from coolchic_pl.io import read_frame
 from coolchic_pl.model.architecture import V5_ARCHITECTURES
+from coolchic_pl.model.evalcache import reusing_unchanged_results
 from coolchic_pl.nnquant import network_rate_bits, quantize_networks
 from coolchic_pl.nnquant.expgolomb import expgolomb_bits
 from coolchic_pl.nnquant.quantize import split_weights_and_biases
@@ -88,3 +89,24 @@ def test_interrupted_rdoq_resumes_to_the_same_decoder(quantised: CoolChicModule)
     assert again.run() == expected
     for mine, theirs in zip(resumed.coolchic.parameters(), whole.coolchic.parameters()):
         assert torch.equal(mine, theirs)
+
+
+def test_reused_layer_outputs_give_the_loss_of_a_fresh_evaluation(quantised: CoolChicModule) -> None:
+    """RDOQ's tries change one parameter at a time and recompute only the layers after it;
+    each try's loss must be bit-identical to evaluating the whole decoder from scratch."""
+    module = copy.deepcopy(quantised)
+    bits = network_rate_bits(module.quantization)
+    changed = 0
+    with torch.no_grad():
+        for name, network in module.coolchic.quantizable_modules().items():
+            for parameter_name, parameter in network.named_parameters():
+                flat = parameter.view(-1)
+                with reusing_unchanged_results():
+                    unchanged = module.evaluate_loss(bits)
+                    flat[0] += 0.25
+                    reused = module.evaluate_loss(bits)
+                fresh = module.evaluate_loss(bits)
+                flat[0] -= 0.25
+                assert reused == fresh, f"{name}.{parameter_name}"
+                changed += reused != unchanged
+    assert changed >= 10, "too few parameter changes moved the loss for this check to mean anything"

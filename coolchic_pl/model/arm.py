@@ -6,12 +6,14 @@ stabiliser branch.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from coolchic_pl.model.evalcache import VersionedCache
 from coolchic_pl.model.ifce import InterFeatureContext
 
 # (row offset, first column offset, last column offset) per row, top to bottom. The order
@@ -117,6 +119,12 @@ class Arm(nn.Module):
         self.output = nn.Linear(width, 2)
         self.stabiliser = nn.Linear(width, 2) if stabiliser else None
         self.register_buffer("identity", torch.eye(width), persistent=False)
+        # Evaluation results reused during the quantisation search and RDOQ, which change
+        # one layer at a time (:mod:`coolchic_pl.model.evalcache`): the spatial contexts,
+        # the IFCE features, their concatenation, then the output of each layer.
+        self._eval_spatial, self._eval_features, self._eval_contexts = (VersionedCache() for _ in range(3))
+        self._eval_hidden = [VersionedCache() for _ in self.hidden]
+        self._eval_output, self._eval_stabiliser = VersionedCache(), VersionedCache()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -137,20 +145,26 @@ class Arm(nn.Module):
 
     def contexts(self, flat_latents: Tensor, index: Tensor) -> Tensor:
         """[N] quantised latents -> [N, width] MLP inputs: spatial, then inter-feature."""
-        spatial = gather_contexts(flat_latents, index)
-        if self.ifce is None:
+        spatial = self._eval_spatial.get([flat_latents, index], lambda: gather_contexts(flat_latents, index))
+        ifce = self.ifce
+        if ifce is None:
             return spatial
-        return torch.cat([spatial, self.ifce(flat_latents)], dim=1)
+        features = self._eval_features.get([flat_latents, *ifce.parameters()], lambda: ifce(flat_latents))
+        return self._eval_contexts.get([spatial, features], lambda: torch.cat([spatial, features], dim=1))
 
     def forward(self, contexts: Tensor) -> tuple[Tensor, Tensor]:
         """[N, width] contexts -> (mu [N], raw log-scale [N]) before the -4 shift."""
         x = contexts
-        for layer in self.hidden:
-            x = torch.relu_(F.linear(x, layer.weight + self.identity, layer.bias))
-        out = self.output(x)
-        if self.stabiliser is not None:
-            out = out + self.stabiliser(contexts)
+        for layer, cache in zip(self.hidden, self._eval_hidden):
+            x = cache.get([x, layer.weight, layer.bias], partial(self._hidden_layer, layer, x))
+        out = self._eval_output.get([x, *self.output.parameters()], partial(self.output, x))
+        stabiliser = self.stabiliser
+        if stabiliser is not None:
+            out = out + self._eval_stabiliser.get([contexts, *stabiliser.parameters()], partial(stabiliser, contexts))
         return out[:, 0], out[:, 1]
+
+    def _hidden_layer(self, layer: nn.Linear, x: Tensor) -> Tensor:
+        return torch.relu_(F.linear(x, layer.weight + self.identity, layer.bias))
 
 
 def clamped_log_scale(raw_log_scale: Tensor) -> Tensor:

@@ -88,6 +88,7 @@ class CoolChic(nn.Module):
                                    architecture.synthesis_stabiliser)
         self.register_buffer("context_index", context_index(shapes, architecture.dim_arm, architecture.context_order),
                              persistent=False)
+        self._eval_latents: VersionedCache[Tensor] = VersionedCache()
         self._eval_rate: VersionedCache[Tensor] = VersionedCache()
         self._eval_upsampled: VersionedCache[Tensor] = VersionedCache()
         self._eval_image: VersionedCache[Tensor] = VersionedCache()
@@ -112,14 +113,16 @@ class CoolChic(nn.Module):
         """Decode the frame from its latents with a training-time quantiser.
 
         In eval mode the latents are hard-rounded without noise whatever the arguments; during
-        the quantisation search and RDOQ the rate, the upsampled latents and the image are
-        each recomputed only when a parameter they depend on has changed (see
-        :mod:`coolchic_pl.model.evalcache`).
+        the quantisation search and RDOQ the latents, the rate, the upsampled latents and the
+        image, and inside the ARM and the synthesis each layer's output, are recomputed only
+        when a parameter they depend on has changed (see :mod:`coolchic_pl.model.evalcache`).
         """
-        latents = self.latent(quantizer_type, temperature, noise_type, noise_parameter)
         if self.training:
+            latents = self.latent(quantizer_type, temperature, noise_type, noise_parameter)
             return CoolChicOutput(image=self._image(latents), rate_bits=self._rate(latents), latents=latents)
         grids = list(self.latent.parameters())
+        latents = self._eval_latents.get(grids, lambda: self.latent(quantizer_type, temperature, noise_type,
+                                                                    noise_parameter))
         upsampling = grids + list(self.upsampling.parameters())
         rate_bits = self._eval_rate.get(grids + list(self.arm.parameters()), lambda: self._rate(latents))
         image = self._eval_image.get(upsampling + list(self.synthesis.parameters()), lambda: self._synthesise(
