@@ -100,6 +100,7 @@ def test_published_anchors_are_shipped() -> None:
     per_image = rd.published_per_image()
     assert len(per_image) == 24 and all(len(points) == 5 for points in per_image.values())
     assert per_image["kodim01"][2] == {"bpp": 0.79645, "psnr_rgb": 32.3565}  # lambda 1e-3, Cool-Chic 4.2
+    assert rd.published_per_image("5.0")["kodim15"][2] == {"bpp": 0.28164, "psnr_rgb": 35.2769}  # lambda 1e-3
     curves = rd.published_curves()
     assert {"VTM", "BPG444", "JPEG2000", "JPEG", "C3"} <= set(curves)
     assert any(name.startswith("Cool-Chic 4.2") for name in curves)

@@ -87,12 +87,15 @@ def classical_points(codec, image: Path, cache: Path) -> list[dict]:
     return points
 
 
-def published_per_image() -> dict[str, list[dict]]:
-    """Cool-Chic 4.2 per-image Kodak points (bpp, RGB PSNR) by image name."""
+PUBLISHED_VERSIONS = ("4.2", "5.0")
+
+
+def published_per_image(version: str = "4.2") -> dict[str, list[dict]]:
+    """Cool-Chic's per-image Kodak points (bpp, RGB PSNR) of one release, by image name."""
     table: dict[str, list[dict]] = {}
     with (resources.files("coolchic_pl.bench") / "anchors" / "kodak_coolchic_per_image.csv").open() as handle:
         for row in csv.DictReader(handle):
-            if row["version"] == "4.2":
+            if row["version"] == version:
                 table.setdefault(row["image"], []).append({"bpp": float(row["bpp"]),
                                                            "psnr_rgb": float(row["psnr_rgb_db"])})
     return table
@@ -151,9 +154,10 @@ def run(args: argparse.Namespace) -> int:
         table[codec.name] = per_image
     full_kodak = crop is None and all(KODAK_NAME.match(p.stem) and Image.open(p).size in KODAK_SIZES for p in images)
     if full_kodak:
-        anchors = published_per_image()
-        table["Cool-Chic 4.2 (published)"] = {name: _bd(anchors[name], points[COOLCHIC][name])
-                                              for name in points[COOLCHIC] if name in anchors}
+        for version in PUBLISHED_VERSIONS:
+            anchors = published_per_image(version)
+            table[f"Cool-Chic {version} (published)"] = {name: _bd(anchors[name], points[COOLCHIC][name])
+                                                         for name in points[COOLCHIC] if name in anchors}
     summary = {codec: {"per_image": {k: {"bd_rate_pct": v[0], "bd_psnr_db": v[1]} for k, v in rows.items()},
                        "mean_bd_rate_pct": _nanmean([v[0] for v in rows.values()]),
                        "mean_bd_psnr_db": _nanmean([v[1] for v in rows.values()])}
