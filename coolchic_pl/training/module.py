@@ -165,12 +165,16 @@ class CoolChicModule(pl.LightningModule):
 
     @torch.no_grad()
     def _eval_output(self) -> CoolChicOutput:
-        was_training = self.coolchic.training
+        """Switching a module tree's mode walks every submodule: the quantisation search
+        and RDOQ evaluate an already evaluating decoder thousands of times, so only a
+        training one is switched (and back)."""
+        if not self.coolchic.training:
+            return self.coolchic()
         self.coolchic.eval()
         try:
             return self.coolchic()
         finally:
-            self.coolchic.train(was_training)
+            self.coolchic.train()
 
     def decode(self) -> tuple[Tensor, ...]:
         """The decoded frame planes a decoder would produce (hard-rounded latents)."""
