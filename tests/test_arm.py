@@ -20,7 +20,7 @@ def test_patterns_follow_reference_order() -> None:
 
 
 def _predict(arm: Arm, latents: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    mu, log_scale = arm(gather_contexts(latents, index))
+    mu, log_scale = arm(gather_contexts(latents, index.t().contiguous()))
     return torch.stack([mu, log_scale], dim=1)
 
 
@@ -66,9 +66,9 @@ def test_arm_initialisation_and_output_scale() -> None:
     for layer in arm.hidden:
         assert torch.count_nonzero(layer.weight) == 0 and torch.count_nonzero(layer.bias) == 0
     assert torch.count_nonzero(arm.output.bias) == 0
-    x = torch.randn(64, 16)
+    x = torch.randn(16, 64)  # channels-first contexts
     mu, log_scale = arm(x)
-    expected = torch.relu(x) @ arm.output.weight.T  # hidden layers start as relu(identity)
+    expected = torch.relu(x).T @ arm.output.weight.T  # hidden layers start as relu(identity)
     assert torch.allclose(torch.stack([mu, log_scale], 1), expected, atol=1e-6)
     with pytest.raises(ValueError, match="ARM context size"):
         context_offsets(12, "v4")
@@ -134,7 +134,7 @@ def test_ifce_matches_cool_chic_5_formulation() -> None:
     flat = torch.randn(model.latent.n_latents).round()
     grids = model.latent.unflatten(flat)
     resolutions = model.latent.resolutions
-    features = ifce(flat).split(model.latent.numels)
+    features = ifce(flat).T.split(model.latent.numels)
     for position, grid in enumerate(ifce.grids):
         height, width = model.latent.sizes[grid]
         coarser = sorted((g for g, r in enumerate(resolutions) if r > resolutions[grid]), key=lambda g: resolutions[g])

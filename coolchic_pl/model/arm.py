@@ -10,7 +10,6 @@ from functools import partial
 from typing import Literal, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coolchic_pl.model.evalcache import VersionedCache
@@ -90,7 +89,7 @@ def context_index(grid_shapes: Sequence[tuple[int, int, int]], dim_arm: int, ord
 
 
 def gather_contexts(flat_latents: Tensor, index: Tensor) -> Tensor:
-    """[N] latents -> [N, dim_arm] contexts, zeros outside the grids."""
+    """[N] latents -> contexts of ``index``'s shape, zeros outside the grids."""
     padded = torch.cat([flat_latents, flat_latents.new_zeros(1)])
     # index_select (backward: index_add) is 1.2 to 1.5x faster than advanced indexing here.
     return torch.index_select(padded, 0, index.view(-1)).view(index.shape)
@@ -103,6 +102,11 @@ class Arm(nn.Module):
 
     Hidden layers compute relu(W x + b + x). They are evaluated as relu((W + I) x + b),
     which saves one full-size addition per layer in the forward and the backward.
+
+    Contexts are channels-first, [width, N]: with N in the hundreds of thousands and a
+    width of 8 to 40, a [width, width] x [width, N] product runs on CPU several times
+    faster than the row-major [N, width] x [width, width] one (forward and backward of a
+    width-8 MLP at 32k latents: 7 -> 3 ms).
     """
 
     def __init__(self, dim_arm: int, n_hidden: int, ifce: InterFeatureContext | None = None,
@@ -144,27 +148,35 @@ class Arm(nn.Module):
         return len(self.hidden) * self.width**2 + 2 * self.width + stabiliser
 
     def contexts(self, flat_latents: Tensor, index: Tensor) -> Tensor:
-        """[N] quantised latents -> [N, width] MLP inputs: spatial, then inter-feature."""
+        """[N] quantised latents and a [dim_arm, N] gather index -> [width, N] MLP inputs:
+        spatial rows, then inter-feature rows."""
         spatial = self._eval_spatial.get([flat_latents, index], lambda: gather_contexts(flat_latents, index))
         ifce = self.ifce
         if ifce is None:
             return spatial
         features = self._eval_features.get([flat_latents, *ifce.parameters()], lambda: ifce(flat_latents))
-        return self._eval_contexts.get([spatial, features], lambda: torch.cat([spatial, features], dim=1))
+        return self._eval_contexts.get([spatial, features], lambda: torch.cat([spatial, features]))
 
     def forward(self, contexts: Tensor) -> tuple[Tensor, Tensor]:
-        """[N, width] contexts -> (mu [N], raw log-scale [N]) before the -4 shift."""
+        """[width, N] contexts -> (mu [N], raw log-scale [N]) before the -4 shift."""
         x = contexts
         for layer, cache in zip(self.hidden, self._eval_hidden):
             x = cache.get([x, layer.weight, layer.bias], partial(self._hidden_layer, layer, x))
-        out = self._eval_output.get([x, *self.output.parameters()], partial(self.output, x))
+        out = self._eval_output.get([x, *self.output.parameters()], partial(_linear, self.output.weight,
+                                                                            self.output.bias, x))
         stabiliser = self.stabiliser
         if stabiliser is not None:
-            out = out + self._eval_stabiliser.get([contexts, *stabiliser.parameters()], partial(stabiliser, contexts))
-        return out[:, 0], out[:, 1]
+            out = out + self._eval_stabiliser.get([contexts, *stabiliser.parameters()],
+                                                  partial(_linear, stabiliser.weight, stabiliser.bias, contexts))
+        return out[0], out[1]
 
     def _hidden_layer(self, layer: nn.Linear, x: Tensor) -> Tensor:
-        return torch.relu_(F.linear(x, layer.weight + self.identity, layer.bias))
+        return torch.relu_(_linear(layer.weight + self.identity, layer.bias, x))
+
+
+def _linear(weight: Tensor, bias: Tensor, x: Tensor) -> Tensor:
+    """An ``nn.Linear`` applied to channels-first [in, N] inputs: [out, N]."""
+    return torch.addmm(bias.unsqueeze(1), weight, x)
 
 
 def clamped_log_scale(raw_log_scale: Tensor) -> Tensor:

@@ -86,7 +86,9 @@ class CoolChic(nn.Module):
                                      architecture.ups_preconcat_k_size)
         self.synthesis = Synthesis(sum(architecture.n_ft_per_res), architecture.layers_synthesis, n_outputs,
                                    architecture.synthesis_stabiliser)
-        self.register_buffer("context_index", context_index(shapes, architecture.dim_arm, architecture.context_order),
+        # [dim_arm, N]: the ARM works on channels-first contexts.
+        self.register_buffer("context_index", context_index(shapes, architecture.dim_arm,
+                                                            architecture.context_order).t().contiguous(),
                              persistent=False)
         self._eval_latents: VersionedCache[Tensor] = VersionedCache()
         self._eval_rate: VersionedCache[Tensor] = VersionedCache()

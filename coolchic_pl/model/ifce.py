@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -56,8 +55,10 @@ class InterFeatureContext(nn.Module):
         self.grids = [g for g, r in enumerate(resolutions) if r < n_ifce_grids]
         self.numels = [h * w for h, w in sizes]
         self.layers = nn.ModuleList(nn.Linear(len(ifce_inputs(resolutions, g)), n_features) for g in self.grids)
+        # Stored [n_inputs, h * w], the layout of the ARM's channels-first contexts.
         for position, grid in enumerate(self.grids):
-            self.register_buffer(f"index_{position}", ifce_gather_index(sizes, resolutions, grid), persistent=False)
+            self.register_buffer(f"index_{position}", ifce_gather_index(sizes, resolutions, grid).t().contiguous(),
+                                 persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -68,6 +69,10 @@ class InterFeatureContext(nn.Module):
                 layer.bias.zero_()
 
     def gather_index(self, position: int) -> Tensor:
+        """[h * w, n_inputs], as :func:`ifce_gather_index` builds it."""
+        return self._stored_index(position).t()
+
+    def _stored_index(self, position: int) -> Tensor:
         return getattr(self, f"index_{position}")
 
     def macs_per_latent(self) -> list[int]:
@@ -75,12 +80,14 @@ class InterFeatureContext(nn.Module):
         return [layer.weight.numel() for layer in self.layers]
 
     def forward(self, flat_latents: Tensor) -> Tensor:
-        """[N] quantised latents -> [N, n_features]; zeros for grids without an IFCE."""
+        """[N] quantised latents -> [n_features, N], channels-first as the ARM's contexts;
+        zeros for grids without an IFCE."""
         parts = []
         for position, grid in enumerate(self.grids):
             layer = self.layers[position]
-            inputs = torch.index_select(flat_latents, 0, self.gather_index(position).view(-1))
-            parts.append((grid, F.linear(inputs.view(self.numels[grid], -1), layer.weight, layer.bias)))
+            inputs = torch.index_select(flat_latents, 0, self._stored_index(position).view(-1))
+            parts.append((grid, torch.addmm(layer.bias.unsqueeze(1), layer.weight,
+                                            inputs.view(-1, self.numels[grid]))))
         by_grid = dict(parts)
-        return torch.cat([by_grid.get(g, flat_latents.new_zeros(n, self.n_features))
-                          for g, n in enumerate(self.numels)])
+        return torch.cat([by_grid.get(g, flat_latents.new_zeros(self.n_features, n))
+                          for g, n in enumerate(self.numels)], dim=1)
