@@ -91,6 +91,18 @@ def test_rd_outputs_and_resume(data_dir: Path, tmp_path: Path, capsys) -> None:
     assert encoded == {path: path.stat().st_mtime_ns for path in (tmp_path / "coolchic").rglob("*.cool")}
 
 
+@pytest.mark.slow
+def test_rd_with_one_lambda_prints_its_point_and_no_bd_rate(data_dir: Path, tmp_path: Path, capsys) -> None:
+    args = ["rd", "--images", str(data_dir / "kodak" / "kodim03.png"), "--crop", "64x48", "--lmbdas", "0.02",
+            "--config", str(CONFIGS / "debug.yaml"), "--out", str(tmp_path), "--codecs", "JPEG"]
+    assert bench_main(args) == 0
+    captured = capsys.readouterr()
+    assert re.search(r"^kodim03 lambda 0.02: \d+\.\d{3} dB at \d\.\d{4} bpp$", captured.out, re.MULTILINE)
+    assert "BD-rate needs two or more lambdas" in captured.err
+    assert not (tmp_path / "bd_rate.json").exists()
+    assert len((tmp_path / "points.tsv").read_text().splitlines()) > 2  # header, coolchic_pl, JPEG's sweep
+
+
 def test_rd_rejects_missing_images(tmp_path: Path, capsys) -> None:
     assert bench_main(["rd", "--images", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
     assert "no such file or folder" in capsys.readouterr().err

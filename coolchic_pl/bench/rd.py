@@ -147,6 +147,13 @@ def run(args: argparse.Namespace) -> int:
     descriptions = {COOLCHIC: f"coolchic_pl, config {args.config}, lambdas {args.lmbdas}, rate of the .cool file"}
     descriptions.update({c.name: c.settings for c in codecs})
     write_results(points, descriptions, out)
+    if len(set(lmbdas)) < 2:
+        for image in images:
+            for point in points[COOLCHIC][image.stem]:
+                print(f"{image.stem} lambda {point['lmbda']}: {point['psnr_rgb']:.3f} dB at {point['bpp']:.4f} bpp")
+        print(f"BD-rate needs two or more lambdas: not computed (every point is in {out / 'points.tsv'})",
+              file=sys.stderr)
+        return 0
 
     table = {}
     for codec in codecs:
