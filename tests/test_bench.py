@@ -101,6 +101,7 @@ def test_rd_with_one_lambda_prints_its_point_and_no_bd_rate(data_dir: Path, tmp_
     assert "BD-rate needs two or more lambdas" in captured.err
     assert not (tmp_path / "bd_rate.json").exists()
     assert len((tmp_path / "points.tsv").read_text().splitlines()) > 2  # header, coolchic_pl, JPEG's sweep
+    assert (tmp_path / "rd.png").stat().st_size > 1000  # the point among the classical curves
 
 
 def test_rd_rejects_missing_images(tmp_path: Path, capsys) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from coolchic_pl.bench.bdrate import bd_psnr, bd_rate
-from coolchic_pl.bench.classical import available_codecs, sweep
+from coolchic_pl.bench.classical import ClassicalCodec, available_codecs, sweep
 from coolchic_pl.bench.formats import slug, write_results
 from coolchic_pl.bench.plot import plot_rd
 from coolchic_pl.io import FrameFormatError
@@ -147,14 +147,30 @@ def run(args: argparse.Namespace) -> int:
     descriptions = {COOLCHIC: f"coolchic_pl, config {args.config}, lambdas {args.lmbdas}, rate of the .cool file"}
     descriptions.update({c.name: c.settings for c in codecs})
     write_results(points, descriptions, out)
-    if len(set(lmbdas)) < 2:
+    if len(set(lmbdas)) > 1:
+        _report_bd_rates(points, codecs, images, crop, out)
+    else:
         for image in images:
             for point in points[COOLCHIC][image.stem]:
                 print(f"{image.stem} lambda {point['lmbda']}: {point['psnr_rgb']:.3f} dB at {point['bpp']:.4f} bpp")
         print(f"BD-rate needs two or more lambdas: not computed (every point is in {out / 'points.tsv'})",
               file=sys.stderr)
-        return 0
 
+    mean_curves = {name: _mean_curve(list(per_image.values())) for name, per_image in points.items()}
+    kodak = all(KODAK_NAME.match(p.stem) for p in images)
+    title = f"{len(images)} image(s)" + (f", {crop[0]}x{crop[1]} centre crops" if crop else "")
+    if plot_rd(mean_curves, out / "rd.png", title, "psnr_rgb", "PSNR RGB (dB)", COOLCHIC,
+               published_curves() if kodak else {}, max_bpp=2.0):
+        print(f"plot: {out / 'rd.png'}", file=sys.stderr)
+    else:
+        print("plot skipped: matplotlib is not installed (pip install -e '.[bench]')", file=sys.stderr)
+    return 0
+
+
+def _report_bd_rates(points: dict[str, dict[str, list[dict]]], codecs: list[ClassicalCodec],
+                     images: list[Path], crop: tuple[int, ...] | None, out: Path) -> None:
+    """BD-rate of coolchic_pl against every codec (and the published Cool-Chic results on full
+    Kodak images): ``bd_rate.json`` and the printed table."""
     table = {}
     for codec in codecs:
         per_image = {name: _bd(points[codec.name][name], points[COOLCHIC][name]) for name in points[COOLCHIC]}
@@ -171,16 +187,6 @@ def run(args: argparse.Namespace) -> int:
                for codec, rows in table.items()}
     (out / "bd_rate.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(format_table(summary, [p.stem for p in images]))
-
-    mean_curves = {name: _mean_curve(list(per_image.values())) for name, per_image in points.items()}
-    kodak = all(KODAK_NAME.match(p.stem) for p in images)
-    title = f"{len(images)} image(s)" + (f", {crop[0]}x{crop[1]} centre crops" if crop else "")
-    if plot_rd(mean_curves, out / "rd.png", title, "psnr_rgb", "PSNR RGB (dB)", COOLCHIC,
-               published_curves() if kodak else {}, max_bpp=2.0):
-        print(f"plot: {out / 'rd.png'}", file=sys.stderr)
-    else:
-        print("plot skipped: matplotlib is not installed (pip install -e '.[bench]')", file=sys.stderr)
-    return 0
 
 
 def _nanmean(values: list[float]) -> float:
