@@ -16,6 +16,7 @@ import jsonargparse
 from coolchic_pl.model.architecture import ARCHITECTURES, AUTO_ARCHITECTURES, CoolChicArchitecture
 from coolchic_pl.model.coolchic import split_module_name
 from coolchic_pl.model.quantizer import NOISE_TYPES, QUANTIZER_TYPES, NoiseType, QuantizerType
+from coolchic_pl.video.policy import POLICIES, FrameRule, MotionInit, PolicyName
 
 
 OptimizerName = Literal["adam", "soap"]
@@ -337,9 +338,10 @@ def depth_budget(n_itr: int, depth: int, floor_fraction: float) -> int:
     return max(round(n_itr * (1 - 0.2 * depth)), round(n_itr * floor_fraction), 1)
 
 
-def make_inter_preset(name: str, depth: int, is_b_frame: bool, n_itr: Optional[int] = None,
-                      n_itr_pretrain_motion: Optional[int] = None, start_lr: float = 1e-2) -> Preset:
-    """The preset of a P or B frame; B frames get a budget that shrinks with depth."""
+def inter_budgets(name: str, depth: int, is_b_frame: bool, n_itr: Optional[int] = None,
+                  n_itr_pretrain_motion: Optional[int] = None) -> tuple[int, int]:
+    """Main-phase and motion pre-training iterations of a P or B frame: the given values
+    (or the preset's) for a P frame, fewer with depth for a B frame."""
     if name not in INTER_PRESETS:
         raise ValueError(f"unknown inter preset '{name}', expected one of {', '.join(INTER_PRESETS)}")
     n_itr = DEFAULT_N_ITR_INTER[name] if n_itr is None else n_itr
@@ -348,7 +350,25 @@ def make_inter_preset(name: str, depth: int, is_b_frame: bool, n_itr: Optional[i
         raise ValueError(f"inter iterations must be >= 1, got n_itr_inter {n_itr}, n_itr_pretrain_motion {pretrain}")
     if is_b_frame:
         n_itr, pretrain = depth_budget(n_itr, depth, 0.1), depth_budget(pretrain, depth, 0.2)
+    return n_itr, pretrain
+
+
+def make_inter_preset(name: str, depth: int, is_b_frame: bool, n_itr: Optional[int] = None,
+                      n_itr_pretrain_motion: Optional[int] = None, start_lr: float = 1e-2) -> Preset:
+    """The preset of a P or B frame; B frames get a budget that shrinks with depth."""
+    n_itr, pretrain = inter_budgets(name, depth, is_b_frame, n_itr, n_itr_pretrain_motion)
     return INTER_PRESETS[name](n_itr, start_lr, pretrain)
+
+
+def with_warmup_iterations(preset: Preset, max_itr: Optional[int]) -> Preset:
+    """``preset`` with every warm-up candidate trained ``max_itr`` iterations (None: unchanged)."""
+    if max_itr is None:
+        return preset
+    phases = [WarmupPhase(w.candidates, replace(w.training_phase, max_itr=max_itr,
+                                                freq_valid=min(w.training_phase.freq_valid, max_itr),
+                                                patience=max(w.training_phase.patience, max_itr)))
+              for w in preset.warmup.phases]
+    return replace(preset, warmup=Warmup(phases))
 
 
 def make_preset(name: str, n_itr: Optional[int] = None, start_lr: float = 1e-2, lmbda: float = 1e-3) -> Preset:
@@ -440,9 +460,12 @@ class FitConfig:
         inter_preset: Video: training schedule of P and B frames (null: the one that goes with preset).
         n_itr_inter: Video: main-phase iterations of a P frame; B frames get fewer with depth (null: the preset's).
         n_itr_pretrain_motion: Video: iterations fitting the motion Cool-Chic to the optical flow (null: the preset's).
-        inter_arch: Video: residue and motion decoders of P/B frames, lop or mop (null: mop at depth 1, lop deeper).
-        warp_filter_size: Video: motion compensation filter length (2 bilinear, 4 bicubic, 6+ windowed sinc).
-        motion_init: Video: flow (half the warm-up candidates start from the optical flow) or none.
+        inter_arch: Video: residue and motion decoders of every P/B frame (null: the coding policy's).
+        warp_filter_size: Video: motion compensation filter of every P/B frame, 2 bilinear, 4 bicubic, 6+ windowed
+            sinc (null: the coding policy's).
+        motion_init: Video: flow (warm-up candidates start from the estimated flow) or none (null: the policy's).
+        coding_policy: Video: per-frame settings: default, v3.4 (lambda x 1.5^depth for every frame) or v4.2.
+        frame_rules: Video: rules applied after the coding policy, e.g. [{frames: B, depth: 2, lmbda_factor: 2}].
     """
 
     input: str = ""
@@ -467,15 +490,19 @@ class FitConfig:
     n_itr_inter: Optional[int] = None
     n_itr_pretrain_motion: Optional[int] = None
     inter_arch: Optional[InterArchName] = None
-    warp_filter_size: int = 8
-    motion_init: Literal["flow", "none"] = "flow"
+    warp_filter_size: Optional[int] = None
+    motion_init: Optional[MotionInit] = None
+    coding_policy: PolicyName = "default"
+    frame_rules: list[FrameRule] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.intra_pos, self.p_pos = str(self.intra_pos), str(self.p_pos)
         if self.n_frames < 1:
             raise ValueError(f"n_frames must be >= 1, got {self.n_frames}")
-        if self.warp_filter_size < 2 or self.warp_filter_size % 2:
-            raise ValueError(f"warp_filter_size must be even and >= 2, got {self.warp_filter_size}")
+        if self.coding_policy not in POLICIES:
+            raise ValueError(f"coding_policy must be one of {', '.join(POLICIES)}, got {self.coding_policy!r}")
+        self.frame_rules = [r if isinstance(r, FrameRule) else FrameRule(**r) for r in self.frame_rules]
+        self.frame_policy()  # a config key out of range fails here, with the rule's message
         if not self.lmbda > 0:
             raise ValueError(f"lmbda must be > 0, got {self.lmbda}")
         if self.n_loops < 1:
@@ -490,15 +517,12 @@ class FitConfig:
             raise ValueError(f"checkpoint_interval_s must be >= 0, got {self.checkpoint_interval_s}")
         if self.job_duration_min is not None and not self.job_duration_min > 0:
             raise ValueError(f"job_duration_min must be > 0 (or null for no limit), got {self.job_duration_min}")
-        if self.is_video and self.arch in AUTO_ARCHITECTURES:
-            raise ValueError(f"arch {self.arch} is for images: a video encode needs one named decoder")
-        if self.is_video and self.resolved_architecture().uses_v5_modules:
-            raise ValueError(f"video encodes use Cool-Chic 4.2 decoders: arch {self.arch} with these architecture "
-                             "fields uses Cool-Chic 5 modules, which video bitstreams do not carry")
 
-    def resolved_architectures(self) -> list[CoolChicArchitecture]:
-        """The decoders of the warm-up candidates: one, or those of ``arch: auto``."""
-        names = AUTO_ARCHITECTURES.get(self.arch or "", (self.arch,))
+    def resolved_architectures(self, arch: Optional[str] = None) -> list[CoolChicArchitecture]:
+        """The decoders of the warm-up candidates: one, or those of ``arch: auto``; ``arch``
+        replaces the config's (a video frame's policy may name another)."""
+        arch = self.arch if arch is None else arch
+        names = AUTO_ARCHITECTURES.get(arch or "", (arch,))
         overrides = {k: v for k, v in asdict(self.architecture).items() if v is not None}
         return [replace(ARCHITECTURES[name] if name else CoolChicArchitecture(), **overrides) for name in names]
 
@@ -515,10 +539,18 @@ class FitConfig:
     def is_video(self) -> bool:
         return self.n_frames > 1
 
-    def inter_preset_object(self, depth: int, is_b_frame: bool) -> Preset:
-        name = self.inter_preset or INTER_PRESET_FOR[self.preset]
-        return make_inter_preset(name, depth, is_b_frame, self.n_itr_inter, self.n_itr_pretrain_motion,
-                                 self.start_lr)
+    def frame_policy(self) -> list[FrameRule]:
+        """The rules that decide each video frame's settings: the named policy's, the inter
+        frame keys that are set, then ``frame_rules`` (see :mod:`coolchic_pl.video.policy`)."""
+        keys = {"warp_filter_size": self.warp_filter_size, "motion_init": self.motion_init,
+                "arch": self.inter_arch, "motion_arch": self.inter_arch}
+        keys = {k: v for k, v in keys.items() if v is not None}
+        from_keys = [FrameRule(frames="inter", **keys)] if keys else []
+        return [*POLICIES[self.coding_policy], *from_keys, *self.frame_rules]
+
+    @property
+    def inter_preset_name(self) -> str:
+        return self.inter_preset or INTER_PRESET_FOR[self.preset]
 
     def as_dict(self) -> dict:
         """Every option, with the architecture fields resolved (with ``arch: auto``, the

@@ -148,7 +148,7 @@ def test_inter_presets_shrink_b_frame_budgets_with_depth() -> None:
 def test_video_options() -> None:
     config = parse_config(["--input", "clip.yuv", "--n_frames", "3", "--p_pos", "-1", "--inter_arch", "lop"])
     assert config.is_video and config.p_pos == "-1" and config.intra_pos == "0"
-    assert config.inter_preset_object(1, False).name == "fast_inter"  # the preset that goes with fast
+    assert config.inter_preset_name == "fast_inter"  # the preset that goes with fast
     with pytest.raises(ValueError, match="warp_filter_size must be even"):
         parse_config(["--input", "clip.yuv", "--warp_filter_size", "5"])
     with pytest.raises(ValueError, match="optimized_module: unknown module 'motion.flow'"):

@@ -123,7 +123,7 @@ def _coded(frames: list[FrameData], n_refs: int) -> tuple[InterCoolChic, bytes, 
 @pytest.mark.parametrize("n_refs", [1, 2])
 def test_frame_record_round_trip(frames: list[FrameData], n_refs: int) -> None:
     decoder, record, sequence, decoded = _coded(frames, n_refs)
-    frame, planes = decode_frame(record, sequence, decoded)
+    frame, planes = decode_frame(record, sequence, decoded, {})
     assert frame.display == 2 and frame.refs == tuple(range(n_refs))
     assert frame.inter == decoder.frame_parameters
     with torch.no_grad():

@@ -53,6 +53,7 @@ class ScriptedRunner(PhaseRunner):
         with torch.no_grad():
             module.coolchic.latent.grids[0][0, 0, 0, 1] = self.gains.get((stage.split("/")[0], identity), 0.0)
         self.state["global_iteration"] += phase.max_itr
+        return 0.0
 
 
 # Warm-up 0 ranks candidates 2 < 0 < 3 < 1; warm-up 1 re-ranks the survivors 2, 0 as 0 < 2.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coolchic_pl.video.structure import (
-    CodingStructureError, build_coding_structure, frame_lambda, parse_positions, structure_table,
+    CodingStructureError, build_coding_structure, parse_positions,
 )
 
 
@@ -79,13 +79,3 @@ def test_position_syntax_errors(text: str, message: str) -> None:
 def test_impossible_structures(n_frames: int, intra_pos: str, p_pos: str, message: str) -> None:
     with pytest.raises(CodingStructureError, match=message):
         build_coding_structure(n_frames, intra_pos, p_pos)
-
-
-def test_table_and_lambda_by_depth() -> None:
-    frames = build_coding_structure(5, "0", "-1")
-    assert frame_lambda(1e-3, 2) == pytest.approx(2.25e-3)
-    lines = structure_table(frames, 1e-3).splitlines()
-    assert [cell.strip() for cell in lines[0].split("|")] == ["coding", "display", "type", "depth", "refs", "lambda"]
-    assert len(lines) == 2 + 5
-    assert lines[3].split("|")[2].strip() == "P" and lines[3].split("|")[5].strip() == "0.0015"
-    assert lines[4].split("|")[4].strip() == "0,4"

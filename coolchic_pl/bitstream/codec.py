@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -155,44 +155,53 @@ def encode_model(model: CoolChic, quantization: dict[str, ModuleQuantization],
     """Header fields (architecture, q-steps, stream lengths) and payload of one quantised
     CoolChic; the image size, output count and format version (:func:`model_version`) are
     the container's to send."""
+    header, payload = encode_networks(model, quantization, bitdepth)
+    latent_header, latent_payload = encode_latents(model, quantization["arm"])
+    return header + latent_header, payload + latent_payload
+
+
+def encode_networks(model: CoolChic, quantization: dict[str, ModuleQuantization],
+                    bitdepth: int = 8) -> tuple[bytes, bytes]:
+    """The architecture and the exp-Golomb coded networks: the first part of
+    :func:`encode_model`, which a Cool-Chic sharing an earlier frame's networks omits."""
     architecture = model.architecture
-    version = model_version(architecture)
-    n_outputs = model.synthesis.layers[-1].weight.shape[0]
     header = bytearray()
     mask = sum(1 << i for i, c in enumerate(architecture.n_ft_per_res) if c)
     arm_and_ups = (architecture.dim_arm, architecture.n_hidden_layers_arm, architecture.ups_k_size,
                    architecture.ups_preconcat_k_size)
     header += varints_bytes(len(architecture.n_ft_per_res), mask, *arm_and_ups)
-    layers = _layer_fields(architecture, n_outputs)
+    layers = _layer_fields(architecture, model.n_outputs)
     header += varints_bytes(len(layers))
     for out, kernel, flags in layers:
         header += varints_bytes(out, kernel, flags)
-    if version == 2:
+    if model_version(architecture) == 2:
         header += _v2_fields(model, bitdepth)
-
     payload = bytearray()
-    integers: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     for name, module in model.quantizable_modules().items():
         q = quantization[name]
         weights, biases = split_weights_and_biases(module)
-        weight_ints = [torch.round(p.detach() / q.weight_step).to(torch.int64).numpy() for p in weights]
-        bias_ints = [torch.round(p.detach() / q.bias_step).to(torch.int64).numpy() for p in biases]
-        integers[name] = (weight_ints, bias_ints)
-        streams = [encode_signed(np.concatenate([w.reshape(-1) for w in ints]) if ints else np.zeros(0), order)
-                   for ints, order in ((weight_ints, q.weight_order), (bias_ints, q.bias_order))]
+        streams = [encode_signed(np.concatenate([torch.round(p.detach() / step).to(torch.int64).numpy().reshape(-1)
+                                                 for p in params]) if params else np.zeros(0), order)
+                   for params, step, order in ((weights, q.weight_step, q.weight_order),
+                                               (biases, q.bias_step, q.bias_order))]
         weight_steps, bias_steps = Q_STEPS[name]
         header += varints_bytes(weight_steps.index(q.weight_step), bias_steps.index(q.bias_step), q.weight_order,
-                           q.bias_order, len(streams[0]), len(streams[1]))
+                                q.bias_order, len(streams[0]), len(streams[1]))
         payload += streams[0] + streams[1]
+    return bytes(header), bytes(payload)
 
-    q = quantization["arm"]
-    arm = IntegerArm.from_module(model.arm, q.weight_step, q.bias_step)
+
+def encode_latents(model: CoolChic, arm_quantization: ModuleQuantization) -> tuple[bytes, bytes]:
+    """Stream lengths and range-coded latents of every grid, with the integer ARM of the
+    model's (quantised) ARM: the second part of :func:`encode_model`."""
+    architecture = model.architecture
+    arm = IntegerArm.from_module(model.arm, arm_quantization.weight_step, arm_quantization.bias_step)
     with torch.no_grad():
         flat = torch.round(model.latent.flat()).to(torch.int64)
     grids = model.latent.unflatten(flat)
     flat = flat.numpy()
-    order = model.latent.decoding_order() if version == 2 else range(len(architecture.n_ft_per_res))
-    for grid_index in order:
+    header, payload = bytearray(), bytearray()
+    for grid_index in _grid_order(model):
         coded = escapes = b""
         grid = grids[grid_index]
         latents = grid.numpy().reshape(grid.shape[-2:]) if grid.numel() else None
@@ -202,6 +211,13 @@ def encode_model(model: CoolChic, quantization: dict[str, ModuleQuantization],
         header += varints_bytes(len(coded), len(escapes))
         payload += coded + escapes
     return bytes(header), bytes(payload)
+
+
+def _grid_order(model: CoolChic) -> Sequence[int]:
+    """Version 2 codes the grids coarsest first (their inter-feature contexts come from coarser grids)."""
+    if model_version(model.architecture) == 2:
+        return model.latent.decoding_order()
+    return range(len(model.architecture.n_ft_per_res))
 
 
 def encode_coolchic(model: CoolChic, quantization: dict[str, ModuleQuantization], color_space: ColorSpace,
@@ -282,6 +298,14 @@ def _read_v2_fields(header: ByteReader, n_outputs: int) -> tuple[dict, list[int]
 def decode_model(header: ByteReader, payload: ByteReader, image_size: tuple[int, int], n_outputs: int,
                  version: int = 1, bitdepth: int = 8) -> tuple[CoolChic, dict[str, ModuleQuantization]]:
     """The CoolChic whose fields and streams ``encode_model`` wrote, in evaluation mode."""
+    model, quantization = decode_networks(header, payload, image_size, n_outputs, version, bitdepth)
+    decode_latents(model, quantization["arm"], header, payload)
+    return model, quantization
+
+
+def decode_networks(header: ByteReader, payload: ByteReader, image_size: tuple[int, int], n_outputs: int,
+                    version: int = 1, bitdepth: int = 8) -> tuple[CoolChic, dict[str, ModuleQuantization]]:
+    """A CoolChic in evaluation mode with the networks ``encode_networks`` wrote (latents at 0)."""
     n_grids, mask, dim_arm, n_hidden, ups_k, refine_k = header.varints(6)
     if not 1 <= n_grids <= _MAX_GRIDS:
         raise BitstreamError(f"{n_grids} latent grids is out of range")
@@ -296,6 +320,9 @@ def decode_model(header: ByteReader, payload: ByteReader, image_size: tuple[int,
     architecture = CoolChicArchitecture(
         n_ft_per_res=tuple((mask >> i) & 1 for i in range(n_grids)), dim_arm=dim_arm, n_hidden_layers_arm=n_hidden,
         ups_k_size=ups_k, ups_preconcat_k_size=refine_k, layers_synthesis=_layer_string(layers), **v2_fields)
+    if model_version(architecture) != version:
+        raise BitstreamError(f"a version {version} Cool-Chic describes a version {model_version(architecture)} "
+                             "architecture")
     model = CoolChic(image_size, architecture, n_outputs=n_outputs)
     model.eval()
     if output_range is not None:
@@ -303,7 +330,6 @@ def decode_model(header: ByteReader, payload: ByteReader, image_size: tuple[int,
         model.synthesis.set_output_range(bounds[:, 0], bounds[:, 1])
 
     quantization: dict[str, ModuleQuantization] = {}
-    integers = {}
     for name, module in model.quantizable_modules().items():
         w_index, b_index, w_order, b_order, w_length, b_length = header.varints(6)
         weight_steps, bias_steps = Q_STEPS[name]
@@ -316,33 +342,35 @@ def decode_model(header: ByteReader, payload: ByteReader, image_size: tuple[int,
         bias_ints = decode_signed(payload.bytes(b_length), sum(p.numel() for p in biases), b_order)
         quantization[name] = ModuleQuantization(weight_steps[w_index], bias_steps[b_index], w_order, b_order,
                                                 8 * (w_length + b_length))
-        integers[name] = (_split(weight_ints, weights), _split(bias_ints, biases))
         with torch.no_grad():
-            for params, ints, step in ((weights, integers[name][0], weight_steps[w_index]),
-                                       (biases, integers[name][1], bias_steps[b_index])):
+            for params, ints, step in ((weights, _split(weight_ints, weights), weight_steps[w_index]),
+                                       (biases, _split(bias_ints, biases), bias_steps[b_index])):
                 for param, values in zip(params, ints):
                     param.copy_(torch.from_numpy(values).view_as(param).to(param.dtype) * step)
+    return model, quantization
 
-    q = quantization["arm"]
-    arm = IntegerArm.from_module(model.arm, q.weight_step, q.bias_step)
+
+def decode_latents(model: CoolChic, arm_quantization: ModuleQuantization, header: ByteReader,
+                   payload: ByteReader) -> None:
+    """Decode the latent grids ``encode_latents`` wrote into ``model`` (whose networks are set)."""
+    architecture = model.architecture
+    arm = IntegerArm.from_module(model.arm, arm_quantization.weight_step, arm_quantization.bias_step)
     latent = model.latent
     flat = np.zeros(latent.n_latents, dtype=np.int64)
     starts = np.cumsum([0] + latent.numels)
-    order = latent.decoding_order() if version == 2 else range(n_grids)
     with torch.no_grad():
-        for grid_index in order:
+        for grid_index in _grid_order(model):
             grid = latent.grids[grid_index]
             coded_length, escape_length = header.varints(2)
             coded, escapes = payload.bytes(coded_length), payload.bytes(escape_length)
             if grid.numel() and coded_length:
                 grid_h, grid_w = latent.sizes[grid_index]
-                latents = decode_grid(coded, escapes, grid_h, grid_w, arm, dim_arm, architecture.context_order,
-                                      _ifce_features(model, arm, flat, grid_index))
+                latents = decode_grid(coded, escapes, grid_h, grid_w, arm, architecture.dim_arm,
+                                      architecture.context_order, _ifce_features(model, arm, flat, grid_index))
                 flat[starts[grid_index]:starts[grid_index + 1]] = latents.reshape(-1)
                 grid.copy_(torch.from_numpy(latents).to(grid.dtype).view_as(grid) / latent.encoder_gain)
             elif coded_length or escape_length:
                 raise BitstreamError("an empty latent grid carries data")
-    return model, quantization
 
 
 def _split(values: np.ndarray, params: list[torch.Tensor]) -> list[np.ndarray]:

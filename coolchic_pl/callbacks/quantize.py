@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Callable
 
+import time
+
 import lightning.pytorch as pl
 
 from coolchic_pl.nnquant import ModuleQuantization
@@ -35,6 +37,7 @@ class PostPhaseQuantization(pl.Callback):
         self._pending_search: dict[str, Any] | None = None
         self._rdoq: Rdoq | None = None
         self._pending_rdoq: dict[str, Any] | None = None
+        self.seconds = 0.0  # spent in quantize(), by this process
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if pl_module.device != trainer.strategy.root_device:
@@ -44,6 +47,13 @@ class PostPhaseQuantization(pl.Callback):
 
     def quantize(self, pl_module: pl.LightningModule) -> None:
         """Search (or finish a resumed search) and give the module its quantisation."""
+        started = time.perf_counter()
+        try:
+            self._quantize(pl_module)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def _quantize(self, pl_module: pl.LightningModule) -> None:
         search = QStepSearch(pl_module.coolchic, pl_module.evaluate_loss)
         if self._pending_search is not None:
             search.load_state_dict(self._pending_search)

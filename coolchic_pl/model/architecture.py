@@ -138,3 +138,8 @@ MOTION_ARCHITECTURES: dict[str, CoolChicArchitecture] = {
     "mop": CoolChicArchitecture(n_ft_per_res=MOTION_N_FT_PER_RES, dim_arm=8, n_hidden_layers_arm=2,
                                 layers_synthesis="16-1-linear-relu,X-1-linear-none,X-3-residual-none"),
 }
+
+# ``arch: auto`` and ``motion_arch: auto`` for the P and B frames of a video: these residue
+# and motion decoders compete in the frame's warm-up (see coolchic_pl.video.encoder).
+AUTO_RESIDUE_ARCHITECTURES = ("vlop", "lop", "mop", "lop5")
+AUTO_MOTION_ARCHITECTURES = ("lop", "mop")

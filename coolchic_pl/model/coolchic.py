@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import TYPE_CHECKING, Iterable, Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -17,6 +18,9 @@ from coolchic_pl.model.latents import ENCODER_GAIN, LatentPyramid
 from coolchic_pl.model.quantizer import NoiseType, QuantizerType
 from coolchic_pl.model.synthesis import Synthesis
 from coolchic_pl.model.upsampling import Upsampling
+
+if TYPE_CHECKING:
+    from coolchic_pl.nnquant import ModuleQuantization
 
 ModuleName = Literal["all", "latent", "arm", "upsampling", "synthesis"]
 MODULE_NAMES: tuple[ModuleName, ...] = ("all", "latent", "arm", "upsampling", "synthesis")
@@ -36,16 +40,30 @@ def split_module_name(name: str) -> tuple[str, ModuleName]:
 
 
 def select_parameters(coolchics: dict[str, nn.Module], names: Iterable[str]) -> list[nn.Parameter]:
-    """Parameters of the named sub-modules of the named Cool-Chics, without duplicates:
-    how a training phase selects what it optimises (e.g. "all.latent")."""
+    """Trainable parameters of the named sub-modules of the named Cool-Chics, without
+    duplicates: how a training phase selects what it optimises (e.g. "all.latent").
+    Networks shared with an earlier frame are frozen, hence never selected."""
     selected: dict[int, nn.Parameter] = {}
     for name in names:
         coolchic, module = split_module_name(name)
         for key, model in coolchics.items():
             if coolchic in ("all", key):
                 params = model.parameters() if module == "all" else getattr(model, module).parameters()
-                selected.update((id(p), p) for p in params)
+                selected.update((id(p), p) for p in params if p.requires_grad)
     return list(selected.values())
+
+
+NETWORK_NAMES = ("arm", "synthesis", "upsampling")
+
+
+@dataclass(frozen=True)
+class SharedNetworks:
+    """Where the networks of a Cool-Chic that sends none of its own come from: the frame
+    (display index) whose Cool-Chic of the same role it reuses, and their quantisation
+    (the ARM's steps define the integer ARM that codes the latents)."""
+
+    frame: int
+    quantization: dict[str, "ModuleQuantization"]
 
 
 @dataclass
@@ -94,6 +112,23 @@ class CoolChic(nn.Module):
         self._eval_rate: VersionedCache[Tensor] = VersionedCache()
         self._eval_upsampled: VersionedCache[Tensor] = VersionedCache()
         self._eval_image: VersionedCache[Tensor] = VersionedCache()
+        self.shared_networks: SharedNetworks | None = None
+
+    def share_networks(self, source: CoolChic, shared: SharedNetworks) -> None:
+        """Take ``source``'s (quantised) networks and freeze them: only the latents are then
+        trained, and no network is quantised or sent again."""
+        if source.architecture != self.architecture or source.n_outputs != self.n_outputs:
+            raise ValueError("networks can only be shared between Cool-Chics of the same architecture and outputs")
+        with torch.no_grad():
+            for name in NETWORK_NAMES:
+                getattr(self, name).load_state_dict(getattr(source, name).state_dict())
+        for name in NETWORK_NAMES:
+            getattr(self, name).requires_grad_(False)
+        self.shared_networks = shared
+
+    @property
+    def n_outputs(self) -> int:
+        return self.synthesis.layers[-1].weight.shape[0]
 
     def module_parameters(self, names: Iterable[str]) -> list[nn.Parameter]:
         """Parameters a phase optimises; a Cool-Chic alone is the residue Cool-Chic of an I frame."""
@@ -102,8 +137,10 @@ class CoolChic(nn.Module):
     def quantizable_modules(self) -> dict[str, nn.Module]:
         """The networks whose parameters are quantised and transmitted, in the order the
         reference searches their quantisation steps (sorted names), which is also their
-        order in the bitstream."""
-        return {"arm": self.arm, "synthesis": self.synthesis, "upsampling": self.upsampling}
+        order in the bitstream. None when the networks are shared with an earlier frame."""
+        if self.shared_networks is not None:
+            return {}
+        return {name: getattr(self, name) for name in NETWORK_NAMES}
 
     def forward(
         self,

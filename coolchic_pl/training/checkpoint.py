@@ -22,7 +22,7 @@ from coolchic_pl.io.frame import atomic_write
 
 CHECKPOINT_KEY = "coolchic_pl"
 # Bumped whenever what is stored under CHECKPOINT_KEY changes meaning.
-CHECKPOINT_VERSION = 3  # 2: candidate ids (competing decoders), RDOQ state; 3: one record per candidate
+CHECKPOINT_VERSION = 4  # 2: candidate ids (competing decoders), RDOQ state; 3: one record per candidate; 4: seconds per kind of stage
 
 
 class StopReason(enum.Enum):

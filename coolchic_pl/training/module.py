@@ -228,19 +228,3 @@ class CoolChicModule(pl.LightningModule):
     def load_codec_state(self, state: dict) -> None:
         self.coolchic.load_state_dict(state["coolchic"])
         self.quantization = {k: ModuleQuantization(**v) for k, v in state["quantization"].items()}
-
-
-class FlowTargetModule(CoolChicModule):
-    """A motion Cool-Chic fitted to an optical flow (the motion pre-training of an inter
-    frame): the target is the flow itself, no clamping and no rounding. Flows span tens
-    of pixels, so decoded and target are both mapped by the target's range to about
-    [0, 1] before the distortion, which keeps lambda on the scale of an image's."""
-
-    def __init__(self, flow: Tensor, decoder: CoolChic, lmbda: float):
-        self.flow_min, self.flow_max = flow.min().item(), flow.max().item()
-        self.flow_range = max(self.flow_max - self.flow_min, 1e-6)
-        target = FrameData(((flow - self.flow_min) / self.flow_range,), bitdepth=8, color_space="yuv444")
-        super().__init__(target, decoder, lmbda)
-
-    def planes(self, raw: Tensor, rounded: bool) -> tuple[Tensor, ...]:
-        return ((raw - self.flow_min) / self.flow_range,)

@@ -47,6 +47,7 @@ warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).
 BEFORE_STAGE = "before_stage"  # nothing of that stage done yet
 IN_TRAINING = "training"  # a Trainer checkpoint inside its fit
 IN_QUANTIZATION = "quantization"  # its training done, between two candidates of the q-step search
+SECONDS_KEYS = ("warmup", "training", "quantization")
 
 
 @dataclass(frozen=True)
@@ -147,12 +148,15 @@ class PhaseRunner:
         on_phase_end: Callable[[str, CoolChicModule, int], None] | None = None,
         module_factory: Callable[[int], CoolChicModule] | None = None,
         name_prefix: str = "",
+        rank_with_network_bits: bool = False,
     ):
         """``module_factory(candidate)`` builds the module of a candidate (by default a
         CoolChicModule of ``architecture``, or of ``architecture[candidate % n]`` when
         several decoders compete): inter frames and motion pre-training bring their own
         decoders and targets. ``name_prefix`` starts every stage name in logs (the frame
-        of a video)."""
+        of a video). Warm-up candidates are ranked on their RD loss with an estimate of
+        their network rate when several decoders compete or ``rank_with_network_bits``
+        says so (candidates of an inter frame may send no networks at all)."""
         architectures = [architecture] if isinstance(architecture, CoolChicArchitecture) else list(architecture)
         if len(architectures) > preset.warmup.n_candidates:
             raise ValueError(f"{len(architectures)} decoders cannot compete in a warm-up of "
@@ -166,12 +170,14 @@ class PhaseRunner:
         self.checkpointer = checkpointer
         self.on_phase_end = on_phase_end
         self.name_prefix = name_prefix
+        self.rank_with_network_bits = rank_with_network_bits or len(architectures) > 1
         gain = encoder_gain_for(lmbda) if preset.gain_from_lambda else ENCODER_GAIN
         self.module_factory = module_factory or (lambda candidate: CoolChicModule(
             frame, architectures[candidate % len(architectures)], lmbda, gain))
-        # "candidates": the live candidates' records, filled only in a snapshot.
-        self.state: dict[str, Any] = {"loop": 0, "stage": 0, "candidates": [],
-                                      "global_iteration": 0, "elapsed_s": 0.0, "best": None}
+        # "candidates": the live candidates' records, filled only in a snapshot. "seconds":
+        # where the time went (warm-up, main-phase training, network quantisation).
+        self.state: dict[str, Any] = {"loop": 0, "stage": 0, "candidates": [], "global_iteration": 0,
+                                      "elapsed_s": 0.0, "best": None, "seconds": dict.fromkeys(SECONDS_KEYS, 0.0)}
         self._live: list[Candidate] | None = None
         self._stage_started: float | None = None
         self._trainer: pl.Trainer | None = None
@@ -190,6 +196,11 @@ class PhaseRunner:
     @property
     def elapsed_s(self) -> float:
         return self.state["elapsed_s"]
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds spent in warm-up stages, in main-phase training and quantising networks."""
+        return dict(self.state["seconds"])
 
     def describe(self, checkpoint: dict[str, Any]) -> str:
         """Where ``checkpoint`` stands in this runner's plan, for a progress line."""
@@ -252,9 +263,13 @@ class PhaseRunner:
                 if resume is not None:
                     restore_rng_states(resume["rng"])
                 self._stage_started = time.perf_counter()
-                self._run_stage(stage, resume)
+                quantization_s = self._run_stage(stage, resume)
                 resume = None
-                self.state["elapsed_s"] += time.perf_counter() - self._stage_started
+                stage_s = time.perf_counter() - self._stage_started
+                self.state["elapsed_s"] += stage_s
+                seconds = self.state["seconds"]
+                seconds["quantization"] += quantization_s
+                seconds["warmup" if stage.kind == "warmup" else "training"] += stage_s - quantization_s
                 self._stage_started = None
                 self.state["stage"] += 1
                 self._save_between_stages()
@@ -262,29 +277,32 @@ class PhaseRunner:
         best = self.state["best"]
         return self._new_module(best["codec_state"], best["candidate_id"]), best["metrics"]
 
-    def _run_stage(self, stage: Stage, resume: dict[str, Any] | None) -> None:
+    def _run_stage(self, stage: Stage, resume: dict[str, Any] | None) -> float:
+        """Run one stage; returns the seconds it spent quantising networks."""
         live = self._candidates()
         name = self._stage_name(stage)
         if stage.kind == "warmup":
             warm = self.preset.warmup.phases[stage.index]
             del live[warm.candidates:]
             candidate = live[stage.candidate]
-            self._train(candidate.module, warm.training_phase, name, resume)
+            quantization_s = self._train(candidate.module, warm.training_phase, name, resume)
             candidate.loss = self._ranking_loss(candidate.module)
             if stage.candidate == warm.candidates - 1:
                 live.sort(key=lambda c: c.loss)
-            return
+            return quantization_s
         del live[1:]
         module = live[0].module
         if self.compile_decoder:
             module.use_compiled_decoder()
-        self._train(module, self.preset.all_phases[stage.index], name, resume)
+        quantization_s = self._train(module, self.preset.all_phases[stage.index], name, resume)
         if self.on_phase_end is not None:
             self.on_phase_end(name, module, self.global_iteration)
+        return quantization_s
 
-    def _train(self, module: CoolChicModule, phase: TrainerPhase, stage: str, resume: dict[str, Any] | None) -> None:
+    def _train(self, module: CoolChicModule, phase: TrainerPhase, stage: str, resume: dict[str, Any] | None) -> float:
         """One stage's fit, then its quantisation if the phase asks for one; resumed from
-        inside either when ``resume`` says so. The module ends on the training device."""
+        inside either when ``resume`` says so. The module ends on the training device.
+        Returns the seconds the quantisation took (0 without one)."""
         module.phase = phase
         quantizer = PostPhaseQuantization(self._quantization_progress, phase.rdoq) if phase.quantize_model else None
         position = resume["position"] if resume is not None else BEFORE_STAGE
@@ -292,7 +310,7 @@ class PhaseRunner:
             self.state["global_iteration"] += resume["stage_steps"]
             quantizer.load_state_dict(resume["quantization"])
             quantizer.quantize(module)
-            return
+            return quantizer.seconds
         callbacks = stage_callbacks(phase, stage, self.global_iteration, self.report_stream)
         if quantizer is not None:
             callbacks.append(quantizer)
@@ -308,11 +326,12 @@ class PhaseRunner:
             module.to(self.device)  # the Trainer's teardown leaves it on the CPU
         self.state["global_iteration"] += self._trainer.global_step
         self._trainer = None
+        return quantizer.seconds if quantizer is not None else 0.0
 
     def _ranking_loss(self, module: CoolChicModule) -> float:
         """A warm-up candidate's test loss. When decoders of different sizes compete, their
         networks' rate is part of the choice, estimated before any quantisation."""
-        if len(self.architectures) == 1:
+        if not self.rank_with_network_bits:
             return module.evaluate()["loss"]
         return module.evaluate_loss(estimated_network_bits(module.coolchic))
 

@@ -8,10 +8,14 @@ Layout (see docs/bitstream.md):
         display index, number of references (0 I, 1 P, 2 B), the references' display
         indices, their global translations (zigzag varints dx, dy), the warp filter
         length (inter frames), then per Cool-Chic (residue, then motion for inter frames):
-        varint header length, varint payload length, header, payload as in an image file
+        version 2: a varint mode, 0 with the Cool-Chic's model version (1 Cool-Chic 4.2,
+        2 with Cool-Chic 5 modules) then its networks and latents as in an image file,
+        or 1 with the display index of an earlier frame whose Cool-Chic of the same role
+        lends its networks, then the latents only;
+        version 1 (still decoded): networks and latents of a Cool-Chic 4.2 decoder.
 
-Each Cool-Chic is coded exactly as in an image .cool (fixed-point ARM, range-coded
-latents, exp-Golomb networks); the sequence shares one header and one CRC.
+Each Cool-Chic is coded as in an image .cool (fixed-point ARM, range-coded latents,
+exp-Golomb networks); the sequence shares one header and one CRC.
 """
 
 from __future__ import annotations
@@ -25,16 +29,18 @@ from torch import Tensor
 
 from coolchic_pl.bitstream import BitstreamError
 from coolchic_pl.bitstream.codec import (
-    MAX_DIMENSION, ByteReader, as_bitstream_errors, check_container, decode_model, encode_model, varints_bytes,
+    MAX_DIMENSION, ByteReader, as_bitstream_errors, check_container, decode_latents, decode_networks,
+    encode_latents, encode_networks, model_version, varints_bytes,
 )
 from coolchic_pl.io import COLOR_SPACES, ColorSpace, FrameData
-from coolchic_pl.model.coolchic import CoolChic
+from coolchic_pl.model.coolchic import CoolChic, SharedNetworks
 from coolchic_pl.model.interframe import MOTION_OUTPUTS, RESIDUE_OUTPUTS, InterCoolChic, InterFrameParameters
 from coolchic_pl.nnquant import ModuleQuantization
 from coolchic_pl.training.loss import output_planes
 
 VIDEO_MAGIC = b"CCPV"
-VIDEO_FORMAT_VERSION = 1
+VIDEO_FORMAT_VERSION = 2  # 2: Cool-Chic 5 decoders and networks shared between frames
+_OWN_NETWORKS, _SHARED_NETWORKS = 0, 1
 MAX_FRAMES = 1 << 20
 MAX_WARP_FILTER = 32
 
@@ -65,19 +71,27 @@ def _unzigzag(value: int) -> int:
     return -((value + 1) >> 1) if value & 1 else value >> 1
 
 
-def _coolchic_bytes(model: CoolChic, quantization: dict[str, ModuleQuantization]) -> bytes:
-    header, payload = encode_model(model, quantization)
-    return varints_bytes(len(header), len(payload)) + header + payload
+def _coolchic_bytes(model: CoolChic, quantization: dict[str, ModuleQuantization], bitdepth: int) -> bytes:
+    """One Cool-Chic of a frame record: its mode, then what that mode carries."""
+    if model.shared_networks is not None:
+        header, payload = encode_latents(model, model.shared_networks.quantization["arm"])
+        fields = varints_bytes(_SHARED_NETWORKS, model.shared_networks.frame)
+    else:
+        network_header, network_payload = encode_networks(model, quantization, bitdepth)
+        latent_header, latent_payload = encode_latents(model, quantization["arm"])
+        header, payload = network_header + latent_header, network_payload + latent_payload
+        fields = varints_bytes(_OWN_NETWORKS, model_version(model.architecture))
+    return fields + varints_bytes(len(header), len(payload)) + header + payload
 
 
 def encode_frame(frame: FrameHeader, decoder: CoolChic | InterCoolChic,
-                 quantization: dict[str, ModuleQuantization]) -> tuple[bytes, dict[str, int]]:
+                 quantization: dict[str, ModuleQuantization], bitdepth: int = 8) -> tuple[bytes, dict[str, int]]:
     """One frame record (without its length prefix) from the frame's quantised decoder,
     and the bytes of each of its Cool-Chics; ``quantization`` is keyed as
     ``decoder.quantizable_modules()``."""
     record = bytearray(varints_bytes(frame.display, len(frame.refs), *frame.refs))
     if frame.inter is None:
-        residue = _coolchic_bytes(decoder, quantization)
+        residue = _coolchic_bytes(decoder, quantization, bitdepth)
         return bytes(record) + residue, {"residue": len(residue)}
     for dx, dy in frame.inter.translations:
         record += varints_bytes(_zigzag(dx), _zigzag(dy))
@@ -85,7 +99,8 @@ def encode_frame(frame: FrameHeader, decoder: CoolChic | InterCoolChic,
     sizes = {}
     for name, coolchic in decoder.coolchics.items():
         prefix = f"{name}."
-        part = _coolchic_bytes(coolchic, {k[len(prefix):]: q for k, q in quantization.items() if k.startswith(prefix)})
+        part = _coolchic_bytes(coolchic, {k[len(prefix):]: q for k, q in quantization.items()
+                                          if k.startswith(prefix)}, bitdepth)
         record += part
         sizes[name] = len(part)
     return bytes(record), sizes
@@ -116,13 +131,45 @@ def to_444(frame: FrameData) -> Tensor:
     return torch.cat([luma, *full], dim=1)
 
 
-def _read_coolchic(reader: ByteReader, size: tuple[int, int], n_outputs: int) -> CoolChic:
+@dataclass(frozen=True)
+class DecodedCoolChic:
+    """A decoded Cool-Chic and the quantisation of its networks, kept for the later
+    frames that share them."""
+
+    model: CoolChic
+    network_quantization: dict[str, ModuleQuantization]
+
+
+# Decoded Cool-Chics by display index, then by role ("residue", "motion").
+CoolChicStore = dict[int, dict[str, DecodedCoolChic]]
+
+
+def _read_coolchic(reader: ByteReader, size: tuple[int, int], n_outputs: int, file_version: int, bitdepth: int,
+                   role: str, store: CoolChicStore) -> DecodedCoolChic:
+    if file_version == 1:
+        mode, version = _OWN_NETWORKS, 1
+    else:
+        mode, value = reader.varints(2)
+        version = value
+    if mode == _SHARED_NETWORKS:
+        source = store.get(value, {}).get(role)
+        if source is None or source.model.n_outputs != n_outputs:
+            raise BitstreamError(f"a {role} Cool-Chic shares the networks of frame {value}, which has no such "
+                                 "Cool-Chic decoded yet")
+        model = CoolChic(size, source.model.architecture, n_outputs=n_outputs)
+        model.share_networks(source.model, SharedNetworks(value, source.network_quantization))
+        model.eval()
+        quantization = source.network_quantization
+    elif mode != _OWN_NETWORKS or version not in (1, 2):
+        raise BitstreamError(f"unknown Cool-Chic mode {mode} or model version {version}")
     header_length, payload_length = reader.varints(2)
     header, payload = ByteReader(reader.bytes(header_length)), ByteReader(reader.bytes(payload_length))
-    model, _ = decode_model(header, payload, size, n_outputs)
+    if mode == _OWN_NETWORKS:
+        model, quantization = decode_networks(header, payload, size, n_outputs, version, bitdepth)
+    decode_latents(model, quantization["arm"], header, payload)
     if header.position != len(header.data) or payload.position != len(payload.data):
         raise BitstreamError("a Cool-Chic of a frame holds bytes that no field accounts for")
-    return model
+    return DecodedCoolChic(model, quantization)
 
 
 def read_frame_header(reader: ByteReader, n_frames: int) -> FrameHeader:
@@ -139,35 +186,42 @@ def read_frame_header(reader: ByteReader, n_frames: int) -> FrameHeader:
     return FrameHeader(display, refs, InterFrameParameters(translations, filter_size))
 
 
-def decode_frame(record: bytes, sequence: SequenceHeader,
-                 decoded: dict[int, FrameData]) -> tuple[FrameHeader, FrameData]:
-    """Decode one frame record given the frames decoded so far (by display index)."""
+def decode_frame(record: bytes, sequence: SequenceHeader, decoded: dict[int, FrameData], store: CoolChicStore,
+                 file_version: int = VIDEO_FORMAT_VERSION) -> tuple[FrameHeader, FrameData]:
+    """Decode one frame record given the frames decoded so far (by display index) and their
+    Cool-Chics; the frame's Cool-Chics are added to ``store``."""
     reader = ByteReader(record)
     frame = read_frame_header(reader, sequence.n_frames)
     size = (sequence.height, sequence.width)
     missing = [r for r in frame.refs if r not in decoded]
     if frame.display in decoded or missing:
         raise BitstreamError(f"frame {frame.display} is coded twice or before its references {missing}")
-    residue = _read_coolchic(reader, size, 3 if frame.inter is None else RESIDUE_OUTPUTS)
+    read = lambda role, n_outputs: _read_coolchic(reader, size, n_outputs, file_version,  # noqa: E731
+                                                  sequence.bitdepth, role, store)
+    residue = read("residue", 3 if frame.inter is None else RESIDUE_OUTPUTS)
+    coolchics = {"residue": residue}
     if frame.inter is None:
-        decoder = residue
+        decoder = residue.model
     else:
-        motion = _read_coolchic(reader, size, MOTION_OUTPUTS[len(frame.refs)])
+        motion = read("motion", MOTION_OUTPUTS[len(frame.refs)])
+        coolchics["motion"] = motion
         decoder = InterCoolChic(size, [to_444(decoded[r]) for r in frame.refs], frame.inter,
-                                residue.architecture, motion.architecture)
-        decoder.residue.load_state_dict(residue.state_dict())
-        decoder.motion.load_state_dict(motion.state_dict())
+                                residue.model.architecture, motion.model.architecture)
+        for role, part in coolchics.items():
+            getattr(decoder, role).load_state_dict(part.model.state_dict())
     if reader.position != len(record):
         raise BitstreamError(f"frame {frame.display} holds bytes that no field accounts for")
     decoder.eval()
     with torch.no_grad():
         planes = output_planes(decoder().image, sequence.color_space, sequence.bitdepth, rounded=True)
+    store[frame.display] = coolchics
     return frame, FrameData(tuple(p.detach() for p in planes), sequence.bitdepth, sequence.color_space)
 
 
 def decode_video(data: bytes) -> tuple[SequenceHeader, list[FrameData]]:
     """Every frame of a video .cool in display order; any damage raises BitstreamError."""
     reader = check_container(data, VIDEO_MAGIC, VIDEO_FORMAT_VERSION, "coolchic_pl video bitstream")
+    file_version = data[len(VIDEO_MAGIC)]
     (header_length,) = reader.varints(1)
     fields = ByteReader(reader.bytes(header_length))
     height, width, color_code, bitdepth, n_frames = fields.varints(5)
@@ -177,10 +231,11 @@ def decode_video(data: bytes) -> tuple[SequenceHeader, list[FrameData]]:
         raise BitstreamError("invalid colour space or bit depth for a video")
     sequence = SequenceHeader(height, width, COLOR_SPACES[color_code], bitdepth, n_frames)
     decoded: dict[int, FrameData] = {}
+    store: CoolChicStore = {}
     for _ in range(n_frames):
         (length,) = reader.varints(1)
         record = reader.bytes(length)
-        frame, planes = as_bitstream_errors(lambda: decode_frame(record, sequence, decoded))
+        frame, planes = as_bitstream_errors(lambda: decode_frame(record, sequence, decoded, store, file_version))
         decoded[frame.display] = planes
     if reader.position != len(reader.data):
         raise BitstreamError("the file holds bytes after its last frame")

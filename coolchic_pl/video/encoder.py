@@ -3,6 +3,14 @@
 Each frame is an encode of its own, run by the same :class:`PhaseRunner` as an image:
 an I frame trains a CoolChic, a P or B frame an :class:`InterCoolChic` over references
 that are the encoder's own decoded frames, i.e. exactly what the decoder will rebuild.
+The coding policy (:mod:`coolchic_pl.video.policy`) gives each frame its lambda, decoders,
+iterations and tools. The warm-up of an inter frame is where its options compete, ranked
+on their RD loss with their network rate: each pair of residue and motion decoders
+starting from random networks and from the pre-trained motion, and, when the policy
+allows, one starting from the networks of the previous inter frame of the same type
+("warm") and one reusing that frame's quantised networks as they are, frozen, so that
+the frame sends no networks at all ("reuse").
+
 Each frame works in ``<run>/frame_<display>/`` (its checkpoint while it trains, then its
 coded record, decoded planes and results), so an interrupted sequence resumes at the
 frame and stage where it stopped: finished frames are read back, the current one resumes
@@ -14,14 +22,18 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Literal, TextIO
 
 import torch
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from torch import Tensor
 
-from coolchic_pl.config import FitConfig, Preset, dump_config
+from coolchic_pl.config import (
+    INTER_PRESETS, FitConfig, Preset, Warmup, WarmupPhase, dump_config, inter_budgets, make_preset,
+    with_warmup_iterations,
+)
 from coolchic_pl.encode import (
     CHECKPOINT_FILE, RESULTS_FILE, RunTensorBoardLogger, prepare_run_folder, resolve_device, run_checkpointer,
     write_text,
@@ -29,21 +41,44 @@ from coolchic_pl.encode import (
 from coolchic_pl.io import FrameData, FrameFormatError, count_yuv_frames, read_frame, write_yuv, yuv_file_name
 from coolchic_pl.io.frame import atomic_write
 from coolchic_pl.metrics import yuv_psnrs
-from coolchic_pl.model.architecture import ARCHITECTURES, MOTION_ARCHITECTURES, CoolChicArchitecture
-from coolchic_pl.model.coolchic import CoolChic
+from coolchic_pl.model.architecture import (
+    ARCHITECTURES, AUTO_MOTION_ARCHITECTURES, AUTO_RESIDUE_ARCHITECTURES, MOTION_ARCHITECTURES, CoolChicArchitecture,
+)
+from coolchic_pl.model.coolchic import NETWORK_NAMES, CoolChic, SharedNetworks
 from coolchic_pl.model.interframe import MOTION_OUTPUTS, InterCoolChic, InterFrameParameters
 from coolchic_pl.model.warp import global_translation, shift
 from coolchic_pl.training.checkpoint import Checkpointer, StopReason
-from coolchic_pl.training.module import CoolChicModule, FlowTargetModule
+from coolchic_pl.training.module import CoolChicModule
 from coolchic_pl.training.runner import PhaseRunner
 from coolchic_pl.video.bitstream import (
-    FrameHeader, SequenceHeader, decode_frame, decode_video, encode_frame, encode_video, to_444,
+    CoolChicStore, FrameHeader, SequenceHeader, decode_frame, decode_video, encode_frame, encode_video, to_444,
 )
 from coolchic_pl.video.flow import estimate_flow
-from coolchic_pl.video.structure import CodedFrame, build_coding_structure, frame_lambda, structure_table
+from coolchic_pl.video.motion import (
+    FlowTargetModule, PredictionReport, decoded_motion_psnrs, final_prediction_psnrs, flow_target, initial_report,
+)
+from coolchic_pl.video.policy import FrameSettings, resolve_settings, settings_row
+from coolchic_pl.video.structure import CodedFrame, build_coding_structure
 
-# The motion pre-training fits flows, not pixels: its rate matters 20 times more.
+# The motion pre-training fits flows in pixels: its lambda is the frame's times this.
 MOTION_PRETRAIN_LAMBDA_FACTOR = 20.0
+
+StartKind = Literal["random", "flow", "warm", "reuse"]
+
+
+@dataclass(frozen=True)
+class CandidateStart:
+    """How one warm-up candidate of an inter frame starts: its decoders, and random
+    networks, the pre-trained motion, or the networks of frame ``source``."""
+
+    residue: str
+    motion: str
+    kind: StartKind
+    source: int | None = None
+
+    def label(self) -> str:
+        origin = f" of frame {self.source}" if self.source is not None else ""
+        return f"{self.residue}/{self.motion} {self.kind}{origin}"
 
 
 def check_video_input(config: FitConfig) -> int:
@@ -57,14 +92,93 @@ def check_video_input(config: FitConfig) -> int:
     return available
 
 
+def residue_names(settings: FrameSettings) -> tuple[str, ...]:
+    name = settings.arch or "lop"
+    names = AUTO_RESIDUE_ARCHITECTURES if name == "auto" else (name,)
+    unknown = [n for n in names if n not in ARCHITECTURES]
+    if unknown:
+        raise ValueError(f"unknown residue decoder {unknown[0]!r}, expected one of {', '.join(ARCHITECTURES)} or auto")
+    return names
+
+
+def motion_names(settings: FrameSettings) -> tuple[str, ...]:
+    name = settings.motion_arch or "lop"
+    names = AUTO_MOTION_ARCHITECTURES if name == "auto" else (name,)
+    unknown = [n for n in names if n not in MOTION_ARCHITECTURES]
+    if unknown:
+        raise ValueError(f"unknown motion decoder {unknown[0]!r}, expected one of {', '.join(MOTION_ARCHITECTURES)} "
+                         "or auto")
+    return names
+
+
+def residue_architecture(name: str) -> CoolChicArchitecture:
+    """A residue decoder: the named one, without an output range (a residue has no sample range)."""
+    return replace(ARCHITECTURES[name], output_range=False)
+
+
+def with_candidates(preset: Preset, n_candidates: int) -> Preset:
+    """``preset`` whose first warm-up phase trains at least ``n_candidates`` candidates."""
+    phases = list(preset.warmup.phases)
+    if not phases or phases[0].candidates >= n_candidates:
+        return preset
+    phases[0] = WarmupPhase(n_candidates, phases[0].training_phase)
+    return replace(preset, warmup=Warmup(phases))
+
+
+def frame_table(structure: list[CodedFrame], config: FitConfig) -> str:
+    """The structure with each frame's policy: lambda, decoders, iterations, lr, warp, tools."""
+    header = ("coding", "display", "type", "depth", "refs", "lambda", "decoders", "itr main/warm/motion", "lr",
+              "warp", "tools")
+    rows = []
+    policy = config.frame_policy()
+    for frame in structure:
+        settings = resolve_settings(frame, policy)
+        preset = frame_preset(config, frame, settings)
+        if frame.frame_type == "I":
+            decoders = settings.arch or config.arch or "hop"
+            warp = tools = "-"
+        else:
+            decoders = f"{settings.arch or 'lop'}/{settings.motion_arch or 'lop'}"
+            warp = str(settings.warp_filter_size)
+            tools = ",".join(name for name, on in (("flow", settings.motion_init == "flow"),
+                                                   ("warm", settings.warm_start),
+                                                   ("reuse", settings.reuse_networks)) if on) or "-"
+        pretrain = preset.motion_pretrain.max_itr if preset.motion_pretrain is not None else 0
+        warm = preset.warmup.phases[0].training_phase.max_itr if preset.warmup.phases else 0
+        rows.append((str(frame.coding), str(frame.display), frame.frame_type, str(frame.depth),
+                     ",".join(map(str, frame.refs)) or "-", f"{settings.lmbda(config.lmbda, frame.depth):.4g}",
+                     decoders, f"{preset.all_phases[0].max_itr}/{warm}/{pretrain}",
+                     f"{settings.lr or config.start_lr:g}", warp, tools))
+    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
+    lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "-+-".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def frame_preset(config: FitConfig, frame: CodedFrame, settings: FrameSettings) -> Preset:
+    """The training schedule of one frame under its policy settings."""
+    lr = settings.lr or config.start_lr
+    lmbda = settings.lmbda(config.lmbda, frame.depth)
+    if frame.frame_type == "I":
+        preset = make_preset(config.preset, settings.n_itr or config.n_itr, lr, lmbda)
+    else:
+        name = config.inter_preset_name
+        n_itr, pretrain = inter_budgets(name, frame.depth, frame.frame_type == "B", config.n_itr_inter,
+                                        config.n_itr_pretrain_motion)
+        preset = INTER_PRESETS[name](settings.n_itr or n_itr, lr, settings.n_itr_pretrain_motion or pretrain)
+    return with_warmup_iterations(preset, settings.n_itr_warmup)
+
+
 class VideoEncoder:
     def __init__(self, config: FitConfig, structure: list[CodedFrame], run_dir: Path, checkpointer: Checkpointer,
                  loggers: list[Logger], stream: TextIO, device: str):
         self.config, self.structure, self.run_dir, self.checkpointer = config, structure, run_dir, checkpointer
         self.loggers, self.stream, self.device = loggers, stream, device
+        self.policy = config.frame_policy()
         first = read_frame(config.input, config.frame_index)
         self.sequence = SequenceHeader(first.height, first.width, first.color_space, first.bitdepth, config.n_frames)
         self.decoded: dict[int, FrameData] = {}
+        self.store: CoolChicStore = {}
         self.records: list[bytes] = []
         self.results: dict[int, dict[str, Any]] = {}
 
@@ -81,81 +195,148 @@ class VideoEncoder:
                 self._encode(frame, folder)
 
     def _load_finished(self, frame: CodedFrame, folder: Path) -> None:
+        """A frame coded before an interruption: its record (decoded again for the
+        Cool-Chics later frames may share), its decoded planes (the references of the later
+        frames, as the first run had them) and its results."""
+        record = (folder / "frame.bin").read_bytes()
+        decode_frame(record, self.sequence, self.decoded, self.store)
         planes = torch.load(folder / "decoded.pt", map_location="cpu", weights_only=True)
         self.decoded[frame.display] = FrameData(tuple(planes), self.sequence.bitdepth, self.sequence.color_space)
-        self.records.append((folder / "frame.bin").read_bytes())
+        self.records.append(record)
         self.results[frame.display] = json.loads((folder / RESULTS_FILE).read_text())
 
     # ------------------------------------------------------------------ one frame
 
     def _encode(self, frame: CodedFrame, folder: Path) -> None:
         config = self.config
+        settings = resolve_settings(frame, self.policy)
         target = read_frame(config.input, config.frame_index + frame.display)
-        lmbda = frame_lambda(config.lmbda, frame.depth)
+        lmbda = settings.lmbda(config.lmbda, frame.depth)
+        preset = frame_preset(config, frame, settings)
         checkpointer = self.checkpointer.moved_to(folder / CHECKPOINT_FILE)
         started = time.perf_counter()
-        pretrain_iterations = 0
+        name_prefix = f"frame{frame.display:03d}/"
+        common = dict(seed=config.seed, accelerator=self.device, loggers=self.loggers, report_stream=self.stream,
+                      checkpointer=checkpointer, name_prefix=name_prefix)
         if frame.frame_type == "I":
-            preset, architecture, inter = config.preset_object(), config.resolved_architecture(), None
-            factory = None
+            inter, motion, starts, report = None, {"seconds": 0.0, "iterations": 0}, None, None
+            runner = PhaseRunner(target, config.resolved_architectures(settings.arch), preset, lmbda,
+                                 n_loops=config.n_loops, **common)
         else:
-            preset = config.inter_preset_object(frame.depth, frame.frame_type == "B")
-            arch_name = config.inter_arch or ("mop" if frame.depth <= 1 else "lop")
-            architecture, motion_architecture = ARCHITECTURES[arch_name], MOTION_ARCHITECTURES[arch_name]
-            references = [to_444(self.decoded[r]) for r in frame.refs]
-            target_444 = to_444(target)
-            inter = InterFrameParameters(tuple(global_translation(r, target_444) for r in references),
-                                         config.warp_filter_size)
-            pretrained = None
-            if config.motion_init == "flow" and preset.motion_pretrain is not None:
-                pretrained, pretrain_iterations = self._pretrain_motion(
-                    frame, folder, target_444, references, inter, motion_architecture, preset, lmbda)
-
-            def factory(candidate: int) -> CoolChicModule:
-                decoder = InterCoolChic((target.height, target.width), references, inter, architecture,
-                                        motion_architecture)
-                if pretrained is not None and candidate % 2 == 1:
-                    decoder.motion.load_state_dict(pretrained)
-                return CoolChicModule(target, decoder, lmbda)
-
+            inter, motion, starts, report, factory = self._prepare_inter(frame, folder, settings, target, lmbda, preset)
+            preset = with_candidates(preset, len(starts))
+            runner = PhaseRunner(target, residue_architecture(starts[0].residue), preset, lmbda, module_factory=factory,
+                                 rank_with_network_bits=True, **common)
         print(f"frame {frame.display} ({frame.frame_type}, coding {frame.coding}, depth {frame.depth}, "
               f"lambda {lmbda:.4g})\n{preset.table()}", file=self.stream)
-        runner = PhaseRunner(target, architecture, preset, lmbda, seed=config.seed, n_loops=config.n_loops,
-                             accelerator=self.device, loggers=self.loggers, report_stream=self.stream,
-                             checkpointer=checkpointer, module_factory=factory,
-                             name_prefix=f"frame{frame.display:03d}/")
+        if starts is not None:
+            print("warm-up candidates: " + "; ".join(f"c{i} {s.label()}" for i, s in enumerate(starts)),
+                  file=self.stream)
         checkpoint = checkpointer.load()
         if checkpoint is not None:
             print(f"resuming frame {frame.display} at {runner.describe(checkpoint)}", file=self.stream)
         module, metrics = runner.run(checkpoint)
-        self._finish(frame, folder, target, module, metrics, inter, lmbda,
-                     runner.global_iteration + pretrain_iterations, time.perf_counter() - started)
+        winner = starts[runner.state["best"]["candidate_id"] % len(starts)] if starts is not None else None
+        seconds = {"motion": motion["seconds"], **runner.seconds}
+        self._finish(frame, folder, settings, target, module, metrics, inter, lmbda, winner, report,
+                     runner.global_iteration + motion["iterations"], seconds, time.perf_counter() - started)
         checkpointer.remove()
 
-    def _pretrain_motion(self, frame: CodedFrame, folder: Path, target: Tensor, references: list[Tensor],
-                         inter: InterFrameParameters, architecture: CoolChicArchitecture, preset: Preset,
+    def _prepare_inter(self, frame: CodedFrame, folder: Path, settings: FrameSettings, target: FrameData,
+                       lmbda: float, preset: Preset
+                       ) -> tuple[InterFrameParameters, dict, list[CandidateStart], PredictionReport, Callable]:
+        """References, global translations, flows, motion pre-training and the warm-up
+        candidates of a P or B frame; the last item builds candidate ``c``'s module."""
+        started = time.perf_counter()
+        target_444 = to_444(target)
+        references = [to_444(self.decoded[r]) for r in frame.refs]
+        translations = tuple(global_translation(r, target_444) for r in references)
+        inter = InterFrameParameters(translations, settings.warp_filter_size)
+        shifted = [shift(r, dx, dy) for r, (dx, dy) in zip(references, translations)]
+        use_flow = settings.motion_init == "flow" and preset.motion_pretrain is not None
+        flows = [estimate_flow(target_444, r) for r in shifted] if use_flow else None
+        report = initial_report(frame.refs, target_444, references, translations, flows, inter.warp_filter_size)
+        residues, motions = residue_names(settings), motion_names(settings)
+        pretrained: dict[str, dict[str, Tensor]] = {}
+        iterations = 0
+        if flows is not None:
+            for name in motions:
+                state, n = self._pretrain_motion(frame, folder, flow_target(flows), name, preset, lmbda)
+                pretrained[name], iterations = state, iterations + n
+                motion = CoolChic(target_444.shape[-2:], MOTION_ARCHITECTURES[name], MOTION_OUTPUTS[len(frame.refs)])
+                motion.load_state_dict(state)
+                psnrs = decoded_motion_psnrs(motion, target_444, shifted, inter.warp_filter_size)
+                report.add("pretrained" if len(motions) == 1 else f"pretrained {name}", psnrs)
+        starts = self._candidate_starts(frame, settings, residues, motions, pretrained)
+        size = (target.height, target.width)
+
+        def factory(candidate: int) -> CoolChicModule:
+            start = starts[candidate % len(starts)]  # a preset with more candidates starts some twice
+            decoder = InterCoolChic(size, references, inter, residue_architecture(start.residue),
+                                    MOTION_ARCHITECTURES[start.motion])
+            if start.kind == "flow":
+                decoder.motion.load_state_dict(pretrained[start.motion])
+            elif start.kind == "warm":
+                self._load_networks(decoder, start.source)
+            elif start.kind == "reuse":
+                for role, coolchic in decoder.coolchics.items():
+                    source = self.store[start.source][role]
+                    coolchic.share_networks(source.model, SharedNetworks(start.source, source.network_quantization))
+            return CoolChicModule(target, decoder, lmbda)
+
+        motion = {"seconds": time.perf_counter() - started, "iterations": iterations}
+        return inter, motion, starts, report, factory
+
+    def _candidate_starts(self, frame: CodedFrame, settings: FrameSettings, residues: tuple[str, ...],
+                          motions: tuple[str, ...], pretrained: dict) -> list[CandidateStart]:
+        """Each residue decoder with the first motion decoder and each motion decoder with
+        the first residue one, from random networks and from the pre-trained motion; then
+        the warm start and the reuse of the previous inter frame of the same type."""
+        pairs = [(residues[0], m) for m in motions] + [(r, motions[0]) for r in residues[1:]]
+        starts = []
+        for residue, motion in pairs:
+            starts.append(CandidateStart(residue, motion, "random"))
+            if motion in pretrained:
+                starts.append(CandidateStart(residue, motion, "flow"))
+        source = self._previous_inter(frame)
+        if source is not None:
+            for kind, wanted in (("warm", settings.warm_start), ("reuse", settings.reuse_networks)):
+                if wanted:
+                    starts.append(CandidateStart(source["residue_arch"], source["motion_arch"], kind,
+                                                 source["display"]))
+        return starts
+
+    def _previous_inter(self, frame: CodedFrame) -> dict[str, Any] | None:
+        """Results of the last frame coded before ``frame`` with the same type (P or B)."""
+        earlier = [self.results[f.display] for f in self.structure
+                   if f.coding < frame.coding and f.frame_type == frame.frame_type]
+        return earlier[-1] if earlier else None
+
+    def _load_networks(self, decoder: InterCoolChic, source: int) -> None:
+        """The trained (quantised) networks of frame ``source`` into ``decoder``; latents stay as they are."""
+        state = torch.load(self.run_dir / f"frame_{source:03d}" / "model.pt", map_location="cpu",
+                           weights_only=True)["coolchic"]
+        networks = {k: v for k, v in state.items() if k.split(".")[1] in NETWORK_NAMES}
+        decoder.load_state_dict(networks, strict=False)
+
+    def _pretrain_motion(self, frame: CodedFrame, folder: Path, flow: Tensor, name: str, preset: Preset,
                          lmbda: float) -> tuple[dict[str, Tensor], int]:
-        """Fit a motion Cool-Chic to the optical flow from the frame to each (shifted)
-        reference, plus a zero beta map for B frames (beta starts at 0.5)."""
-        saved = folder / "motion_pretrain.pt"
+        """Fit motion decoder ``name`` to the estimated flows (and a zero raw beta for a B frame)."""
+        saved = folder / f"motion_pretrain_{name}.pt"
         if saved.exists():
             state = torch.load(saved, map_location="cpu", weights_only=True)
             return state["motion"], state["iterations"]
-        flows = [estimate_flow(target, shift(reference, dx, dy))
-                 for reference, (dx, dy) in zip(references, inter.translations)]
-        if len(references) == 2:
-            flows.append(torch.zeros_like(flows[0][:, :1]))
-        flow = torch.cat(flows, dim=1)
-        n_outputs = MOTION_OUTPUTS[len(references)]
+        architecture = MOTION_ARCHITECTURES[name]
         size = tuple(flow.shape[-2:])
         pretrain_lambda = MOTION_PRETRAIN_LAMBDA_FACTOR * lmbda
         runner = PhaseRunner(
             FrameData((flow,), 8, "yuv444"), architecture,
             Preset("motion_pretrain", [preset.motion_pretrain], transmitted=False), pretrain_lambda,
             seed=self.config.seed, accelerator=self.device, report_stream=self.stream,
-            checkpointer=self.checkpointer.moved_to(folder / "motion_pretrain.ckpt"),
-            module_factory=lambda _: FlowTargetModule(flow, CoolChic(size, architecture, n_outputs), pretrain_lambda),
-            name_prefix=f"frame{frame.display:03d}/motion_pretrain/")
+            checkpointer=self.checkpointer.moved_to(folder / f"motion_pretrain_{name}.ckpt"),
+            module_factory=lambda _: FlowTargetModule(flow, CoolChic(size, architecture, flow.shape[1]),
+                                                      pretrain_lambda),
+            name_prefix=f"frame{frame.display:03d}/motion_pretrain_{name}/")
         module, _ = runner.run(runner.checkpointer.load())
         state = {"motion": {k: v.detach().cpu() for k, v in module.coolchic.state_dict().items()},
                  "iterations": runner.global_iteration}
@@ -164,29 +345,45 @@ class VideoEncoder:
         runner.checkpointer.remove()
         return state["motion"], state["iterations"]
 
-    def _finish(self, frame: CodedFrame, folder: Path, target: FrameData, module: CoolChicModule,
-                metrics: dict[str, float], inter: InterFrameParameters | None, lmbda: float, iterations: int,
-                seconds: float) -> None:
+    def _finish(self, frame: CodedFrame, folder: Path, settings: FrameSettings, target: FrameData,
+                module: CoolChicModule, metrics: dict[str, float], inter: InterFrameParameters | None, lmbda: float,
+                winner: CandidateStart | None, report: PredictionReport | None, iterations: int,
+                seconds: dict[str, float], total_seconds: float) -> None:
         """Code the frame, decode the record back (it must give the encoder's own
         reconstruction, which later frames reference), save what a resume needs."""
         module.cpu()
+        bitstream_started = time.perf_counter()
         record, part_bytes = encode_frame(FrameHeader(frame.display, frame.refs, inter), module.coolchic,
-                                          module.quantization)
-        _, decoded = decode_frame(record, self.sequence, self.decoded)
+                                          module.quantization, self.sequence.bitdepth)
+        _, decoded = decode_frame(record, self.sequence, self.decoded, self.store)
         if not all(torch.equal(a, b) for a, b in zip(decoded.planes, module.decode())):
             raise RuntimeError(f"frame {frame.display}: decoding its record does not reproduce the encoder's "
                                "reconstruction")
+        seconds["bitstream"] = time.perf_counter() - bitstream_started
         n_pixels = target.n_pixels
+        coolchics = {"residue": module.coolchic} if inter is None else module.coolchic.coolchics
+        network_bits = {role: sum(q.rate_bits for k, q in module.quantization.items()
+                                  if inter is None or k.startswith(f"{role}.")) for role in coolchics}
         result = {
             "display": frame.display, "coding": frame.coding, "type": frame.frame_type, "depth": frame.depth,
             "refs": list(frame.refs), "lmbda": lmbda, **yuv_psnrs(decoded.planes, target.planes),
             "bpp": 8 * len(record) / n_pixels, "bits": 8 * len(record),
             **{f"bits_{name}": 8 * count for name, count in part_bytes.items()},
+            **{f"bits_network_{name}": bits for name, bits in network_bits.items()},
+            "networks": {role: ("own" if c.shared_networks is None else f"frame {c.shared_networks.frame}")
+                         for role, c in coolchics.items()},
             "bpp_estimated": metrics["bpp"], "loss": metrics["loss"],
             "translations": [list(t) for t in inter.translations] if inter else [],
             "mac_per_pixel": round(module.coolchic.mac_per_pixel(), 1),
-            "n_iterations": iterations, "encoding_time_s": round(seconds, 2),
+            "n_iterations": iterations, "encoding_time_s": round(total_seconds, 2),
+            "seconds": {k: round(v, 2) for k, v in seconds.items()},
+            "policy": settings_row(settings),
         }
+        if winner is not None:
+            report.add("final", final_prediction_psnrs(module.coolchic, to_444(target)))
+            result.update(residue_arch=winner.residue, motion_arch=winner.motion, start=winner.label(),
+                          prediction_psnr_y=report.as_dict())
+            self._log_prediction(frame, report)
         with atomic_write(folder / "frame.bin") as tmp:
             tmp.write_bytes(record)
         with atomic_write(folder / "decoded.pt") as tmp:
@@ -198,8 +395,16 @@ class VideoEncoder:
         self.decoded[frame.display] = decoded
         self.records.append(record)
         self.results[frame.display] = result
-        print(f"frame {frame.display} ({frame.frame_type}): {result['psnr_yuv']:.3f} dB YUV at {result['bpp']:.4f} bpp "
-              f"({iterations} iterations, {seconds:.1f} s)", file=self.stream)
+        start = f", {winner.label()}" if winner is not None else ""
+        print(f"frame {frame.display} ({frame.frame_type}{start}): {result['psnr_yuv']:.3f} dB YUV at "
+              f"{result['bpp']:.4f} bpp ({iterations} iterations, {total_seconds:.1f} s)", file=self.stream)
+
+    def _log_prediction(self, frame: CodedFrame, report: PredictionReport) -> None:
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                for source, values in report.as_dict().items():
+                    logger.experiment.add_scalars(f"prediction_psnr_y/frame{frame.display:03d}/{source}", values,
+                                                  frame.display)
 
     # --------------------------------------------------------------- the sequence
 
@@ -221,7 +426,8 @@ class VideoEncoder:
             "input": str(self.config.input), "frame_index": self.config.frame_index, "n_frames": n_frames,
             "height": self.sequence.height, "width": self.sequence.width,
             "color_space": self.sequence.color_space, "bitdepth": self.sequence.bitdepth,
-            "preset": self.config.preset, "inter_preset": self.config.inter_preset, "lmbda": self.config.lmbda,
+            "preset": self.config.preset, "inter_preset": self.config.inter_preset_name,
+            "coding_policy": self.config.coding_policy, "lmbda": self.config.lmbda,
             "intra_pos": self.config.intra_pos, "p_pos": self.config.p_pos, "bitstream": path.name,
             "bitstream_bytes": len(data),
             "bpp": 8 * len(data) / (self.sequence.height * self.sequence.width * n_frames),
@@ -231,9 +437,9 @@ class VideoEncoder:
             "encoding_time_s": round(sum(f["encoding_time_s"] for f in per_frame), 2),
             "frames": per_frame,
         }
-        columns = [k for k in per_frame[0] if not isinstance(per_frame[0][k], list)]
+        columns = [k for k in per_frame[0] if not isinstance(per_frame[0][k], (list, dict))]
         write_text(self.run_dir / "results.tsv", "\t".join(columns) + "\n" +
-                   "".join("\t".join(str(f[k]) for k in columns) + "\n" for f in per_frame))
+                   "".join("\t".join(str(f.get(k, "")) for k in columns) + "\n" for f in per_frame))
         write_text(self.run_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
         return results
 
@@ -246,13 +452,18 @@ def encode_video_sequence(config: FitConfig, stream: TextIO | None = None,
     check_video_input(config)
     device = resolve_device(config)
     structure = build_coding_structure(config.n_frames, config.intra_pos, config.p_pos)
-    config.inter_preset_object(1, False)  # an impossible inter preset fails before any work
+    table = frame_table(structure, config)  # an impossible policy or preset fails here, before any work
+    for frame in structure:
+        settings = resolve_settings(frame, config.frame_policy())
+        if frame.frame_type == "I":
+            config.resolved_architectures(settings.arch)
+        else:
+            residue_names(settings), motion_names(settings)
     run_dir = prepare_run_folder(config)
     if (run_dir / RESULTS_FILE).exists():
         print(f"{run_dir}: already encoded", file=stream)
         return json.loads((run_dir / RESULTS_FILE).read_text())
     checkpointer = run_checkpointer(config, run_dir, signal_reason)
-    table = structure_table(structure, config.lmbda)
     write_text(run_dir / "config.yaml", dump_config(config))
     write_text(run_dir / "structure.txt", table + "\n")
     print(table, file=stream)

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 FrameType = Literal["I", "P", "B"]
-# Each level deeper in the GOP gets a larger lambda (lower rate): lambda * 1.5^depth.
-DEPTH_LAMBDA_FACTOR = 1.5
 
 
 class CodingStructureError(ValueError):
@@ -100,18 +98,3 @@ def build_coding_structure(n_frames: int, intra_pos: str = "0", p_pos: str = "")
                 middle = (past + future) // 2
                 place(middle, max(placed[past].depth, placed[future].depth) + 1, (past, future))
     return sorted(placed.values(), key=lambda frame: frame.coding)
-
-
-def frame_lambda(lmbda: float, depth: int) -> float:
-    return lmbda * DEPTH_LAMBDA_FACTOR**depth
-
-
-def structure_table(frames: list[CodedFrame], lmbda: float) -> str:
-    """The printed and saved description of a structure, one row per frame in coding order."""
-    header = ("coding", "display", "type", "depth", "refs", "lambda")
-    rows = [(str(f.coding), str(f.display), f.frame_type, str(f.depth), ",".join(map(str, f.refs)) or "-",
-             f"{frame_lambda(lmbda, f.depth):.4g}") for f in frames]
-    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
-    lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
-    lines.insert(1, "-+-".join("-" * width for width in widths))
-    return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""The motion side of an inter frame before its warm-up: where its motion starts, how good
+the predictions are at each step, and the pre-training of the motion Cool-Chic.
+
+For every reference the encoder measures the luma PSNR of the prediction with zero motion,
+with the global translation, with the estimated flow, with the pre-trained motion
+Cool-Chic and (after training, :func:`final_prediction_psnrs`) with the decoded motion:
+the numbers that say whether a frame's rate goes into motion that predicts, or into a
+residue that replaces a prediction that failed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from coolchic_pl.io import FrameData
+from coolchic_pl.model.coolchic import CoolChic
+from coolchic_pl.model.interframe import FLOW_ACCURACY, InterCoolChic, blend_weight
+from coolchic_pl.model.warp import quantize_flow, shift, warp
+from coolchic_pl.training.module import CoolChicModule
+
+
+def luma_psnr(prediction: Tensor, target: Tensor) -> float:
+    """PSNR (dB) of the luma (channel 0) of two [1, 3, H, W] frames in [0, 1]."""
+    mse = torch.mean((prediction[:, :1].clamp(0, 1) - target[:, :1]) ** 2).item()
+    return 100.0 if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def flow_target(flows: list[Tensor]) -> Tensor:
+    """What the motion Cool-Chic of a frame with these reference flows outputs: the flows,
+    then for a B frame a zero raw beta (an even blend)."""
+    if len(flows) == 2:
+        flows = [*flows, torch.zeros_like(flows[0][:, :1])]
+    return torch.cat(flows, dim=1)
+
+
+def motion_predictions(motion: Tensor, references: list[Tensor], filter_size: int) -> list[Tensor]:
+    """Each (shifted) reference warped by its flow in a motion Cool-Chic's output, flows at 1/64 pel."""
+    flows = quantize_flow(motion, FLOW_ACCURACY)
+    return [warp(reference, flows[:, 2 * i:2 * i + 2], filter_size) for i, reference in enumerate(references)]
+
+
+@dataclass
+class PredictionReport:
+    """Luma PSNR of the prediction from each reference at each step, and of the B-frame blend."""
+
+    refs: tuple[int, ...]
+    steps: dict[str, list[float]]
+
+    def add(self, step: str, values: list[float]) -> None:
+        self.steps[step] = [round(v, 3) for v in values]
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        """{"ref 0": {"zero": ..., "global": ..., ...}, ...} for the results."""
+        rows = {f"ref {ref}": {step: values[i] for step, values in self.steps.items() if i < len(values)}
+                for i, ref in enumerate(self.refs)}
+        blends = {step: values[-1] for step, values in self.steps.items() if len(values) > len(self.refs)}
+        if blends:
+            rows["blend"] = blends
+        return rows
+
+
+def initial_report(refs: tuple[int, ...], target: Tensor, references: list[Tensor],
+                   translations: tuple[tuple[int, int], ...], flows: list[Tensor] | None,
+                   filter_size: int) -> PredictionReport:
+    """Zero motion, global translation and (when estimated) the flow, per reference."""
+    report = PredictionReport(refs, {})
+    shifted = [shift(r, dx, dy) for r, (dx, dy) in zip(references, translations)]
+    report.add("zero", [luma_psnr(r, target) for r in references])
+    report.add("global", [luma_psnr(r, target) for r in shifted])
+    if flows is not None:
+        report.add("flow", [luma_psnr(warp(r, f, filter_size), target) for r, f in zip(shifted, flows)])
+    return report
+
+
+@torch.no_grad()
+def decoded_motion_psnrs(motion: CoolChic, target: Tensor, shifted_references: list[Tensor],
+                         filter_size: int) -> list[float]:
+    """Per reference, then the blend for a B frame: the predictions a motion Cool-Chic gives."""
+    motion.eval()
+    output = motion().image
+    predictions = motion_predictions(output, shifted_references, filter_size)
+    psnrs = [luma_psnr(p, target) for p in predictions]
+    if len(predictions) == 2:
+        beta = blend_weight(quantize_flow(output, FLOW_ACCURACY)[:, 4:5])
+        psnrs.append(luma_psnr(beta * predictions[0] + (1 - beta) * predictions[1], target))
+    return psnrs
+
+
+def final_prediction_psnrs(decoder: InterCoolChic, target: Tensor) -> list[float]:
+    """The decoded motion's predictions of a trained (quantised) inter frame."""
+    references = [getattr(decoder, f"reference_{i}") for i in range(decoder.n_references)]
+    return decoded_motion_psnrs(decoder.motion, target, references, decoder.frame_parameters.warp_filter_size)
+
+
+class FlowTargetModule(CoolChicModule):
+    """A motion Cool-Chic fitted to an estimated flow (the motion pre-training of an inter
+    frame): the target is the flow itself in pixels, nothing is clamped or rounded, and
+    the distortion is the mean squared flow error in square pixels."""
+
+    def __init__(self, flow: Tensor, decoder: CoolChic, lmbda: float):
+        super().__init__(FrameData((flow,), bitdepth=8, color_space="yuv444"), decoder, lmbda)
+
+    def planes(self, raw: Tensor, rounded: bool) -> tuple[Tensor, ...]:
+        return (raw,)
