@@ -112,6 +112,8 @@ class VideoPoint:
     frame_types: list[str]
     encode_time_s: float
     settings: str
+    intra_bits: int = 0
+    inter_bits: int = 0
     bpp: float = field(init=False)
     psnr_y: float = field(init=False)
     psnr_u: float = field(init=False)
@@ -124,6 +126,59 @@ class VideoPoint:
         self.psnr_u = float(np.mean(self.psnr_u_frames))
         self.psnr_v = float(np.mean(self.psnr_v_frames))
         self.psnr_yuv = (6 * self.psnr_y + self.psnr_u + self.psnr_v) / 8
+
+
+# NAL unit types of coded pictures (VCL) and of intra random access points, by codec.
+_VCL_TYPES = {"x264": range(1, 6), "x265": range(0, 32), "vvenc": range(0, 12)}
+_IRAP_TYPES = {"x265": range(16, 24), "vvenc": range(7, 10)}
+
+
+def _nal_units(stream: bytes) -> list[bytes]:
+    """The NAL units of an Annex-B stream, start codes removed (a trailing zero byte of a
+    4-byte start code stays on the unit before it, which only adds one byte to its size)."""
+    starts = [m.end() for m in re.finditer(b"\x00\x00\x01", stream)]
+    return [stream[start:end - 3] for start, end in zip(starts, starts[1:] + [len(stream) + 3])]
+
+
+def _nal_type(codec: str, unit: bytes) -> int:
+    if codec == "x264":
+        return unit[0] & 0x1F
+    if codec == "x265":
+        return (unit[0] >> 1) & 0x3F
+    return (unit[1] >> 3) & 0x1F
+
+
+def _h264_slice_is_intra(unit: bytes) -> bool:
+    """slice_type (the second ue(v) of the slice header) is I or SI: 2, 4, 7 or 9."""
+    bits = "".join(f"{byte:08b}" for byte in unit[1:12].replace(b"\x00\x00\x03", b"\x00\x00"))
+    position, values = 0, []
+    for _ in range(2):
+        zeros = bits.index("1", position) - position
+        values.append(int(bits[position + zeros:position + 2 * zeros + 1], 2) - 1)
+        position += 2 * zeros + 1
+    return values[1] % 5 in (2, 4)
+
+
+def intra_and_inter_bits(codec: str, stream: bytes) -> tuple[int, int]:
+    """Bits of the intra and of the inter pictures of an elementary stream; parameter sets
+    count with the picture that follows them. Each picture is one slice, as the
+    single-threaded encoders here write them."""
+    units = _nal_units(stream)
+    intra = inter = 0
+    pending = 8 * len(stream) - sum(8 * (len(unit) + 3) for unit in units)  # bytes before the first start code
+    for unit in units:
+        kind = _nal_type(codec, unit)
+        size = 8 * (len(unit) + 3)
+        if kind not in _VCL_TYPES[codec]:
+            pending += size
+            continue
+        is_intra = _h264_slice_is_intra(unit) if codec == "x264" else kind in _IRAP_TYPES[codec]
+        if is_intra:
+            intra += size + pending
+        else:
+            inter += size + pending
+        pending = 0
+    return intra, inter + pending
 
 
 def available_video_codecs() -> list[str]:
@@ -349,10 +404,12 @@ def encode_sequence(yuv: Path, width: int, height: int, n_frames: int, codec: st
     pairs = list(zip(_split_frames(original, width, height),
                      _split_frames(_to_bitdepth(decoded, coded_depth, bitdepth), width, height)))
     psnr = [[plane_psnr(ref[p], dec[p], bitdepth) for ref, dec in pairs] for p in range(3)]
+    intra_bits, inter_bits = intra_and_inter_bits(codec, stream.read_bytes())
     return VideoPoint(codec=codec, qp=qp, preset=preset, n_frames=n_frames, width=width, height=height,
                       frame_offset=frame_offset, bits=8 * stream.stat().st_size, psnr_y_frames=psnr[0],
                       psnr_u_frames=psnr[1], psnr_v_frames=psnr[2], frame_types=frame_types,
-                      encode_time_s=encode_time, settings=shlex.join(command))
+                      encode_time_s=encode_time, settings=shlex.join(command), intra_bits=intra_bits,
+                      inter_bits=inter_bits)
 
 
 def sweep(yuv: Path, width: int, height: int, n_frames: int, codec: str, qps: Sequence[int], layout: GopLayout,
