@@ -314,6 +314,22 @@ def intra5(n_itr: int, start_lr: float, lmbda: float) -> Preset:
                   gain_from_lambda=True)
 
 
+def inter5(n_itr: int, start_lr: float, n_itr_pretrain_motion: int = 200) -> Preset:
+    """Cool-Chic 5's training tools for a P or B frame: the motion pre-training, a warm-up
+    of 2 candidates x 100 and ``n_itr`` core iterations with SOAP (intra5's schedules),
+    then hard-rounded iterations at lr 1e-4, the network quantisation and RDOQ."""
+    warm = _soap_phase(lr=start_lr, max_itr=100, freq_valid=100, patience=100, softround_temperature=(0.35, 0.35),
+                       noise_parameter=(0.2, 0.2), quantizer_noise_type="gaussian", betas_latent=(0.725, 0.97),
+                       precondition_frequency=1)
+    core = _soap_phase(lr=start_lr, max_itr=n_itr, patience=5000, schedule_lr=True, softround_temperature=(0.35, 0.08),
+                       noise_parameter=(0.22, 0.15), quantizer_noise_type="gaussian")
+    final_itr = max(100, n_itr // 6)
+    final = _soap_phase(lr=1e-4, max_itr=final_itr, patience=final_itr, schedule_lr=True, quantizer_type="hardround",
+                        quantizer_noise_type="none", quantize_model=True, rdoq=True)
+    return Preset("inter5", [core, final], Warmup([WarmupPhase(2, warm)]),
+                  motion_pretrain=_motion_pretrain(n_itr_pretrain_motion))
+
+
 PRESETS: dict[str, Callable[[int, float], Preset]] = {
     "c3x": c3x, "c3x_intra": c3x_intra, "fast": fast, "debug": debug, "measure_speed": measure_speed,
 }
@@ -322,10 +338,10 @@ LAMBDA_PRESETS: dict[str, Callable[[int, float, float], Preset]] = {"intra5": in
 DEFAULT_N_ITR = {"c3x": 10000, "c3x_intra": 10000, "fast": 1500, "debug": 50, "measure_speed": 1500,
                  "intra5": 10000}
 INTER_PRESETS: dict[str, Callable[[int, float, int], Preset]] = {
-    "c3x_inter": c3x_inter, "fast_inter": fast_inter, "debug": debug,
+    "c3x_inter": c3x_inter, "fast_inter": fast_inter, "inter5": inter5, "debug": debug,
 }
-DEFAULT_N_ITR_INTER = {"c3x_inter": 10000, "fast_inter": 1000, "debug": 50}
-DEFAULT_N_ITR_PRETRAIN_MOTION = {"c3x_inter": 1000, "fast_inter": 200, "debug": 50}
+DEFAULT_N_ITR_INTER = {"c3x_inter": 10000, "fast_inter": 1000, "inter5": 1000, "debug": 50}
+DEFAULT_N_ITR_PRETRAIN_MOTION = {"c3x_inter": 1000, "fast_inter": 200, "inter5": 200, "debug": 50}
 # The inter preset that goes with an image preset when the config names none.
 INTER_PRESET_FOR = {"c3x": "c3x_inter", "c3x_intra": "c3x_inter", "fast": "fast_inter", "debug": "debug",
                     "measure_speed": "fast_inter", "intra5": "c3x_inter"}
@@ -385,7 +401,7 @@ def make_preset(name: str, n_itr: Optional[int] = None, start_lr: float = 1e-2, 
 # ----------------------------------------------------------------------------- fit
 
 PresetName = Literal["c3x", "c3x_intra", "fast", "debug", "measure_speed", "intra5"]
-InterPresetName = Literal["c3x_inter", "fast_inter", "debug"]
+InterPresetName = Literal["c3x_inter", "fast_inter", "inter5", "debug"]
 ArchName = Literal["vlop", "lop", "mop", "hop", "lop5", "mop5", "hop5", "vhop5", "auto", "auto5"]
 InterArchName = Literal["lop", "mop"]
 

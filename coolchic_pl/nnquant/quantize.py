@@ -118,7 +118,7 @@ class QStepSearch:
         self.max_passes = max_passes
         self.result: dict[str, ModuleQuantization] = {}
         self.position = SearchPosition()
-        self.finished = False
+        self.finished = not self.modules  # a decoder whose networks are all shared has none to search
 
     def _pass_modules(self, pass_index: int) -> tuple[str, ...]:
         # An ARM only moves the rate, by an amount independent of the other modules: its

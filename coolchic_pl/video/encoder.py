@@ -80,6 +80,20 @@ class CandidateStart:
         origin = f" of frame {self.source}" if self.source is not None else ""
         return f"{self.residue}/{self.motion} {self.kind}{origin}"
 
+    @property
+    def motion_key(self) -> str:
+        """What its motion starts from: candidates with the same key share one pre-training."""
+        return f"{self.kind}_{self.motion}" if self.source is None else f"{self.kind}_{self.source}"
+
+
+def _copy_of(coolchic: CoolChic, state: dict[str, Tensor]) -> CoolChic:
+    """A fresh Cool-Chic like ``coolchic`` (networks shared the same way) holding ``state``."""
+    copy = CoolChic(coolchic.image_size, coolchic.architecture, coolchic.n_outputs)
+    if coolchic.shared_networks is not None:
+        copy.share_networks(coolchic, coolchic.shared_networks)
+    copy.load_state_dict(state)
+    return copy
+
 
 def check_video_input(config: FitConfig) -> int:
     """Frames the input holds; one-line errors for what cannot be a video encode."""
@@ -256,39 +270,40 @@ class VideoEncoder:
         use_flow = settings.motion_init == "flow" and preset.motion_pretrain is not None
         flows = [estimate_flow(target_444, r) for r in shifted] if use_flow else None
         report = initial_report(frame.refs, target_444, references, translations, flows, inter.warp_filter_size)
-        residues, motions = residue_names(settings), motion_names(settings)
-        pretrained: dict[str, dict[str, Tensor]] = {}
-        iterations = 0
-        if flows is not None:
-            for name in motions:
-                state, n = self._pretrain_motion(frame, folder, flow_target(flows), name, preset, lmbda)
-                pretrained[name], iterations = state, iterations + n
-                motion = CoolChic(target_444.shape[-2:], MOTION_ARCHITECTURES[name], MOTION_OUTPUTS[len(frame.refs)])
-                motion.load_state_dict(state)
-                psnrs = decoded_motion_psnrs(motion, target_444, shifted, inter.warp_filter_size)
-                report.add("pretrained" if len(motions) == 1 else f"pretrained {name}", psnrs)
-        starts = self._candidate_starts(frame, settings, residues, motions, pretrained)
+        starts = self._candidate_starts(frame, settings, residue_names(settings), motion_names(settings), use_flow)
         size = (target.height, target.width)
+        n_outputs = MOTION_OUTPUTS[len(frame.refs)]
+        motions: dict[str, CoolChic] = {}
+        iterations = 0
+        for start in starts:
+            if start.kind == "random" or start.motion_key in motions:
+                continue
+            motion = CoolChic(size, MOTION_ARCHITECTURES[start.motion], n_outputs)
+            if start.kind in ("warm", "reuse"):
+                self._take_networks(motion, "motion", start)
+            if flows is not None:
+                iterations += self._pretrain_motion(frame, folder, flow_target(flows), motion, start.motion_key,
+                                                    preset, lmbda)
+                report.add(f"pretrained {start.motion_key}",
+                           decoded_motion_psnrs(motion, target_444, shifted, inter.warp_filter_size))
+            motions[start.motion_key] = motion
 
         def factory(candidate: int) -> CoolChicModule:
             start = starts[candidate % len(starts)]  # a preset with more candidates starts some twice
             decoder = InterCoolChic(size, references, inter, residue_architecture(start.residue),
                                     MOTION_ARCHITECTURES[start.motion])
-            if start.kind == "flow":
-                decoder.motion.load_state_dict(pretrained[start.motion])
-            elif start.kind == "warm":
-                self._load_networks(decoder, start.source)
-            elif start.kind == "reuse":
-                for role, coolchic in decoder.coolchics.items():
-                    source = self.store[start.source][role]
-                    coolchic.share_networks(source.model, SharedNetworks(start.source, source.network_quantization))
+            if start.kind in ("warm", "reuse"):
+                self._take_networks(decoder.residue, "residue", start)
+                self._take_networks(decoder.motion, "motion", start)
+            if start.kind != "random":
+                decoder.motion.load_state_dict(motions[start.motion_key].state_dict())
             return CoolChicModule(target, decoder, lmbda)
 
         motion = {"seconds": time.perf_counter() - started, "iterations": iterations}
         return inter, motion, starts, report, factory
 
     def _candidate_starts(self, frame: CodedFrame, settings: FrameSettings, residues: tuple[str, ...],
-                          motions: tuple[str, ...], pretrained: dict) -> list[CandidateStart]:
+                          motions: tuple[str, ...], use_flow: bool) -> list[CandidateStart]:
         """Each residue decoder with the first motion decoder and each motion decoder with
         the first residue one, from random networks and from the pre-trained motion; then
         the warm start and the reuse of the previous inter frame of the same type."""
@@ -296,7 +311,7 @@ class VideoEncoder:
         starts = []
         for residue, motion in pairs:
             starts.append(CandidateStart(residue, motion, "random"))
-            if motion in pretrained:
+            if use_flow:
                 starts.append(CandidateStart(residue, motion, "flow"))
         source = self._previous_inter(frame)
         if source is not None:
@@ -312,38 +327,42 @@ class VideoEncoder:
                    if f.coding < frame.coding and f.frame_type == frame.frame_type]
         return earlier[-1] if earlier else None
 
-    def _load_networks(self, decoder: InterCoolChic, source: int) -> None:
-        """The trained (quantised) networks of frame ``source`` into ``decoder``; latents stay as they are."""
-        state = torch.load(self.run_dir / f"frame_{source:03d}" / "model.pt", map_location="cpu",
-                           weights_only=True)["coolchic"]
-        networks = {k: v for k, v in state.items() if k.split(".")[1] in NETWORK_NAMES}
-        decoder.load_state_dict(networks, strict=False)
+    def _take_networks(self, coolchic: CoolChic, role: str, start: CandidateStart) -> None:
+        """A warm start loads the trained (quantised) networks of frame ``start.source``;
+        a reuse shares them, frozen, as the decoder will."""
+        source = self.store[start.source][role]
+        if start.kind == "reuse":
+            coolchic.share_networks(source.model, SharedNetworks(start.source, source.network_quantization))
+            return
+        with torch.no_grad():
+            for name in NETWORK_NAMES:
+                getattr(coolchic, name).load_state_dict(getattr(source.model, name).state_dict())
 
-    def _pretrain_motion(self, frame: CodedFrame, folder: Path, flow: Tensor, name: str, preset: Preset,
-                         lmbda: float) -> tuple[dict[str, Tensor], int]:
-        """Fit motion decoder ``name`` to the estimated flows (and a zero raw beta for a B frame)."""
-        saved = folder / f"motion_pretrain_{name}.pt"
-        if saved.exists():
-            state = torch.load(saved, map_location="cpu", weights_only=True)
-            return state["motion"], state["iterations"]
-        architecture = MOTION_ARCHITECTURES[name]
-        size = tuple(flow.shape[-2:])
-        pretrain_lambda = MOTION_PRETRAIN_LAMBDA_FACTOR * lmbda
-        runner = PhaseRunner(
-            FrameData((flow,), 8, "yuv444"), architecture,
-            Preset("motion_pretrain", [preset.motion_pretrain], transmitted=False), pretrain_lambda,
-            seed=self.config.seed, accelerator=self.device, report_stream=self.stream,
-            checkpointer=self.checkpointer.moved_to(folder / f"motion_pretrain_{name}.ckpt"),
-            module_factory=lambda _: FlowTargetModule(flow, CoolChic(size, architecture, flow.shape[1]),
-                                                      pretrain_lambda),
-            name_prefix=f"frame{frame.display:03d}/motion_pretrain_{name}/")
-        module, _ = runner.run(runner.checkpointer.load())
-        state = {"motion": {k: v.detach().cpu() for k, v in module.coolchic.state_dict().items()},
-                 "iterations": runner.global_iteration}
-        with atomic_write(saved) as tmp:
-            torch.save(state, tmp)
-        runner.checkpointer.remove()
-        return state["motion"], state["iterations"]
+    def _pretrain_motion(self, frame: CodedFrame, folder: Path, flow: Tensor, motion: CoolChic, key: str,
+                         preset: Preset, lmbda: float) -> int:
+        """Fit ``motion`` (in place) to the estimated flows and a zero raw beta for a B frame,
+        from the networks it has (random, or those of an earlier frame, frozen when shared);
+        returns the iterations it took. Saved, so that a resumed encode does it once."""
+        saved = folder / f"motion_pretrain_{key}.pt"
+        if not saved.exists():
+            pretrain_lambda = MOTION_PRETRAIN_LAMBDA_FACTOR * lmbda
+            initial = {k: v.clone() for k, v in motion.state_dict().items()}
+            runner = PhaseRunner(
+                FrameData((flow,), 8, "yuv444"), motion.architecture,
+                Preset("motion_pretrain", [preset.motion_pretrain], transmitted=False), pretrain_lambda,
+                seed=self.config.seed, accelerator=self.device, report_stream=self.stream,
+                checkpointer=self.checkpointer.moved_to(folder / f"motion_pretrain_{key}.ckpt"),
+                module_factory=lambda _: FlowTargetModule(flow, _copy_of(motion, initial), pretrain_lambda),
+                name_prefix=f"frame{frame.display:03d}/motion_pretrain_{key}/")
+            module, _ = runner.run(runner.checkpointer.load())
+            state = {"motion": {k: v.detach().cpu() for k, v in module.coolchic.state_dict().items()},
+                     "iterations": runner.global_iteration}
+            with atomic_write(saved) as tmp:
+                torch.save(state, tmp)
+            runner.checkpointer.remove()
+        state = torch.load(saved, map_location="cpu", weights_only=True)
+        motion.load_state_dict(state["motion"])
+        return state["iterations"]
 
     def _finish(self, frame: CodedFrame, folder: Path, settings: FrameSettings, target: FrameData,
                 module: CoolChicModule, metrics: dict[str, float], inter: InterFrameParameters | None, lmbda: float,
