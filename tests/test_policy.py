@@ -33,12 +33,12 @@ def test_named_policies_set_each_frames_lambda() -> None:
 def test_later_rules_override_only_the_fields_they_set() -> None:
     config = parse_config([*VIDEO, "--coding_policy", "v3.4", "--frame_rules",
                            '[{"frames": "B", "depth": 2, "lmbda_factor": 2.0, "n_itr": 300}, '
-                           '{"frames": "inter", "reuse_networks": true}]'])
+                           '{"frames": "inter", "reuse_networks": "compete"}]'])
     settings = {f.display: resolve_settings(f, config.frame_policy()) for f in RANDOM_ACCESS}
     assert settings[2].lmbda(1e-3, 2) == pytest.approx(2.0 * 2.25e-3) and settings[2].n_itr == 300
     assert settings[1].lmbda(1e-3, 3) == pytest.approx(3.375e-3) and settings[1].n_itr is None
     assert settings[2].arch == "lop" and settings[4].arch == "mop"  # kept from the policy
-    assert [settings[d].reuse_networks for d in (0, 4, 2, 1, 3)] == [False, True, True, True, True]
+    assert [settings[d].reuse_networks for d in (0, 4, 2, 1, 3)] == ["never"] + ["compete"] * 4
 
 
 def test_inter_frame_keys_sit_between_the_policy_and_the_rules() -> None:
@@ -72,6 +72,7 @@ def test_the_frame_table_shows_each_frames_settings() -> None:
     (["--frame_rules", '[{"frames": "B", "warp_filter_size": 3}]'], "warp_filter_size must be even"),
     (["--frame_rules", '[{"frames": "B", "depth": -1}]'], "depth must be >= 0"),
     (["--frame_rules", '[{"frame": "B"}]'], "frame"),
+    (["--frame_rules", '[{"frames": "B", "reuse_networks": "sometimes"}]'], "reuse_networks"),
     (["--coding_policy", "v9"], "coding_policy"),
     (["--warp_filter_size", "5"], "warp_filter_size must be even"),
 ])

@@ -86,6 +86,27 @@ def test_kill_mid_sequence_resumes_at_the_frame(bqsquare: Path, three_frames: Pa
     assert (tmp_path / RUN_NAME / name).read_bytes() == (three_frames / name).read_bytes()
 
 
+def test_frames_reusing_networks_decode_bit_exactly_through_the_cli(bqsquare: Path, tmp_path: Path) -> None:
+    """I0 P4 B2 B1 B3 with B frames reusing the networks of the B frame before them: B1
+    shares B2's, B3 shares B1's (a chain); they send no networks and the decoder rebuilds
+    every frame exactly."""
+    code, err = run(fit_command(*DEBUG, "--input", str(bqsquare), "--n_frames", "5", "--p_pos", "-1",
+                                "--frame_rules", '[{"frames": "B", "reuse_networks": "always"}]',
+                                "--output_dir", str(tmp_path)), timeout=TIMEOUT)
+    assert code == 0, err
+    run_dir = tmp_path / RUN_NAME
+    frames = {f["display"]: f for f in json.loads((run_dir / "results.json").read_text())["frames"]}
+    assert frames[2]["networks"] == {"residue": "own", "motion": "own"} and frames[2]["bits_network_residue"] > 0
+    assert frames[1]["networks"] == {"residue": "frame 2", "motion": "frame 2"}
+    assert frames[3]["networks"] == {"residue": "frame 1", "motion": "frame 1"}
+    assert frames[1]["bits_network_residue"] == frames[3]["bits_network_motion"] == 0
+    output = tmp_path / "out_224x128_yuv420_8b.yuv"
+    done = subprocess.run([sys.executable, "-m", "coolchic_pl.decode", str(run_dir / "BQSquare_224x128_60p_5frames_yuv420_8b.cool"),
+                           "-o", str(output)], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert output.read_bytes() == (run_dir / DECODED).read_bytes()
+
+
 def test_static_sequence_p_frame_is_cheap(bqsquare: Path, tmp_path: Path) -> None:
     """Two identical frames: the P frame predicts the first and codes almost nothing."""
     frame_bytes = 224 * 128 * 3 // 2

@@ -156,7 +156,7 @@ def frame_table(structure: list[CodedFrame], config: FitConfig) -> str:
             warp = str(settings.warp_filter_size)
             tools = ",".join(name for name, on in (("flow", settings.motion_init == "flow"),
                                                    ("warm", settings.warm_start),
-                                                   ("reuse", settings.reuse_networks)) if on) or "-"
+                                                   ("reuse", settings.reuse_networks != "never")) if on) or "-"
         pretrain = preset.motion_pretrain.max_itr if preset.motion_pretrain is not None else 0
         warm = preset.warmup.phases[0].training_phase.max_itr if preset.warmup.phases else 0
         rows.append((str(frame.coding), str(frame.display), frame.frame_type, str(frame.depth),
@@ -306,7 +306,8 @@ class VideoEncoder:
                           motions: tuple[str, ...], use_flow: bool) -> list[CandidateStart]:
         """Each residue decoder with the first motion decoder and each motion decoder with
         the first residue one, from random networks and from the pre-trained motion; then
-        the warm start and the reuse of the previous inter frame of the same type."""
+        the warm start and the reuse of the previous inter frame of the same type (alone
+        when the policy reuses its networks always)."""
         pairs = [(residues[0], m) for m in motions] + [(r, motions[0]) for r in residues[1:]]
         starts = []
         for residue, motion in pairs:
@@ -314,11 +315,15 @@ class VideoEncoder:
             if use_flow:
                 starts.append(CandidateStart(residue, motion, "flow"))
         source = self._previous_inter(frame)
-        if source is not None:
-            for kind, wanted in (("warm", settings.warm_start), ("reuse", settings.reuse_networks)):
-                if wanted:
-                    starts.append(CandidateStart(source["residue_arch"], source["motion_arch"], kind,
-                                                 source["display"]))
+        if source is None:
+            return starts
+        reuse = CandidateStart(source["residue_arch"], source["motion_arch"], "reuse", source["display"])
+        if settings.reuse_networks == "always":
+            return [reuse]
+        if settings.warm_start:
+            starts.append(CandidateStart(source["residue_arch"], source["motion_arch"], "warm", source["display"]))
+        if settings.reuse_networks == "compete":
+            starts.append(reuse)
         return starts
 
     def _previous_inter(self, frame: CodedFrame) -> dict[str, Any] | None:

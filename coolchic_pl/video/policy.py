@@ -26,6 +26,7 @@ from coolchic_pl.video.structure import CodedFrame
 
 FrameSelector = Literal["I", "P", "B", "inter", "all"]
 MotionInit = Literal["flow", "none"]
+NetworkReuse = Literal["never", "compete", "always"]
 
 
 @dataclass
@@ -46,7 +47,8 @@ class FrameRule:
         warp_filter_size: Motion compensation filter (2 bilinear, 4 bicubic, 6+ windowed sinc).
         motion_init: flow (warm-up candidates start from the estimated flow) or none.
         warm_start: A warm-up candidate starts from the networks of the previous inter frame of the same type.
-        reuse_networks: A warm-up candidate reuses, frozen, the quantised networks of an earlier frame.
+        reuse_networks: Networks of the previous inter frame of the same type, frozen and not sent again: never,
+            compete (one warm-up candidate reuses them) or always (the frame trains its latents only).
     """
 
     frames: FrameSelector = "all"
@@ -62,7 +64,7 @@ class FrameRule:
     warp_filter_size: Optional[int] = None
     motion_init: Optional[MotionInit] = None
     warm_start: Optional[bool] = None
-    reuse_networks: Optional[bool] = None
+    reuse_networks: Optional[NetworkReuse] = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -82,6 +84,8 @@ class FrameRule:
             problems.append(f"warp_filter_size must be even and >= 2, got {self.warp_filter_size}")
         if self.motion_init not in (None, "flow", "none"):
             problems.append(f"motion_init must be flow or none, got {self.motion_init!r}")
+        if self.reuse_networks not in (None, "never", "compete", "always"):
+            problems.append(f"reuse_networks must be never, compete or always, got {self.reuse_networks!r}")
         if problems:
             raise ValueError("invalid frame rule: " + "; ".join(problems))
 
@@ -112,7 +116,7 @@ class FrameSettings:
     warp_filter_size: int = 8
     motion_init: MotionInit = "flow"
     warm_start: bool = False
-    reuse_networks: bool = False
+    reuse_networks: NetworkReuse = "never"
 
     def lmbda(self, sequence_lmbda: float, depth: int) -> float:
         return sequence_lmbda * self.lmbda_factor * self.lmbda_depth_base**depth
