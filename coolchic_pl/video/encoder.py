@@ -49,6 +49,7 @@ from coolchic_pl.model.interframe import MOTION_OUTPUTS, InterCoolChic, InterFra
 from coolchic_pl.model.warp import global_translation, shift
 from coolchic_pl.training.checkpoint import Checkpointer, StopReason
 from coolchic_pl.training.module import CoolChicModule
+from coolchic_pl.training.rng import derive_seed
 from coolchic_pl.training.runner import PhaseRunner
 from coolchic_pl.video.bitstream import (
     CoolChicStore, FrameHeader, SequenceHeader, decode_frame, decode_video, encode_frame, encode_video, to_444,
@@ -275,10 +276,12 @@ class VideoEncoder:
         n_outputs = MOTION_OUTPUTS[len(frame.refs)]
         motions: dict[str, CoolChic] = {}
         iterations = 0
-        for start in starts:
+        for index, start in enumerate(starts):
             if start.kind == "random" or start.motion_key in motions:
                 continue
-            motion = CoolChic(size, MOTION_ARCHITECTURES[start.motion], n_outputs)
+            with torch.random.fork_rng(devices=[]):  # its own stream: a resumed encode draws the same networks
+                torch.manual_seed(derive_seed(self.config.seed, frame.display, index))
+                motion = CoolChic(size, MOTION_ARCHITECTURES[start.motion], n_outputs)
             if start.kind in ("warm", "reuse"):
                 self._take_networks(motion, "motion", start)
             if flows is not None:
