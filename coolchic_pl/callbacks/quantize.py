@@ -29,9 +29,10 @@ class PostPhaseQuantization(pl.Callback):
     :meth:`load_state_dict` followed by :meth:`quantize`.
     """
 
-    def __init__(self, progress: SearchProgress | None = None, rdoq: bool = False) -> None:
+    def __init__(self, progress: SearchProgress | None = None, rdoq: bool = False, max_passes: int = 3) -> None:
         self.progress = progress
         self.rdoq = rdoq
+        self.max_passes = max_passes
         self.quantization: dict[str, ModuleQuantization] = {}
         self._search: QStepSearch | None = None
         self._pending_search: dict[str, Any] | None = None
@@ -54,7 +55,7 @@ class PostPhaseQuantization(pl.Callback):
             self.seconds += time.perf_counter() - started
 
     def _quantize(self, pl_module: pl.LightningModule) -> None:
-        search = QStepSearch(pl_module.coolchic, pl_module.evaluate_loss)
+        search = QStepSearch(pl_module.coolchic, pl_module.evaluate_loss, self.max_passes)
         if self._pending_search is not None:
             search.load_state_dict(self._pending_search)
             self._pending_search = None

@@ -304,7 +304,8 @@ class PhaseRunner:
         inside either when ``resume`` says so. The module ends on the training device.
         Returns the seconds the quantisation took (0 without one)."""
         module.phase = phase
-        quantizer = PostPhaseQuantization(self._quantization_progress, phase.rdoq) if phase.quantize_model else None
+        quantizer = (PostPhaseQuantization(self._quantization_progress, phase.rdoq, phase.quantization_passes)
+                     if phase.quantize_model else None)
         position = resume["position"] if resume is not None else BEFORE_STAGE
         if position == IN_QUANTIZATION:
             self.state["global_iteration"] += resume["stage_steps"]

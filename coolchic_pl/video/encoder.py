@@ -54,9 +54,9 @@ from coolchic_pl.training.runner import PhaseRunner
 from coolchic_pl.video.bitstream import (
     CoolChicStore, FrameHeader, SequenceHeader, decode_frame, decode_video, encode_frame, encode_video, to_444,
 )
-from coolchic_pl.video.flow import estimate_flow
 from coolchic_pl.video.motion import (
-    FlowTargetModule, PredictionReport, decoded_motion_psnrs, final_prediction_psnrs, flow_target, initial_report,
+    FlowTargetModule, PredictionReport, decoded_motion_psnrs, estimate_motion, final_prediction_psnrs, flow_target,
+    initial_report,
 )
 from coolchic_pl.video.policy import FrameSettings, resolve_settings, settings_row
 from coolchic_pl.video.structure import CodedFrame, build_coding_structure
@@ -265,12 +265,15 @@ class VideoEncoder:
         started = time.perf_counter()
         target_444 = to_444(target)
         references = [to_444(self.decoded[r]) for r in frame.refs]
-        translations = tuple(global_translation(r, target_444) for r in references)
+        use_flow = settings.motion_init == "flow" and preset.motion_pretrain is not None
+        if use_flow:
+            translations, flows = (tuple(parts) for parts in zip(*(estimate_motion(target_444, r) for r in references)))
+        else:
+            translations, flows = tuple(global_translation(r, target_444) for r in references), None
         inter = InterFrameParameters(translations, settings.warp_filter_size)
         shifted = [shift(r, dx, dy) for r, (dx, dy) in zip(references, translations)]
-        use_flow = settings.motion_init == "flow" and preset.motion_pretrain is not None
-        flows = [estimate_flow(target_444, r) for r in shifted] if use_flow else None
-        report = initial_report(frame.refs, target_444, references, translations, flows, inter.warp_filter_size)
+        report = initial_report(frame.refs, target_444, references, translations, flows and list(flows),
+                                inter.warp_filter_size)
         starts = self._candidate_starts(frame, settings, residue_names(settings), motion_names(settings), use_flow)
         size = (target.height, target.width)
         n_outputs = MOTION_OUTPUTS[len(frame.refs)]
