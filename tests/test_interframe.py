@@ -9,7 +9,9 @@ import torch
 
 from coolchic_pl.bitstream import BitstreamError
 from coolchic_pl.io import FrameData, read_frame
+from coolchic_pl.metrics import yuv_psnrs
 from coolchic_pl.model.architecture import ARCHITECTURES, MOTION_ARCHITECTURES
+from coolchic_pl.model.coolchic import SharedNetworks
 from coolchic_pl.model.interframe import InterCoolChic, InterFrameParameters
 from coolchic_pl.model.warp import shift, warp
 from coolchic_pl.nnquant import quantize_networks
@@ -145,3 +147,46 @@ def test_video_file_round_trip_and_damage(frames: list[FrameData]) -> None:
     flipped[len(data) // 2] ^= 0x10
     with pytest.raises(BitstreamError, match="integrity"):
         decode_video(bytes(flipped))
+
+
+def test_a_cool_chic_sharing_an_earlier_frames_networks_sends_only_latents(frames: list[FrameData]) -> None:
+    """Frame 2 codes its networks; frame 3 shares them (mode 1): its record is shorter by
+    their bytes, it decodes to what its encoder-side decoder gives, and a record naming a
+    frame that was not decoded is a damaged file."""
+    first, record, sequence, decoded = _coded(frames, 2)
+    store: dict = {}
+    decode_frame(record, sequence, decoded, store)
+    second = _decoder(frames, 2)
+    with torch.no_grad():
+        for coolchic in second.coolchics.values():
+            for grid in coolchic.latent.grids:
+                grid.normal_(0, 0.3)
+    for role, coolchic in second.coolchics.items():
+        coolchic.share_networks(store[2][role].model, SharedNetworks(2, store[2][role].network_quantization))
+    assert second.quantizable_modules() == {}
+    assert not any(p.requires_grad for name, p in second.named_parameters() if ".latent." not in name)
+    second.eval()
+    shared_record, sizes = encode_frame(FrameHeader(3, (0, 1), second.frame_parameters), second, {})
+    own_sizes = encode_frame(FrameHeader(2, (0, 1), first.frame_parameters), first,
+                             {f"{r}.{k}": q for r in ("residue", "motion")
+                              for k, q in store[2][r].network_quantization.items()})[1]
+    network_bytes = {r: sum(q.rate_bits for q in store[2][r].network_quantization.values()) // 8 for r in sizes}
+    assert all(sizes[r] < own_sizes[r] - network_bytes[r] + 8 for r in sizes)
+    _, planes = decode_frame(shared_record, SequenceHeader(*SIZE, "yuv420", 8, 4), decoded, store)
+    with torch.no_grad():
+        expected = output_planes(second().image, "yuv420", 8, rounded=True)
+    assert all(torch.equal(a, b) for a, b in zip(planes.planes, expected))
+    assert store[3]["residue"].model.shared_networks is not None
+    with pytest.raises(BitstreamError, match="shares the networks of frame 2"):
+        decode_frame(shared_record, SequenceHeader(*SIZE, "yuv420", 8, 4), decoded, {})
+
+
+def test_a_file_of_video_format_1_still_decodes(data_dir: Path) -> None:
+    """Written by the encoder of video format 1 (three debug frames I0 B1 P2 of BQSquare):
+    it decodes to the PSNRs its encoder reported."""
+    sequence, decoded = decode_video((Path(__file__).parent / "data" / "bqsquare_3frames_video_v1.cool").read_bytes())
+    assert (sequence.n_frames, sequence.height, sequence.width) == (3, 128, 224)
+    source = data_dir / "video" / "BQSquare_224x128_60p_5frames_yuv420_8b.yuv"
+    psnrs = [yuv_psnrs(frame.planes, read_frame(source, index).planes)["psnr_yuv"]
+             for index, frame in enumerate(decoded)]
+    assert psnrs == pytest.approx([30.8150, 28.8381, 28.4004], abs=2e-3)
