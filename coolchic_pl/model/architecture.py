@@ -131,8 +131,12 @@ def architecture_from_name(name: str) -> CoolChicArchitecture:
 
 # Motion Cool-Chics (cfg/dec/motion/{lop,mop}.cfg): no latents in the two finest grids, so
 # the synthesis runs at a quarter of the resolution and the flows are constant on 4x4 blocks.
+# vlop (this project's) drops the 3x3 layer and an ARM layer: a third of lop's parameters,
+# for small frames whose networks cost as much as their latents.
 MOTION_N_FT_PER_RES = (0, 0, 1, 1, 1, 1, 1)
 MOTION_ARCHITECTURES: dict[str, CoolChicArchitecture] = {
+    "vlop": CoolChicArchitecture(n_ft_per_res=MOTION_N_FT_PER_RES, dim_arm=8, n_hidden_layers_arm=1,
+                                 layers_synthesis="8-1-linear-relu,X-1-linear-none"),
     "lop": CoolChicArchitecture(n_ft_per_res=MOTION_N_FT_PER_RES, dim_arm=8, n_hidden_layers_arm=1,
                                 layers_synthesis="8-1-linear-relu,X-1-linear-none,X-3-residual-none"),
     "mop": CoolChicArchitecture(n_ft_per_res=MOTION_N_FT_PER_RES, dim_arm=8, n_hidden_layers_arm=2,
