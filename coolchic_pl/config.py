@@ -350,7 +350,7 @@ DEFAULT_N_ITR_INTER = {"c3x_inter": 10000, "fast_inter": 1000, "inter5": 1000, "
 DEFAULT_N_ITR_PRETRAIN_MOTION = {"c3x_inter": 1000, "fast_inter": 200, "inter5": 200, "debug": 50}
 # The inter preset that goes with an image preset when the config names none.
 INTER_PRESET_FOR = {"c3x": "c3x_inter", "c3x_intra": "c3x_inter", "fast": "fast_inter", "debug": "debug",
-                    "measure_speed": "fast_inter", "intra5": "c3x_inter"}
+                    "measure_speed": "fast_inter", "intra5": "inter5"}
 
 
 def depth_budget(n_itr: int, depth: int, floor_fraction: float) -> int:

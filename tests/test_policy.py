@@ -25,6 +25,9 @@ def test_named_policies_set_each_frames_lambda() -> None:
     """v3.4: lambda x 1.5^depth for every frame; v4.2: P frames at lambda, B frames x 1.5^depth."""
     assert _lambdas(POLICIES["v3.4"]) == pytest.approx({0: 1e-3, 4: 1.5e-3, 2: 2.25e-3, 1: 3.375e-3, 3: 3.375e-3})
     assert _lambdas(POLICIES["v4.2"]) == pytest.approx({0: 1e-3, 4: 1e-3, 2: 2.25e-3, 1: 3.375e-3, 3: 3.375e-3})
+    assert _lambdas(POLICIES["default"]) == pytest.approx({0: 0.33e-3, 4: 1.5e-3, 2: 2.25e-3, 1: 3.375e-3, 3: 3.375e-3})
+    low_delay = build_coding_structure(5, "0", "1-4")
+    assert {resolve_settings(f, POLICIES["default"]).lmbda(1e-3, f.depth) for f in low_delay[1:]} == {1.5e-3}
     v42 = {f.display: resolve_settings(f, POLICIES["v4.2"]) for f in RANDOM_ACCESS}
     assert (v42[4].lr, v42[4].arch, v42[2].arch, v42[2].lr) == (5e-3, "mop", "lop", None)
     assert v42[4].warp_filter_size == 8 and resolve_settings(RANDOM_ACCESS[1], POLICIES["default"]).warp_filter_size == 4
@@ -59,11 +62,12 @@ def test_the_frame_table_shows_each_frames_settings() -> None:
     assert header[:7] == ["coding", "display", "type", "depth", "refs", "lambda", "decoders"]
     by_display = {int(row[1]): dict(zip(header, row)) for row in rows}
     assert by_display[0]["itr main/warm/motion"] == "400/100/0" and by_display[0]["decoders"] == "hop"
-    assert by_display[4]["lambda"] == "0.001" and by_display[4]["decoders"] == "mop/mop"
+    assert by_display[0]["lambda"] == "0.00033" and by_display[4]["lambda"] == "0.0015"
+    assert by_display[4]["decoders"] == "lop5/mop" and by_display[1]["decoders"] == "lop5/lop"
     assert by_display[4]["itr main/warm/motion"] == "500/100/200"
     assert by_display[2]["itr main/warm/motion"] == "300/100/120"  # B frames: 20 % fewer per level
     assert by_display[1]["itr main/warm/motion"] == "200/20/80" and by_display[1]["lr"] == "0.005"
-    assert by_display[1]["lambda"] == "0.003375" and by_display[1]["tools"] == "flow"
+    assert by_display[1]["lambda"] == "0.003375" and by_display[1]["tools"] == "flow,warm"
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -89,5 +93,5 @@ def test_an_unknown_decoder_in_a_rule_stops_the_encode_before_any_work(data_dir,
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: unknown motion decoder 'hop5', expected one of lop, mop or auto"]
+        "error: unknown motion decoder 'hop5', expected one of vlop, lop, mop or auto"]
     assert not any(tmp_path.iterdir())

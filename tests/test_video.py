@@ -41,7 +41,7 @@ def test_three_frames_results(three_frames: Path) -> None:
     results = json.loads((three_frames / "results.json").read_text())
     frames = results["frames"]
     assert [(f["display"], f["type"], f["depth"]) for f in frames] == [(0, "I", 0), (1, "B", 2), (2, "P", 1)]
-    assert [f["lmbda"] for f in frames] == pytest.approx([1e-3, 2.25e-3, 1.5e-3])
+    assert [f["lmbda"] for f in frames] == pytest.approx([0.33e-3, 2.25e-3, 1.5e-3])  # the default policy
     for frame in frames:
         assert 20 < frame["psnr_y"] < 60 and frame["bpp"] > 0
         assert frame["psnr_yuv"] == pytest.approx((6 * frame["psnr_y"] + frame["psnr_u"] + frame["psnr_v"]) / 8)
