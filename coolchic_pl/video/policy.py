@@ -5,8 +5,8 @@ optionally a depth) and the settings it gives them; every matching rule is appli
 order, so a later rule overrides the fields it sets and leaves the others alone. A frame's
 settings are, from lowest to highest precedence: the defaults of :class:`FrameSettings`,
 the rules of the named policy (``coding_policy``), the config's inter-frame keys when set
-(``n_itr_inter``, ``n_itr_pretrain_motion``, ``inter_arch``, ``warp_filter_size``), then
-the config's own ``frame_rules``.
+(``n_itr_inter``, ``n_itr_pretrain_motion``, ``inter_arch``, ``warp_filter_size``,
+``motion_init``), then the config's own ``frame_rules``.
 
 Named policies:
 
