@@ -107,23 +107,21 @@ def check_video_input(config: FitConfig) -> int:
     return available
 
 
-def residue_names(settings: FrameSettings) -> tuple[str, ...]:
-    name = settings.arch or "lop"
-    names = AUTO_RESIDUE_ARCHITECTURES if name == "auto" else (name,)
-    unknown = [n for n in names if n not in ARCHITECTURES]
+def _decoder_names(name: str, auto: tuple[str, ...], known: dict[str, CoolChicArchitecture], role: str
+                   ) -> tuple[str, ...]:
+    names = auto if name == "auto" else (name,)
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown residue decoder {unknown[0]!r}, expected one of {', '.join(ARCHITECTURES)} or auto")
+        raise ValueError(f"unknown {role} decoder {unknown[0]!r}, expected one of {', '.join(known)} or auto")
     return names
+
+
+def residue_names(settings: FrameSettings) -> tuple[str, ...]:
+    return _decoder_names(settings.arch or "lop", AUTO_RESIDUE_ARCHITECTURES, ARCHITECTURES, "residue")
 
 
 def motion_names(settings: FrameSettings) -> tuple[str, ...]:
-    name = settings.motion_arch or "lop"
-    names = AUTO_MOTION_ARCHITECTURES if name == "auto" else (name,)
-    unknown = [n for n in names if n not in MOTION_ARCHITECTURES]
-    if unknown:
-        raise ValueError(f"unknown motion decoder {unknown[0]!r}, expected one of {', '.join(MOTION_ARCHITECTURES)} "
-                         "or auto")
-    return names
+    return _decoder_names(settings.motion_arch or "lop", AUTO_MOTION_ARCHITECTURES, MOTION_ARCHITECTURES, "motion")
 
 
 def residue_architecture(name: str) -> CoolChicArchitecture:
