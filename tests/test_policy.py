@@ -63,7 +63,7 @@ def test_the_frame_table_shows_each_frames_settings() -> None:
     by_display = {int(row[1]): dict(zip(header, row)) for row in rows}
     assert by_display[0]["itr main/warm/motion"] == "400/100/0" and by_display[0]["decoders"] == "hop"
     assert by_display[0]["lambda"] == "0.00033" and by_display[4]["lambda"] == "0.0015"
-    assert by_display[4]["decoders"] == "lop5/mop" and by_display[1]["decoders"] == "lop5/lop"
+    assert by_display[4]["decoders"] == by_display[1]["decoders"] == "lop5/vlop"
     assert by_display[4]["itr main/warm/motion"] == "500/100/200"
     assert by_display[2]["itr main/warm/motion"] == "300/100/120"  # B frames: 20 % fewer per level
     assert by_display[1]["itr main/warm/motion"] == "200/20/80" and by_display[1]["lr"] == "0.005"

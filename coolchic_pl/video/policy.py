@@ -16,7 +16,7 @@ Named policies:
   lambda x 1.5^depth, same decoders and warp;
 * ``default``: what measured best here (README, "Video"): the I frame at lambda x 0.33, P frames
   at lambda x 1.5 whatever their depth (a low-delay chain keeps one rate), B frames at
-  lambda x 1.5^depth, the lop5 residue decoder, the 4.2 motion decoders, the bicubic warp and
+  lambda x 1.5^depth, the lop5 residue decoder, the vlop motion decoder, the bicubic warp and
   a warm-started warm-up candidate.
 """
 
@@ -135,8 +135,9 @@ POLICIES: dict[str, tuple[FrameRule, ...]] = {
     "v3.4": _rules({"frames": "all", "lmbda_depth_base": 1.5}, *_CC42_DECODERS),
     "v4.2": _rules({"frames": "B", "lmbda_depth_base": 1.5}, *_CC42_DECODERS, {"frames": "P", "lr": 5e-3}),
     "default": _rules({"frames": "I", "lmbda_factor": 0.33}, {"frames": "P", "lmbda_factor": 1.5},
-                      {"frames": "B", "lmbda_depth_base": 1.5}, *_CC42_DECODERS,
-                      {"frames": "inter", "arch": "lop5", "warp_filter_size": 4, "warm_start": True}),
+                      {"frames": "B", "lmbda_depth_base": 1.5},
+                      {"frames": "inter", "arch": "lop5", "motion_arch": "vlop", "warp_filter_size": 4,
+                       "warm_start": True}),
 }
 PolicyName = Literal["default", "v3.4", "v4.2"]
 
