@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from coolchic_pl.bitstream import BitstreamError, decode_coolchic
+from coolchic_pl.fixedpoint import decoded_samples, sample_planes
 from coolchic_pl.io import FrameData, FrameFormatError, write_frame, write_yuv, yuv_file_name
 from coolchic_pl.io.frame import read_bytes
 from coolchic_pl.training.loss import output_planes
@@ -39,10 +40,16 @@ def decode_file(path: str | Path) -> FrameData:
 
 
 def _decode_image(data: bytes) -> FrameData:
+    """Integer decoding for the current versions; files of versions 1 and 2 decode in
+    float32 as they were written (their samples may differ across machines)."""
     decoded = decode_coolchic(data)
-    with torch.no_grad():
-        image = decoded.model().image
-    planes = output_planes(image, decoded.color_space, decoded.bitdepth, rounded=True)
+    if decoded.integer:
+        samples = decoded_samples(decoded.model, decoded.bitdepth)
+        planes = sample_planes(samples, decoded.color_space, decoded.bitdepth)
+    else:
+        with torch.no_grad():
+            image = decoded.model().image
+        planes = output_planes(image, decoded.color_space, decoded.bitdepth, rounded=True)
     return FrameData(tuple(p.detach() for p in planes), decoded.bitdepth, decoded.color_space)
 
 

@@ -205,11 +205,11 @@ def v5_encodes(data_dir: Path, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [*V5_ARCHITECTURES, "hop5_yuv"])
-def test_version_2_round_trips_through_the_cli(v5_encodes, name: str, tmp_path: Path) -> None:
+def test_cool_chic_5_files_round_trip_through_the_cli(v5_encodes, name: str, tmp_path: Path) -> None:
     run_dir = v5_encodes[name]
     results = json.loads((run_dir / "results.json").read_text())
     data = (run_dir / results["bitstream"]).read_bytes()
-    assert data[4] == 2, "Cool-Chic 5 modules need format version 2"
+    assert data[4] == 4, "Cool-Chic 5 modules need the version 2 layout (version 4: integer decoding)"
     decoded_name = next(p.name for p in run_dir.glob("decoded*"))
     output = tmp_path / decoded_name
     assert decode.main([str(run_dir / results["bitstream"]), "-o", str(output)]) == 0
@@ -222,7 +222,7 @@ def test_version_2_round_trips_through_the_cli(v5_encodes, name: str, tmp_path: 
 
 
 @pytest.mark.slow
-def test_cool_chic_4_decoders_stay_version_1(encodes) -> None:
+def test_cool_chic_4_decoders_keep_the_version_1_layout(encodes) -> None:
     for run_dir in encodes.values():
         results = json.loads((run_dir / "results.json").read_text())
-        assert (run_dir / results["bitstream"]).read_bytes()[4] == 1
+        assert (run_dir / results["bitstream"]).read_bytes()[4] == 3

@@ -10,8 +10,10 @@ file, so both sides run the same model code.
 
 Version 1 holds Cool-Chic 4.2 decoders. Version 2 adds the fields of Cool-Chic 5's modules
 (context order, stabilisers, IFCE, hyper-latents, output range) and codes the latent grids
-coarsest first, since a grid's inter-feature contexts come from the coarser ones. A decoder
-without those modules is still written as version 1, byte for byte as before.
+coarsest first, since a grid's inter-feature contexts come from the coarser ones. Versions 3
+and 4 are laid out as 1 and 2 and are decoded in the integer arithmetic of
+:mod:`coolchic_pl.fixedpoint` after the latents; the encoder writes only these. Files of
+versions 1 and 2 are still decoded, in float32 as they were written.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from coolchic_pl.bitstream.armint import IntegerArm
 from coolchic_pl.bitstream.errors import BitstreamError
 from coolchic_pl.bitstream.expgolomb import decode_signed, encode_signed
 from coolchic_pl.bitstream.latents import decode_grid, encode_grid
+from coolchic_pl.fixedpoint.image import check_bounds
 from coolchic_pl.io import COLOR_SPACES, ColorSpace
 from coolchic_pl.model.architecture import CoolChicArchitecture
 from coolchic_pl.model.coolchic import CoolChic
@@ -37,7 +40,9 @@ from coolchic_pl.nnquant.quantize import split_weights_and_biases
 
 T = TypeVar("T")
 MAGIC = b"CCPL"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 4
+# Versions 3 and 4 are the layouts of 1 and 2 decoded in integers after the latents.
+INTEGER_DECODING_OFFSET = 2
 _CONTEXT_ORDERS = ("v4", "v5")
 _ARM_STABILISER, _SYNTHESIS_STABILISER, _OUTPUT_RANGE = 1, 2, 4
 MAX_DIMENSION = 1 << 16
@@ -55,6 +60,7 @@ class DecodedBitstream:
     color_space: ColorSpace
     bitdepth: int
     quantization: dict[str, ModuleQuantization]
+    integer: bool  # decoded in the integer arithmetic after the latents (versions 3 and 4)
 
 
 def varints_bytes(*values: int) -> bytes:
@@ -227,7 +233,7 @@ def encode_coolchic(model: CoolChic, quantization: dict[str, ModuleQuantization]
     n_outputs = model.synthesis.layers[-1].weight.shape[0]
     model_header, payload = encode_model(model, quantization, bitdepth)
     header = varints_bytes(height, width, COLOR_SPACES.index(color_space), bitdepth, n_outputs) + model_header
-    version = model_version(model.architecture)
+    version = model_version(model.architecture) + INTEGER_DECODING_OFFSET
     body = MAGIC + bytes([version]) + varints_bytes(len(header)) + header + payload
     return body + struct.pack(">I", zlib.crc32(body))
 
@@ -275,10 +281,14 @@ def _decode(header: ByteReader, payload: ByteReader, version: int) -> DecodedBit
         raise BitstreamError(f"image size {width}x{height} is out of range")
     if color_code >= len(COLOR_SPACES) or not 1 <= bitdepth <= 16 or n_outputs < 1:
         raise BitstreamError("invalid colour space, bit depth or output count")
-    model, quantization = decode_model(header, payload, (height, width), n_outputs, version, bitdepth)
+    integer = version > INTEGER_DECODING_OFFSET
+    layout = version - INTEGER_DECODING_OFFSET if integer else version
+    model, quantization = decode_model(header, payload, (height, width), n_outputs, layout, bitdepth)
     if header.position != len(header.data) or payload.position != len(payload.data):
         raise BitstreamError("the file holds bytes that no field accounts for")
-    return DecodedBitstream(model, COLOR_SPACES[color_code], bitdepth, quantization)
+    if integer:
+        check_bounds(model)
+    return DecodedBitstream(model, COLOR_SPACES[color_code], bitdepth, quantization, integer)
 
 
 def _read_v2_fields(header: ByteReader, n_outputs: int) -> tuple[dict, list[int] | None]:

@@ -18,6 +18,7 @@ from pytorch_optimizer import SOAP
 from torch import Tensor
 
 from coolchic_pl.config import TrainerPhase
+from coolchic_pl.fixedpoint import decoded_samples, sample_planes
 from coolchic_pl.io import FrameData
 from coolchic_pl.metrics import psnr_db
 from coolchic_pl.model.architecture import CoolChicArchitecture
@@ -177,8 +178,9 @@ class CoolChicModule(pl.LightningModule):
             self.coolchic.train()
 
     def decode(self) -> tuple[Tensor, ...]:
-        """The decoded frame planes a decoder would produce (hard-rounded latents)."""
-        return self.planes(self._eval_output().image, rounded=True)
+        """The frame planes a decoder produces from the bitstream: the integer decoding
+        of the hard-rounded latents and the (quantised) networks."""
+        return sample_planes(decoded_samples(self.coolchic, self.bitdepth), self.color_space, self.bitdepth)
 
     @torch.no_grad()
     def _test(self) -> tuple[tuple[Tensor, ...], float, CoolChicOutput]:

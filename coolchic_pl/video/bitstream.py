@@ -32,6 +32,7 @@ from coolchic_pl.bitstream.codec import (
     MAX_DIMENSION, ByteReader, as_bitstream_errors, check_container, decode_latents, decode_networks,
     encode_latents, encode_networks, model_version, varints_bytes,
 )
+from coolchic_pl.fixedpoint import check_decoder_bounds, decoded_samples, sample_planes
 from coolchic_pl.io import COLOR_SPACES, ColorSpace, FrameData
 from coolchic_pl.model.coolchic import CoolChic, SharedNetworks
 from coolchic_pl.model.interframe import MOTION_OUTPUTS, RESIDUE_OUTPUTS, InterCoolChic, InterFrameParameters
@@ -39,7 +40,10 @@ from coolchic_pl.nnquant import ModuleQuantization
 from coolchic_pl.training.loss import output_planes
 
 VIDEO_MAGIC = b"CCPV"
-VIDEO_FORMAT_VERSION = 2  # 2: Cool-Chic 5 decoders and networks shared between frames
+# 2: Cool-Chic 5 decoders and networks shared between frames; 3: laid out as 2, decoded in
+# integers after the latents (versions 1 and 2 still decode, in float32).
+VIDEO_FORMAT_VERSION = 3
+_INTEGER_VIDEO_VERSION = 3
 _OWN_NETWORKS, _SHARED_NETWORKS = 0, 1
 MAX_FRAMES = 1 << 20
 MAX_WARP_FILTER = 32
@@ -212,8 +216,12 @@ def decode_frame(record: bytes, sequence: SequenceHeader, decoded: dict[int, Fra
     if reader.position != len(record):
         raise BitstreamError(f"frame {frame.display} holds bytes that no field accounts for")
     decoder.eval()
-    with torch.no_grad():
-        planes = output_planes(decoder().image, sequence.color_space, sequence.bitdepth, rounded=True)
+    if file_version >= _INTEGER_VIDEO_VERSION:
+        check_decoder_bounds(decoder)
+        planes = sample_planes(decoded_samples(decoder, sequence.bitdepth), sequence.color_space, sequence.bitdepth)
+    else:
+        with torch.no_grad():
+            planes = output_planes(decoder().image, sequence.color_space, sequence.bitdepth, rounded=True)
     store[frame.display] = coolchics
     return frame, FrameData(tuple(p.detach() for p in planes), sequence.bitdepth, sequence.color_space)
 

@@ -1,0 +1,72 @@
+"""Decoded samples of an image or inter frame, in integers, and the planes they make.
+
+Samples are computed in sample units (0 .. 2^bitdepth - 1) rather than in [0, 1], where
+1 / (2^bitdepth - 1) has no exact binary value: the last step of every frame multiplies a
+2^-16-grid value by the integer maximum and rounds half up.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from coolchic_pl.fixedpoint.arithmetic import DTYPE, round_half_up, to_grid
+from coolchic_pl.fixedpoint.image import check_bounds, raw_output
+from coolchic_pl.fixedpoint.warp import flow_units, warp
+from coolchic_pl.io import ColorSpace
+from coolchic_pl.model.coolchic import CoolChic
+from coolchic_pl.model.interframe import InterCoolChic
+
+
+def _blend_weight(raw: Tensor) -> Tensor:
+    """alpha and beta as ``interframe.blend_weight``: exact on the grid."""
+    return torch.clamp(raw + 0.5, 0.0, 1.0)
+
+
+def _image_samples(model: CoolChic, max_value: int) -> Tensor:
+    output = raw_output(model)
+    if model.synthesis.has_output_range:
+        low = torch.round(model.synthesis.output_offset.to(DTYPE) * max_value)
+        span = torch.round(model.synthesis.output_scale.to(DTYPE) * max_value)
+        return (low + round_half_up(output * span)).clamp_(0, max_value)
+    return round_half_up(output * max_value).clamp_(0, max_value)
+
+
+def _inter_samples(model: InterCoolChic, max_value: int) -> Tensor:
+    """alpha * prediction + residue: the prediction warps the references' integer samples."""
+    residue, motion = raw_output(model.residue), raw_output(model.motion)
+    flows = flow_units(motion)
+    size = model.frame_parameters.warp_filter_size
+    references = [torch.round(getattr(model, f"reference_{i}").to(DTYPE)[0] * max_value)
+                  for i in range(model.n_references)]
+    prediction = warp(references[0], flows[0:2], size)
+    if model.n_references == 2:
+        beta = _blend_weight(motion[4:5])
+        prediction = to_grid(beta * prediction + (1.0 - beta) * warp(references[1], flows[2:4], size))
+    scaled = to_grid(_blend_weight(residue[3:4]) * prediction)
+    return round_half_up(scaled + residue[:3] * max_value).clamp_(0, max_value)
+
+
+@torch.no_grad()
+def decoded_samples(decoder: CoolChic | InterCoolChic, bitdepth: int) -> Tensor:
+    """[3, H, W] integer samples (float64) of the frame the decoder's latents and quantised
+    networks make, identical on every machine."""
+    max_value = 2**bitdepth - 1
+    if isinstance(decoder, InterCoolChic):
+        return _inter_samples(decoder, max_value)
+    return _image_samples(decoder, max_value)
+
+
+def check_decoder_bounds(decoder: CoolChic | InterCoolChic) -> None:
+    """Raise ``ArithmeticBoundError`` if a network could leave the exact range."""
+    for coolchic in decoder.coolchics.values() if isinstance(decoder, InterCoolChic) else (decoder,):
+        check_bounds(coolchic)
+
+
+def sample_planes(samples: Tensor, color_space: ColorSpace, bitdepth: int) -> tuple[Tensor, ...]:
+    """Integer samples -> the frame's float32 planes in [0, 1] (4:2:0 keeps the top-left
+    chroma sample of each 2x2 block, as ``training.loss.output_planes`` does)."""
+    planes = (samples / (2**bitdepth - 1)).float().unsqueeze(0)
+    if color_space == "yuv420":
+        return planes[:, :1], planes[:, 1:2, ::2, ::2], planes[:, 2:3, ::2, ::2]
+    return (planes,)
