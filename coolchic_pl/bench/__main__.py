@@ -1,11 +1,11 @@
-"""``python -m coolchic_pl.bench {rd,video,speed,encode,quantize} ...``: rate-distortion and speed benchmarks."""
+"""``python -m coolchic_pl.bench {rd,video,speed,encode,quantize,decode} ...``: rate-distortion and speed benchmarks."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from coolchic_pl.bench import encode_time, quantize_time, rd, speed, video
+from coolchic_pl.bench import decode, encode_time, quantize_time, rd, speed, video
 from coolchic_pl.io import FrameFormatError
 from coolchic_pl.runtime import configure_cpu_allocator
 
@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["encode"]:
         configure_cpu_allocator()
         return encode_time.main(argv[1:])
+    if argv[:1] == ["decode"]:
+        return decode.main(argv[1:])
     if argv[:1] == ["quantize"]:
         configure_cpu_allocator()
         return quantize_time.main(argv[1:])
@@ -26,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     video.add_arguments(commands.add_parser("video", help="video rate-distortion against x264, x265 and vvenc"))
     commands.add_parser("speed", help="training/decoding speed benchmark (see speed --help)")
     commands.add_parser("encode", help="encode wall time against its training steps (see encode --help)")
+    commands.add_parser("decode", help="decode time of .cool files, in-process and from the shell (see decode --help)")
     commands.add_parser("quantize", help="q-step search and RDOQ time of a finished encode (see quantize --help)")
     args = parser.parse_args(argv)
     configure_cpu_allocator()

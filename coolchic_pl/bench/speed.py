@@ -143,15 +143,20 @@ def checkpoint_cost(frame: FrameData, arch: str, n_itr: int, folder: Path) -> di
     return {"checkpoint_ms": round(1e3 * statistics.median(times), 1), "checkpoint_mb": round(size_mb, 2)}
 
 
-def decode_time(frame: FrameData, arch: str, train_steps: int, repeats: int, folder: Path) -> dict[str, float]:
-    """Median time to decode a .cool of a briefly trained, quantised model (in-process)."""
+def quick_bitstream(frame: FrameData, arch: str, train_steps: int) -> bytes:
+    """A .cool of ``frame`` from an ``arch`` decoder trained ``train_steps`` steps and quantised."""
     module = _fresh_module(frame, arch, train_steps)
     optimizer = module.configure_optimizers()
     for _ in range(train_steps):
         _raw_step(module, optimizer)
     module.quantization = quantize_networks(module.coolchic, module.evaluate_loss, max_passes=1)
+    return encode_coolchic(module.coolchic, module.quantization, frame.color_space, frame.bitdepth)
+
+
+def decode_time(frame: FrameData, arch: str, train_steps: int, repeats: int, folder: Path) -> dict[str, float]:
+    """Median time to decode a .cool of a briefly trained, quantised model (in-process)."""
     path = folder / f"speed_{arch}_{frame.height}x{frame.width}.cool"
-    data = encode_coolchic(module.coolchic, module.quantization, frame.color_space, frame.bitdepth)
+    data = quick_bitstream(frame, arch, train_steps)
     path.write_bytes(data)
     times = []
     try:

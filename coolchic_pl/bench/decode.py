@@ -1,0 +1,141 @@
+"""Decode speed: ``python -m coolchic_pl.bench decode a.cool video.cool [--repeats 5]``.
+
+For each .cool file (image or video): the median in-process decode time split into
+entropy decoding (header, networks, range-decoded latents), synthesis (integer upsampling and
+synthesis of every Cool-Chic), warps (motion compensation and blending) and the rest, then the
+median wall time of ``coolchic-decode`` run from the shell and of the interpreter start-up
+with the decoder's imports. An image path (.png, .yuv) instead of a .cool is first coded by a
+briefly trained, quantised decoder (``--arch``, ``--train_steps``): its latents are noisier
+than a real encode's, so its entropy decoding is on the slow side. One thread by default, as
+a decoder on one core. This is a benchmark, not a test: it prints figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from coolchic_pl import decode
+from coolchic_pl.bench.speed import quick_bitstream
+from coolchic_pl.bitstream import codec
+from coolchic_pl.fixedpoint import samples
+from coolchic_pl.io import read_frame
+
+# (module, function name, part of the decode it belongs to): patched only while timing.
+_TIMED = ((codec, "decode_networks", "entropy"), (codec, "decode_latents", "entropy"),
+          (samples, "raw_output", "synthesis"), (samples, "warp", "warps"))
+
+
+@contextlib.contextmanager
+def _timed_parts(totals: dict[str, float]) -> Iterator[None]:
+    """Accumulate the time spent in each timed function into ``totals`` by part."""
+    originals = [(module, name, getattr(module, name)) for module, name, _ in _TIMED]
+
+    def timed(function: Callable, part: str) -> Callable:
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                totals[part] += time.perf_counter() - start
+        return wrapper
+
+    for (module, name, part), (_, _, original) in zip(_TIMED, originals):
+        setattr(module, name, timed(original, part))
+    try:
+        yield
+    finally:
+        for module, name, original in originals:
+            setattr(module, name, original)
+
+
+def in_process(path: Path, repeats: int) -> dict[str, float]:
+    """Median total and parts (seconds) of ``decode_sequence`` over ``repeats`` runs."""
+    runs = []
+    for _ in range(repeats):
+        parts: dict[str, float] = defaultdict(float)
+        with _timed_parts(parts):
+            start = time.perf_counter()
+            frames = decode.decode_sequence(path)
+            total = time.perf_counter() - start
+        parts["other"] = total - sum(parts.values())
+        runs.append({"total": total, **parts, "frames": len(frames)})
+    return {key: statistics.median(run.get(key, 0.0) for run in runs) for key in runs[0]}
+
+
+def shell_seconds(command: list[str], repeats: int, threads: int) -> float:
+    """Median wall time of a command run from the shell with ``threads`` OpenMP threads."""
+    environment = {"OMP_NUM_THREADS": str(threads), "PATH": "/usr/bin:/bin"}
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def coded_image(image: Path, arch: str, train_steps: int, folder: Path) -> Path:
+    """A .cool of ``image`` from a briefly trained, quantised ``arch`` decoder."""
+    path = folder / f"{image.stem}_{arch}.cool"
+    path.write_bytes(quick_bitstream(read_frame(image), arch, train_steps))
+    return path
+
+
+def measure(path: Path, repeats: int, threads: int, folder: Path) -> dict[str, float | str]:
+    parts = in_process(path, repeats)
+    output = folder / decode.default_output(path, decode.decode_sequence(path)[0]).name
+    cli = [sys.executable, "-m", "coolchic_pl.decode", str(path), "-o", str(output)]
+    return {"file": path.name, "bytes": path.stat().st_size, **{k: round(v, 3) for k, v in parts.items()},
+            "cli": round(shell_seconds(cli, repeats, threads), 3),
+            "startup": round(shell_seconds([sys.executable, "-c", "import coolchic_pl.decode"], repeats, threads), 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="coolchic-bench decode", description=__doc__.splitlines()[0])
+    parser.add_argument("inputs", nargs="+", type=Path, help=".cool files, or images to code briefly first")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per figure (median)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and OpenMP threads")
+    parser.add_argument("--arch", default="hop5", help="decoder of images coded first")
+    parser.add_argument("--train_steps", type=int, default=100, help="training steps of images coded first")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.threads < 1 or args.train_steps < 0:
+        parser.error("--repeats and --threads must be >= 1, --train_steps >= 0")
+    missing = [str(p) for p in args.inputs if not p.is_file()]
+    if missing:
+        parser.error(f"no such file: {', '.join(missing)}")
+    torch.set_num_threads(args.threads)
+    rows = []
+    header = f"{'file':<34} {'bytes':>7} {'frames':>6} {'total':>7} {'entropy':>8} {'synth.':>7} {'warps':>7} " \
+             f"{'other':>7} {'cli':>7} {'startup':>8}"
+    print(header)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        for path in args.inputs:
+            if path.suffix != ".cool":
+                path = coded_image(path, args.arch, args.train_steps, folder)
+            try:
+                row = measure(path, args.repeats, args.threads, folder)
+            except decode.BitstreamError as error:
+                print(f"error: {path}: {error}", file=sys.stderr)
+                return 2
+            rows.append(row)
+            print(f"{row['file']:<34} {row['bytes']:>7} {row['frames']:>6.0f} {row['total']:>7.3f} "
+                  f"{row.get('entropy', 0):>8.3f} {row.get('synthesis', 0):>7.3f} {row.get('warps', 0):>7.3f} "
+                  f"{row['other']:>7.3f} {row['cli']:>7.3f} {row['startup']:>8.3f}", flush=True)
+    print(f"seconds, median of {args.repeats}, {args.threads} thread(s); cli = coolchic-decode from the shell, "
+          "startup = python -c 'import coolchic_pl.decode'")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
