@@ -84,6 +84,19 @@ def test_integer_arm_is_the_same_over_grid_rows_and_wavefronts() -> None:
     np.testing.assert_array_equal(decode_grid(coded, escapes, 37, 53, arm, 16), latents)
 
 
+def test_float64_integer_arm_gives_the_int64_integers_up_to_its_limit_and_falls_back_beyond() -> None:
+    arm = _random_arm(7)
+    rng = np.random.default_rng(8)
+    limit = arm._fast_input_limit / 256
+    assert limit > 1e6  # far beyond any latent a real encode makes
+    for magnitude in (3, 60, 1000, int(limit) - 1, int(limit) * 4):
+        contexts = rng.integers(-magnitude, magnitude + 1, (700, 16))
+        contexts[0, 0] = magnitude
+        fast = np.stack(arm(contexts))
+        exact = np.stack(arm._int64_call(contexts.astype(np.int64) << 8))
+        np.testing.assert_array_equal(fast, exact)
+
+
 def test_integer_arm_does_not_depend_on_thread_count() -> None:
     script = ("import numpy as np, torch, hashlib; from tests.test_bitstream import _random_arm;"
               "torch.set_num_threads(int(__import__('os').environ['N'])); arm = _random_arm(3);"

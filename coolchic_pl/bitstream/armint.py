@@ -21,9 +21,9 @@ ONE = 1 << FRACTIONAL_BITS
 
 
 def round_shift(values: np.ndarray, bits: int) -> np.ndarray:
-    """values / 2^bits rounded half away from zero, in integers."""
-    magnitude = (np.abs(values) + (1 << (bits - 1))) >> bits
-    return np.where(values < 0, -magnitude, magnitude)
+    """values / 2^bits rounded half away from zero, in integers: (v + 2^(bits-1) - [v < 0]) >> bits,
+    which equals -((-v + 2^(bits-1)) >> bits) for negative v, in four array operations."""
+    return (values + ((1 << (bits - 1)) - (values < 0))) >> bits
 
 
 def _exact_matmul(x: np.ndarray, weight_t: np.ndarray) -> np.ndarray:
@@ -37,6 +37,7 @@ def _exact_matmul(x: np.ndarray, weight_t: np.ndarray) -> np.ndarray:
 # |input| < 2^20 and |weight| < 2^26 keep 64-term sums below 2^52: exact in float64.
 _MAX_EXACT_INPUT = 1 << 20
 _MAX_EXACT_WEIGHT = 1 << 26
+_EXACT_SUM = 2**53
 
 
 @dataclass
@@ -74,6 +75,43 @@ class IntegerArm:
         self._output_t = self.output_weight.T.astype(np.float64)
         self._stabiliser_t = None if self.stabiliser_weight is None else self.stabiliser_weight.T.astype(np.float64)
         self._ifce_t = [w.T.astype(np.float64) for w in self.ifce_weights]
+        # The whole network in float64 when its inputs are small enough for every sum to stay
+        # below 2^53 in 2^-8 units (so that it is exact): the residual folded into the hidden
+        # weights (x W^T + 2^8 x = x (W^T + 2^8 I)), the division by 2^8 that ends a layer into
+        # its weights and biases (exact: powers of two), the rounding half into the hidden
+        # biases; the first layer takes the latent contexts unscaled, so its rows for them are
+        # not divided. A hidden layer is then a product, a bias, a floor and a ReLU.
+        scale = 1.0 / ONE
+        self._fast_hidden = [(w.T + ONE * np.eye(w.shape[0], dtype=np.int64)) * scale for w in self.hidden_weights]
+        self._fast_hidden_bias = [(b + ONE // 2) * scale for b in self.hidden_biases]
+        self._fast_output = self.output_weight.T * scale
+        self._fast_output_bias = self.output_bias * scale
+        self._fast_stabiliser = None if self.stabiliser_weight is None else self.stabiliser_weight.T * scale
+        self._fast_stabiliser_bias = None if self.stabiliser_bias is None else self.stabiliser_bias * scale
+        self._fast_input_limit = self._largest_exact_input()
+        self._first_layer_cache: dict[int, tuple[np.ndarray | None, np.ndarray, np.ndarray | None]] = {}
+
+    def _largest_exact_input(self) -> float:
+        """The largest input magnitude (1/256 units) for which no sum of the float64 path
+        reaches 2^53 in 2^-8 units, by bisection on the layer-by-layer bound (which grows with it)."""
+        def exact(magnitude: float) -> bool:
+            largest = magnitude
+            for weight_t, bias in zip(self._fast_hidden, self._fast_hidden_bias):
+                total = (np.abs(weight_t).sum(0).max(initial=0) * largest + np.abs(bias).max(initial=0)) * ONE
+                if total >= _EXACT_SUM:
+                    return False
+                largest = total / ONE + 1
+            total = np.abs(self._fast_output).sum(0).max() * largest + np.abs(self._fast_output_bias).max()
+            if self._fast_stabiliser is not None:
+                total += (np.abs(self._fast_stabiliser).sum(0).max() * magnitude
+                          + np.abs(self._fast_stabiliser_bias).max())
+            return total * ONE < _EXACT_SUM
+
+        low, high = 0.0, float(_EXACT_SUM)
+        for _ in range(64):
+            middle = (low + high) / 2
+            low, high = (middle, high) if exact(middle) else (low, middle)
+        return low
 
     def ifce_features(self, layer: int, inputs: np.ndarray) -> np.ndarray:
         """[n, n_inputs] coarser latents (integers) -> [n, n_features] contexts in 1/256 units."""
@@ -81,11 +119,55 @@ class IntegerArm:
         return round_shift(_exact_matmul(x, self._ifce_t[layer]) + self.ifce_biases[layer], FRACTIONAL_BITS)
 
     def __call__(self, contexts: np.ndarray, ifce: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """[n, d] latent contexts (integers) and [n, f] IFCE contexts (1/256 units) ->
-        (mu, raw log-scale), both in 1/256 units."""
-        x = np.asarray(contexts, dtype=np.int64) << FRACTIONAL_BITS
+        """[n, d] latent contexts (integers, any numeric dtype) and [n, f] IFCE contexts (1/256
+        units) -> (mu, raw log-scale), both int64 in 1/256 units. Float64 arithmetic when the
+        inputs allow it (:meth:`_largest_exact_input`), int64 otherwise: the same integers."""
+        x = np.asarray(contexts, dtype=np.float64)
+        n_contexts = x.shape[1]
         if ifce is not None:
-            x = np.concatenate([x, ifce], axis=1)
+            x = np.concatenate([x * ONE, ifce], axis=1)
+        if x.size and np.abs(x).max() > self._fast_input_limit / (1 if ifce is not None else ONE):
+            exact = np.asarray(contexts, dtype=np.int64) << FRACTIONAL_BITS
+            return self._int64_call(exact if ifce is None else np.concatenate([exact, ifce], axis=1))
+        first_layer = self._first_layers(n_contexts if ifce is None else 0)
+        inputs = x
+        for index, (weight_t, bias) in enumerate(zip(self._fast_hidden, self._fast_hidden_bias)):
+            x = x @ (first_layer[0] if index == 0 else weight_t)
+            x += bias
+            np.floor(x, out=x)
+            np.maximum(x, 0.0, out=x)
+        acc = x @ (first_layer[1] if not self._fast_hidden else self._fast_output)
+        acc += self._fast_output_bias
+        if self._fast_stabiliser is not None:
+            acc += inputs @ first_layer[2]
+            acc += self._fast_stabiliser_bias
+        magnitude = np.abs(acc)
+        magnitude += 0.5
+        np.floor(magnitude, out=magnitude)
+        out = np.copysign(magnitude, acc).astype(np.int64)
+        return out[:, 0], out[:, 1]
+
+    def _first_layers(self, n_unscaled: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+        """The weights that read the inputs (first hidden layer, or the output layer of an ARM
+        without one; the stabiliser), with their first ``n_unscaled`` rows (contexts given as
+        integers rather than 1/256 units) multiplied back by 2^8."""
+        if n_unscaled in self._first_layer_cache:
+            return self._first_layer_cache[n_unscaled]
+
+        def unscaled(weight_t: np.ndarray | None) -> np.ndarray | None:
+            if weight_t is None:
+                return None
+            weight_t = weight_t.copy()
+            weight_t[:n_unscaled] *= ONE
+            return weight_t
+
+        hidden = unscaled(self._fast_hidden[0]) if self._fast_hidden else None
+        output = self._fast_output if self._fast_hidden else unscaled(self._fast_output)
+        layers = self._first_layer_cache[n_unscaled] = (hidden, output, unscaled(self._fast_stabiliser))
+        return layers
+
+    def _int64_call(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network in int64 (through float64 BLAS where a layer's inputs allow)."""
         inputs = x
         half = 1 << (FRACTIONAL_BITS - 1)
         for weight_t, bias in zip(self._hidden_t, self.hidden_biases):

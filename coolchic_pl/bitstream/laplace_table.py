@@ -31,6 +31,7 @@ LOG_SCALE_SHIFT = round(arm.LOG_SCALE_SHIFT * ONE)
 LOG_SCALE_MIN = math.floor(arm.LOG_SCALE_MIN * ONE)
 LOG_SCALE_MAX = math.ceil(arm.LOG_SCALE_MAX * ONE)
 LOG_SCALE_BIN = 16  # 1/16 in log b
+_BIN_BITS = 4
 N_SCALES = (LOG_SCALE_MAX - LOG_SCALE_MIN) // LOG_SCALE_BIN + 1
 RESIDUAL_RANGE = 24
 ALPHABET = 2 * RESIDUAL_RANGE + 3  # escape-low, -24..24, escape-high
@@ -62,6 +63,25 @@ def generate_table() -> np.ndarray:
 def load_table() -> np.ndarray:
     with np.load(resources.files("coolchic_pl.bitstream") / TABLE_FILE) as archive:
         return archive["masses"].astype(np.float64)
+
+
+@functools.lru_cache(maxsize=1)
+def load_rows() -> np.ndarray:
+    """The table as [N_OFFSETS * N_SCALES, ALPHABET]: row offset * N_SCALES + scale."""
+    return load_table().reshape(N_OFFSETS * N_SCALES, ALPHABET)
+
+
+# (offset index - MU_STEPS/2) * N_SCALES + scale index = model_rows' row, folded constants:
+_LOW, _HIGH = LOG_SCALE_MIN + LOG_SCALE_SHIFT, LOG_SCALE_MAX + LOG_SCALE_SHIFT
+_SCALE_BIAS = MU_STEPS // 2 * N_SCALES * LOG_SCALE_BIN - _LOW
+
+
+def model_rows(mu: np.ndarray, raw_log_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rounded mu, row of :func:`load_rows`): :func:`model_indices` for the decoder's loop,
+    its constants folded (LOG_SCALE_BIN is a power of two: the division is a shift)."""
+    mu_rounded = round_shift(mu, 8)
+    scale = (np.minimum(np.maximum(raw_log_scale, _LOW), _HIGH) + _SCALE_BIAS) >> _BIN_BITS
+    return mu_rounded, round_shift(mu - (mu_rounded << 8), 4) * N_SCALES + scale
 
 
 def model_indices(mu: np.ndarray, raw_log_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -17,7 +17,9 @@ import numpy as np
 from coolchic_pl.bitstream.armint import IntegerArm
 from coolchic_pl.bitstream.errors import BitstreamError
 from coolchic_pl.bitstream.expgolomb import BitReader, BitWriter
-from coolchic_pl.bitstream.laplace_table import ESCAPE_HIGH, ESCAPE_LOW, RESIDUAL_RANGE, load_table, model_indices
+from coolchic_pl.bitstream.laplace_table import (
+    ESCAPE_HIGH, ESCAPE_LOW, RESIDUAL_RANGE, load_rows, load_table, model_indices, model_rows,
+)
 from coolchic_pl.model.arm import ContextOrder, context_index, context_offsets
 
 # Symbols per constriction call on the encoder side: bounds the [n, ALPHABET] float table.
@@ -76,21 +78,23 @@ def decode_grid(coded: bytes, escape_bytes: bytes, height: int, width: int, arm:
     if len(coded) % 4:
         raise BitstreamError("a latent stream length is not a whole number of 32-bit words")
     index, order, starts = grid_plan(height, width, dim_arm, context_order)
+    ordered_index = index[order]  # contexts of the latents in coding order: one gather per front
+    ordered_ifce = None if ifce is None else ifce[order]
     decoded = np.zeros(height * width + 1, dtype=np.int64)  # last slot: zero context padding
-    table = load_table()
+    rows = load_rows()
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(coded, dtype="<u4").astype(np.uint32))
     model = constriction.stream.model.Categorical(perfect=False)
     escapes = BitReader(escape_bytes)
-    for start, end in zip(starts[:-1], starts[1:]):
-        positions = order[start:end]
-        mu, log_scale = arm(decoded[index[positions]], None if ifce is None else ifce[positions])
-        mu_rounded, offset, scale = model_indices(mu, log_scale)
-        symbols = np.asarray(decoder.decode(model, table[offset, scale]), dtype=np.int64)
-        residuals = symbols - RESIDUAL_RANGE - 1
-        for i in np.flatnonzero((symbols == ESCAPE_LOW) | (symbols == ESCAPE_HIGH)).tolist():
-            excess = RESIDUAL_RANGE + 1 + escapes.read_expgolomb(0)
-            residuals[i] = excess if symbols[i] == ESCAPE_HIGH else -excess
-        decoded[positions] = mu_rounded + residuals
+    for start, end in zip(starts[:-1].tolist(), starts[1:].tolist()):
+        mu, log_scale = arm(decoded[ordered_index[start:end]], None if ifce is None else ordered_ifce[start:end])
+        mu_rounded, row = model_rows(mu, log_scale)
+        residuals = decoder.decode(model, rows[row]) - (RESIDUAL_RANGE + 1)
+        if np.abs(residuals).max() > RESIDUAL_RANGE:
+            residuals = residuals.astype(np.int64)
+            for i in np.flatnonzero(np.abs(residuals) > RESIDUAL_RANGE).tolist():
+                excess = RESIDUAL_RANGE + 1 + escapes.read_expgolomb(0)
+                residuals[i] = excess if residuals[i] > 0 else -excess
+        decoded[order[start:end]] = mu_rounded + residuals
     return decoded[:-1].reshape(height, width)
 
 

@@ -1,8 +1,9 @@
 """Decoded samples of an image or inter frame, in integers, and the planes they make.
 
 Samples are computed in sample units (0 .. 2^bitdepth - 1) rather than in [0, 1], where
-1 / (2^bitdepth - 1) has no exact binary value: the last step of every frame multiplies a
-2^-16-grid value by the integer maximum and rounds half up.
+1 / (2^bitdepth - 1) has no exact binary value: the last step of every frame multiplies
+activation units by the integer maximum, divides by 2^16 and rounds half up. Predictions
+are in activation units of samples (sample x 2^16).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from coolchic_pl.fixedpoint.arithmetic import DTYPE, round_half_up, to_grid
+from coolchic_pl.fixedpoint.arithmetic import DTYPE, UNIT, round_half_up
 from coolchic_pl.fixedpoint.image import check_bounds, raw_output
 from coolchic_pl.fixedpoint.warp import flow_units, warp
 from coolchic_pl.io import ColorSpace
@@ -19,8 +20,13 @@ from coolchic_pl.model.interframe import InterCoolChic
 
 
 def _blend_weight(raw: Tensor) -> Tensor:
-    """alpha and beta as ``interframe.blend_weight``: exact on the grid."""
-    return torch.clamp(raw + 0.5, 0.0, 1.0)
+    """alpha and beta as ``interframe.blend_weight``, in activation units (0 .. 2^16)."""
+    return torch.clamp(raw + UNIT / 2, 0.0, UNIT)
+
+
+def _to_samples(units: Tensor, scale: Tensor | int, max_value: int) -> Tensor:
+    """floor(1/2 + units x scale / 2^16) clamped to [0, max_value]: activation units to samples."""
+    return round_half_up(units * scale / UNIT).clamp_(0, max_value)
 
 
 def _image_samples(model: CoolChic, max_value: int) -> Tensor:
@@ -28,8 +34,8 @@ def _image_samples(model: CoolChic, max_value: int) -> Tensor:
     if model.synthesis.has_output_range:
         low = torch.round(model.synthesis.output_offset.to(DTYPE) * max_value)
         span = torch.round(model.synthesis.output_scale.to(DTYPE) * max_value)
-        return (low + round_half_up(output * span)).clamp_(0, max_value)
-    return round_half_up(output * max_value).clamp_(0, max_value)
+        return (low + round_half_up(output * span / UNIT)).clamp_(0, max_value)
+    return _to_samples(output, max_value, max_value)
 
 
 def _inter_samples(model: InterCoolChic, max_value: int) -> Tensor:
@@ -42,9 +48,10 @@ def _inter_samples(model: InterCoolChic, max_value: int) -> Tensor:
     prediction = warp(references[0], flows[0:2], size)
     if model.n_references == 2:
         beta = _blend_weight(motion[4:5])
-        prediction = to_grid(beta * prediction + (1.0 - beta) * warp(references[1], flows[2:4], size))
-    scaled = to_grid(_blend_weight(residue[3:4]) * prediction)
-    return round_half_up(scaled + residue[:3] * max_value).clamp_(0, max_value)
+        blend = beta * prediction + (UNIT - beta) * warp(references[1], flows[2:4], size)
+        prediction = round_half_up(blend / UNIT)
+    scaled = round_half_up(_blend_weight(residue[3:4]) * prediction / UNIT)
+    return round_half_up((scaled + residue[:3] * max_value) / UNIT).clamp_(0, max_value)
 
 
 @torch.no_grad()

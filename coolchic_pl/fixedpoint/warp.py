@@ -17,7 +17,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from coolchic_pl.fixedpoint.arithmetic import DTYPE, FRACTION_BITS, ONE, round_half_up
+from coolchic_pl.fixedpoint.arithmetic import DTYPE, FRACTION_BITS, UNIT, round_half_up
 
 FLOW_PRECISION_BITS = 6
 TAP_BITS = FRACTION_BITS
@@ -60,13 +60,13 @@ def tap_table(filter_size: int) -> tuple[tuple[int, ...], ...]:
 
 
 def flow_units(flow: Tensor) -> Tensor:
-    """Flows on the 2^-16 grid -> int64 flows in 1/64 pel, rounded half up."""
-    return round_half_up(flow * 2**FLOW_PRECISION_BITS).long()
+    """Flows in activation units -> int64 flows in 1/64 pel, rounded half up."""
+    return round_half_up(flow / 2**(FRACTION_BITS - FLOW_PRECISION_BITS)).long()
 
 
 def warp(samples: Tensor, flow: Tensor, filter_size: int) -> Tensor:
     """Backward warp of integer samples [C, H, W] by int64 flows [2, H, W] in 1/64 pel,
-    borders replicated: a [C, H, W] prediction on the 2^-16 grid (sample units)."""
+    borders replicated: a [C, H, W] prediction in activation units of samples (x 2^16)."""
     table = torch.tensor(tap_table(filter_size), dtype=DTYPE, device=samples.device) / 2**TAP_BITS
     _, height, width = samples.shape
     rows_per_stripe = max(1, _STRIPE_PIXELS // width)
@@ -94,4 +94,4 @@ def _warp_stripe(samples: Tensor, flow: Tensor, top: int, table: Tensor) -> Tens
         index = (row_starts[row] + columns).reshape(-1)
         neighbours = flat.index_select(1, index).view(channels, filter_size, rows, width)
         total += (neighbours * taps_x).sum(1) * taps_y[row]
-    return round_half_up(total * ONE) / ONE
+    return round_half_up(total * UNIT)

@@ -104,10 +104,8 @@ class CoolChic(nn.Module):
                                      architecture.ups_preconcat_k_size)
         self.synthesis = Synthesis(sum(architecture.n_ft_per_res), architecture.layers_synthesis, n_outputs,
                                    architecture.synthesis_stabiliser)
-        # [dim_arm, N]: the ARM works on channels-first contexts.
-        self.register_buffer("context_index", context_index(shapes, architecture.dim_arm,
-                                                            architecture.context_order).t().contiguous(),
-                             persistent=False)
+        # Built at the first rate evaluation (a decoder never needs it: a tenth of a second at 768x512).
+        self.register_buffer("_context_index", None, persistent=False)
         self._eval_latents: VersionedCache[Tensor] = VersionedCache()
         self._eval_rate: VersionedCache[Tensor] = VersionedCache()
         self._eval_upsampled: VersionedCache[Tensor] = VersionedCache()
@@ -167,6 +165,15 @@ class CoolChic(nn.Module):
         image = self._eval_image.get(upsampling + list(self.synthesis.parameters()), lambda: self._synthesise(
             self._eval_upsampled.get(upsampling, lambda: self._upsample(latents))))
         return CoolChicOutput(image=image, rate_bits=rate_bits, latents=latents)
+
+    @property
+    def context_index(self) -> Tensor:
+        """[dim_arm, N] index of every latent's contexts (channels first, as the ARM works)."""
+        if self._context_index is None:
+            shapes = [(c, h, w) for c, (h, w) in zip(self.latent.channels, self.latent.sizes)]
+            index = context_index(shapes, self.architecture.dim_arm, self.architecture.context_order)
+            self._context_index = index.t().contiguous().to(self.latent.grids[0].device)
+        return self._context_index
 
     def _rate(self, latents: Tensor) -> Tensor:
         mu, raw_log_scale = self.arm(self.arm.contexts(latents, self.context_index))
