@@ -11,6 +11,7 @@ by chroma repetition / top-left decimation, bit depth by rescaling).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -114,5 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> None:
+    """``coolchic-decode``: :func:`main`, then exit without the interpreter's teardown. The
+    output is complete and closed by then; tearing down torch's modules would add 0.2 s
+    (measured) to every decode from the shell."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()
