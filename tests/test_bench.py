@@ -22,6 +22,8 @@ from coolchic_pl.bench.speed import side_by_side
 from coolchic_pl.fit import main as fit_main
 from coolchic_pl.io import read_frame
 
+REPO = Path(__file__).resolve().parents[1]
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RATES = [0.12, 0.25, 0.5, 0.9, 1.6]
 PSNRS = [27.0, 30.1, 33.4, 36.2, 39.5]
@@ -165,3 +167,34 @@ def test_quantize_bench_times_the_search_and_rdoq_of_a_finished_encode(kodim15: 
 
     wrong = subprocess.run([*command, "--image", str(kodim15)], capture_output=True, text=True, timeout=300)
     assert wrong.returncode == 2 and wrong.stderr.startswith("error: ") and "fitted to 64x48" in wrong.stderr
+
+
+@pytest.mark.slow
+def test_device_check_runs_every_check_on_the_cpu(kodim15: Path, data_dir: Path) -> None:
+    """``bench gpu --device cpu`` on the bundled image with the debug preset: every check but
+    compile passes (compile is skipped on the CPU), and the table holds the figures."""
+    command = [sys.executable, "-m", "coolchic_pl.bench", "gpu", "--device", "cpu", "--image", str(kodim15),
+               "--config", str(REPO / "configs" / "debug.yaml"),
+               "--video", str(data_dir / "video" / "BQSquare_224x128_60p_5frames_yuv420_8b.yuv")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = {name: state for state, name in re.findall(r"^(ok|skip|FAIL)\s+(\w+)", result.stdout, re.M)}
+    assert lines == {"encode": "ok", "compile": "skip", "quantize": "ok", "resume": "ok", "decode": "ok",
+                     "video": "ok"}, result.stdout
+    assert "identical .cool" in result.stdout and "| encode ms/step |" in result.stdout
+
+
+def test_device_check_refuses_a_missing_device_or_file(tmp_path: Path, capsys) -> None:
+    assert bench_main(["gpu", "--device", "cpu", "--image", str(tmp_path / "none.png")]) == 2
+    assert "none.png: no such file" in capsys.readouterr().err
+
+
+def test_decode_bench_prints_its_parts(tmp_path: Path) -> None:
+    golden = REPO / "tests" / "data" / "golden"
+    command = [sys.executable, "-m", "coolchic_pl.bench", "decode", str(golden / "hop.cool"),
+               str(golden / "bqsquare_3frames.cool"), "--repeats", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if ".cool " in line}
+    assert float(rows["hop.cool"][3]) > 0 and float(rows["bqsquare_3frames.cool"][5]) > 0  # entropy, warps
+    assert rows["bqsquare_3frames.cool"][1] == "3"

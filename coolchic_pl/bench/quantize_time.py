@@ -61,7 +61,7 @@ def time_quantization(module: CoolChicModule) -> dict[str, float | int | str]:
     after = module.evaluate_loss(network_rate_bits(quantization))
     digest = hashlib.sha256(repr(sorted(quantization.items())).encode())
     for parameter in module.coolchic.parameters():
-        digest.update(parameter.detach().numpy().tobytes())
+        digest.update(parameter.detach().cpu().numpy().tobytes())
     return {"search_s": search_s, "rdoq_s": rdoq_s, "rdoq_tries": rdoq.tries, "loss_before_rdoq": before,
             "loss_after_rdoq": after, "digest": digest.hexdigest()[:16]}
 
