@@ -4,8 +4,8 @@ For each .cool file (image or video): the median in-process decode time split in
 entropy decoding (header, networks, range-decoded latents), synthesis (integer upsampling and
 synthesis of every Cool-Chic), warps (motion compensation and blending) and the rest, then the
 median wall time of ``coolchic-decode`` run from the shell (``python -m coolchic_pl.decode``)
-and of the interpreter start-up with the decoder's imports. An image path (.png, .yuv) instead of a .cool is first coded by a
-briefly trained, quantised decoder (``--arch``, ``--train_steps``): its latents are noisier
+and of the interpreter start-up with the decoder's imports. An image path (.png, .yuv)
+instead of a .cool is first coded by a briefly trained, quantised decoder (``--arch``, ``--train_steps``): its latents are noisier
 than a real encode's, so its entropy decoding is on the slow side. One thread by default, as
 a decoder on one core. This is a benchmark, not a test: it prints figures.
 """
