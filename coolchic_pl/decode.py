@@ -37,10 +37,10 @@ def decode_file(path: str | Path) -> FrameData:
     data = _read(path)
     if is_video_bitstream(data):
         raise BitstreamError("this is a video bitstream: decode it with decode_sequence")
-    return _decode_image(data)
+    return decode_image_bytes(data)
 
 
-def _decode_image(data: bytes) -> FrameData:
+def decode_image_bytes(data: bytes) -> FrameData:
     """Integer decoding for the current versions; files of versions 1 and 2 decode in
     float32 as they were written (their samples may differ across machines)."""
     decoded = decode_coolchic(data)
@@ -59,7 +59,7 @@ def decode_sequence(path: str | Path) -> list[FrameData]:
     data = _read(path)
     if is_video_bitstream(data):
         return decode_video(data)[1]
-    return [_decode_image(data)]
+    return [decode_image_bytes(data)]
 
 
 def convert(frame: FrameData, color_space: str | None, bitdepth: int | None) -> FrameData:

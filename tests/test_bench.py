@@ -92,6 +92,10 @@ def test_rd_outputs_and_resume(data_dir: Path, tmp_path: Path, capsys) -> None:
     assert err.count("] skipped ") == 2 and "to run on" not in err  # read back, no worker started
     assert encoded == {path: path.stat().st_mtime_ns for path in (tmp_path / "coolchic").rglob("*.cool")}
 
+    assert bench_main(["decode", "--rd_cost", str(tmp_path)]) == 0  # integer against float32 decoding
+    cost = re.search(r"^kodim03\s+2\s+([\d.]+)\s+(-?[\d.]+)%$", capsys.readouterr().out, re.M)
+    assert cost is not None and float(cost[1]) < 0.1 and abs(float(cost[2])) < 2
+
 
 @pytest.mark.slow
 def test_rd_with_one_lambda_prints_its_point_and_no_bd_rate(data_dir: Path, tmp_path: Path, capsys) -> None:

@@ -17,21 +17,26 @@ import contextlib
 import json
 import os
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from coolchic_pl import decode
+from coolchic_pl.bench.bdrate import bd_rate
 from coolchic_pl.bench.speed import quick_bitstream
 from coolchic_pl.bitstream import codec
 from coolchic_pl.fixedpoint import samples
 from coolchic_pl.io import read_frame
+from coolchic_pl.metrics import psnr_db
 from coolchic_pl.video import bitstream as video_bitstream
 
 # (module, function name, part of the decode it belongs to): patched only while timing.
@@ -109,26 +114,68 @@ def measure(path: Path, repeats: int, threads: int, folder: Path) -> dict[str, f
             "startup": round(shell_seconds([sys.executable, "-c", _STARTUP], repeats, threads), 3)}
 
 
+def as_float32_file(data: bytes) -> bytes:
+    """The same image .cool relabelled as the version decoded in float32 (3 -> 1, 4 -> 2)."""
+    relabelled = bytearray(data)
+    relabelled[len(codec.MAGIC)] -= codec.INTEGER_DECODING_OFFSET
+    relabelled[-4:] = struct.pack(">I", zlib.crc32(bytes(relabelled[:-4])))
+    return bytes(relabelled)
+
+
+def integer_rd_cost(folder: Path) -> int:
+    """For every image encode under ``folder`` (a ``bench rd`` output): PSNR of its .cool
+    decoded in integers and in float32 (same file, same rate), and per image the BD-rate of
+    the integer decoding against the float32 one."""
+    points: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    for results_file in sorted(folder.rglob("results.json")):
+        results = json.loads(results_file.read_text())
+        if "bitstream" not in results or "frames" in results:
+            continue
+        data = (results_file.parent / results["bitstream"]).read_bytes()
+        target = read_frame(results["image"]).planes
+        integer = decode.decode_image_bytes(data).planes
+        floating = decode.decode_image_bytes(as_float32_file(data)).planes
+        points[Path(results["image"]).stem].append((results["bpp_file"], psnr_db(floating, target),
+                                                    psnr_db(integer, target)))
+    print(f"{'image':<12} {'points':>6} {'max |dPSNR| dB':>15} {'BD-rate integer vs float32':>27}")
+    costs = []
+    for image, rows in sorted(points.items()):
+        rates, floating, integer = zip(*sorted(rows))
+        cost = bd_rate(rates, floating, rates, integer) if len(rows) > 1 else float("nan")
+        costs.append(cost)
+        change = max(abs(f - i) for f, i in zip(floating, integer))
+        print(f"{image:<12} {len(rows):>6} {change:>15.4f} {cost:>26.3f}%")
+    if costs:
+        print(f"{'mean':<12} {sum(len(r) for r in points.values()):>6} {'':>15} {sum(costs) / len(costs):>26.3f}%")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coolchic-bench decode", description=__doc__.splitlines()[0])
-    parser.add_argument("inputs", nargs="+", type=Path, help=".cool files, or images to code briefly first")
+    parser.add_argument("inputs", nargs="*", type=Path, help=".cool files, or images to code briefly first")
+    parser.add_argument("--rd_cost", type=Path, default=None, metavar="FOLDER",
+                        help="instead: the RD cost of integer decoding on the image encodes of a bench rd folder")
     parser.add_argument("--repeats", type=int, default=5, help="runs per figure (median)")
     parser.add_argument("--threads", type=int, default=1, help="torch and OpenMP threads")
     parser.add_argument("--arch", default="hop5", help="decoder of images coded first")
     parser.add_argument("--train_steps", type=int, default=100, help="training steps of images coded first")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    argv = list(sys.argv[2:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.rd_cost is not None:
+        return integer_rd_cost(args.rd_cost)
+    if not args.inputs:
+        parser.error("give .cool files or images (or --rd_cost FOLDER)")
     if args.repeats < 1 or args.threads < 1 or args.train_steps < 0:
         parser.error("--repeats and --threads must be >= 1, --train_steps >= 0")
     missing = [str(p) for p in args.inputs if not p.is_file()]
     if missing:
         parser.error(f"no such file: {', '.join(missing)}")
-    if os.environ.get("OMP_NUM_THREADS") != str(args.threads):
-        # NumPy's BLAS (the ARM) reads its thread count at import: start again with it set.
-        environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        os.execve(sys.executable, [sys.executable, "-m", "coolchic_pl.bench", "decode", *argv], environment)
     torch.set_num_threads(args.threads)
+    with threadpool_limits(limits=args.threads):  # NumPy's BLAS (the ARM) too
+        return _bench(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
     rows = []
     header = f"{'file':<34} {'bytes':>7} {'frames':>6} {'total':>7} {'entropy':>8} {'synth.':>7} {'warps':>7} " \
              f"{'other':>7} {'cli':>7} {'startup':>8}"
