@@ -23,9 +23,10 @@ from coolchic_pl.config import FitConfig, arch_label, dump_config
 from coolchic_pl.decode import decode_file
 from coolchic_pl.io import FrameData, read_frame, write_frame, yuv_file_name
 from coolchic_pl.io.frame import atomic_write
-from coolchic_pl.metrics import ms_ssim
+from coolchic_pl.metrics import ms_ssim, psnr_db
 from coolchic_pl.model.coolchic import CoolChic
 from coolchic_pl.training.checkpoint import Checkpointer, EncodeStopped, StopReason
+from coolchic_pl.training.loss import mse
 from coolchic_pl.training.module import CoolChicModule
 from coolchic_pl.training.runner import PhaseRunner
 
@@ -187,12 +188,14 @@ def encode(config: FitConfig, stream: TextIO | None = None,
     try:
         module, metrics = runner.run(checkpoint)
         architecture = runner.winner_architecture
+        decoded = module.decode()  # what the file decodes to (integers after the latents)
         results = {
             "image": str(config.input), "height": frame.height, "width": frame.width,
             "color_space": frame.color_space, "bitdepth": frame.bitdepth, "preset": preset.name,
             "arch": arch_label(architecture), "lmbda": config.lmbda,
-            **{k: metrics[k] for k in ("psnr_db", "bpp", "bpp_latent", "bpp_nn", "loss", "mse")},
-            "ms_ssim": ms_ssim(module.decode()[0], module.target[0]),
+            "psnr_db": psnr_db(decoded, module.target), "mse": mse(decoded, module.target).item(),
+            **{k: metrics[k] for k in ("bpp", "bpp_latent", "bpp_nn", "loss")},
+            "ms_ssim": ms_ssim(decoded[0], module.target[0]),
             "n_iterations": runner.global_iteration, "encoding_time_s": round(runner.elapsed_s, 2),
             "mac_per_pixel": round(module.coolchic.mac_per_pixel(), 1), "seed": config.seed,
             "bpp_per_grid": [metrics[k] for k in sorted(metrics) if k.startswith("bpp_grid_")],
