@@ -24,18 +24,16 @@ def _blend_weight(raw: Tensor) -> Tensor:
     return torch.clamp(raw + UNIT / 2, 0.0, UNIT)
 
 
-def _to_samples(units: Tensor, scale: Tensor | int, max_value: int) -> Tensor:
-    """floor(1/2 + units x scale / 2^16) clamped to [0, max_value]: activation units to samples."""
-    return round_half_up(units * scale / UNIT).clamp_(0, max_value)
-
-
 def _image_samples(model: CoolChic, max_value: int) -> Tensor:
-    output = raw_output(model)
+    """low + floor(1/2 + output x (high - low) / 2^16), clamped: [0, 1] maps onto the output
+    range [low, high] the file sends, or onto [0, max_value] without one."""
+    low, span = torch.zeros(()), torch.tensor(float(max_value))
     if model.synthesis.has_output_range:
-        low = torch.round(model.synthesis.output_offset.to(DTYPE) * max_value)
-        span = torch.round(model.synthesis.output_scale.to(DTYPE) * max_value)
-        return (low + round_half_up(output * span / UNIT)).clamp_(0, max_value)
-    return _to_samples(output, max_value, max_value)
+        low = torch.round(model.synthesis.output_offset * max_value)
+        span = torch.round(model.synthesis.output_scale * max_value)
+    output = raw_output(model)
+    low, span = low.to(output), span.to(output)
+    return (low + round_half_up(output * span / UNIT)).clamp_(0, max_value)
 
 
 def _inter_samples(model: InterCoolChic, max_value: int) -> Tensor:
