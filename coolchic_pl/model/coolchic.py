@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coolchic_pl.model.architecture import CoolChicArchitecture
-from coolchic_pl.model.arm import Arm, clamped_log_scale, context_index
+from coolchic_pl.model.arm import Arm, clamped_log_scale, context_index, context_offsets
 from coolchic_pl.model.evalcache import VersionedCache
 from coolchic_pl.model.ifce import InterFeatureContext
 from coolchic_pl.model.laplace import laplace_rate_bits
@@ -104,7 +104,9 @@ class CoolChic(nn.Module):
                                      architecture.ups_preconcat_k_size)
         self.synthesis = Synthesis(sum(architecture.n_ft_per_res), architecture.layers_synthesis, n_outputs,
                                    architecture.synthesis_stabiliser)
-        # Built at the first rate evaluation (a decoder never needs it: a tenth of a second at 768x512).
+        # Built at the first rate evaluation (a decoder never needs it: a tenth of a second at
+        # 768x512); its context pattern is checked now, so an impossible ARM fails here.
+        context_offsets(architecture.dim_arm, architecture.context_order)
         self.register_buffer("_context_index", None, persistent=False)
         self._eval_latents: VersionedCache[Tensor] = VersionedCache()
         self._eval_rate: VersionedCache[Tensor] = VersionedCache()
