@@ -44,6 +44,27 @@ def grid_plan(height: int, width: int, dim_arm: int,
     return index, order, np.append(starts, len(order))
 
 
+@functools.lru_cache(maxsize=32)
+def decoding_plan(height: int, width: int, dim_arm: int,
+                  order: ContextOrder = "v4") -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
+    """What the decoder needs instead of :func:`grid_plan`'s [n, d] index (slow to build for
+    a large grid): the grid is decoded into a zero-bordered copy, wide enough for every causal
+    context, so the contexts of a latent at flat position p are p + deltas. Returns (padded
+    positions in coding order, deltas [d], start of each front, (padded height, padded width,
+    top, left))."""
+    offsets = np.array(context_offsets(dim_arm, order)).reshape(-1, 2)
+    top = max(0, -offsets[:, 0].min(initial=0))
+    left, right = max(0, -offsets[:, 1].min(initial=0)), max(0, offsets[:, 1].max(initial=0))
+    padded_width = width + left + right
+    rows, cols = np.divmod(np.arange(height * width), width)
+    front = cols + wavefront_slope(dim_arm, order) * rows
+    coding_order = np.argsort(front * height + rows)
+    positions = (rows[coding_order] + top) * padded_width + cols[coding_order] + left
+    starts = np.flatnonzero(np.diff(front[coding_order], prepend=-1))
+    layout = (height + top, padded_width, top, left)
+    return positions, offsets[:, 0] * padded_width + offsets[:, 1], np.append(starts, len(positions)), layout
+
+
 def _symbols(residuals: np.ndarray) -> np.ndarray:
     return np.clip(residuals + RESIDUAL_RANGE + 1, ESCAPE_LOW, ESCAPE_HIGH).astype(np.int32)
 
@@ -77,16 +98,19 @@ def decode_grid(coded: bytes, escape_bytes: bytes, height: int, width: int, arm:
     """Inverse of :func:`encode_grid`, one wavefront at a time."""
     if len(coded) % 4:
         raise BitstreamError("a latent stream length is not a whole number of 32-bit words")
-    index, order, starts = grid_plan(height, width, dim_arm, context_order)
-    ordered_index = index[order]  # contexts of the latents in coding order: one gather per front
-    ordered_ifce = None if ifce is None else ifce[order]
-    decoded = np.zeros(height * width + 1, dtype=np.int64)  # last slot: zero context padding
+    positions, deltas, starts, (padded_height, padded_width, top, left) = decoding_plan(height, width, dim_arm,
+                                                                                        context_order)
+    ordered_ifce = None
+    if ifce is not None:  # in coding order: rows of the unpadded grid
+        ordered_ifce = ifce[(positions // padded_width - top) * width + positions % padded_width - left]
+    decoded = np.zeros(padded_height * padded_width, dtype=np.int64)
     rows = load_rows()
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(coded, dtype="<u4").astype(np.uint32))
     model = constriction.stream.model.Categorical(perfect=False)
     escapes = BitReader(escape_bytes)
     for start, end in zip(starts[:-1].tolist(), starts[1:].tolist()):
-        mu, log_scale = arm(decoded[ordered_index[start:end]], None if ifce is None else ordered_ifce[start:end])
+        where = positions[start:end]
+        mu, log_scale = arm(decoded[where[:, None] + deltas], None if ifce is None else ordered_ifce[start:end])
         mu_rounded, row = model_rows(mu, log_scale)
         residuals = decoder.decode(model, rows[row]) - (RESIDUAL_RANGE + 1)
         if np.abs(residuals).max() > RESIDUAL_RANGE:
@@ -94,7 +118,7 @@ def decode_grid(coded: bytes, escape_bytes: bytes, height: int, width: int, arm:
             for i in np.flatnonzero(np.abs(residuals) > RESIDUAL_RANGE).tolist():
                 excess = RESIDUAL_RANGE + 1 + escapes.read_expgolomb(0)
                 residuals[i] = excess if residuals[i] > 0 else -excess
-        decoded[order[start:end]] = mu_rounded + residuals
-    return decoded[:-1].reshape(height, width)
+        decoded[where] = mu_rounded + residuals
+    return decoded.reshape(padded_height, padded_width)[top:, left:left + width].copy()
 
 
