@@ -124,9 +124,11 @@ class IntegerArm:
         inputs allow it (:meth:`_largest_exact_input`), int64 otherwise: the same integers."""
         x = np.asarray(contexts, dtype=np.float64)
         n_contexts = x.shape[1]
-        if ifce is not None:
+        limit = self._fast_input_limit / ONE  # x in latent units...
+        if ifce is not None:  # ... or, beside IFCE contexts, all in 1/256 units
             x = np.concatenate([x * ONE, ifce], axis=1)
-        if x.size and np.abs(x).max() > self._fast_input_limit / (1 if ifce is not None else ONE):
+            limit = self._fast_input_limit
+        if x.size and np.abs(x).max() > limit:
             exact = np.asarray(contexts, dtype=np.int64) << FRACTIONAL_BITS
             return self._int64_call(exact if ifce is None else np.concatenate([exact, ifce], axis=1))
         first_layer = self._first_layers(n_contexts if ifce is None else 0)

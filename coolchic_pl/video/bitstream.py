@@ -8,11 +8,13 @@ Layout (see docs/bitstream.md):
         display index, number of references (0 I, 1 P, 2 B), the references' display
         indices, their global translations (zigzag varints dx, dy), the warp filter
         length (inter frames), then per Cool-Chic (residue, then motion for inter frames):
-        version 2: a varint mode, 0 with the Cool-Chic's model version (1 Cool-Chic 4.2,
+        versions 2 and 3: a varint mode, 0 with the Cool-Chic's model version (1 Cool-Chic 4.2,
         2 with Cool-Chic 5 modules) then its networks and latents as in an image file,
         or 1 with the display index of an earlier frame whose Cool-Chic of the same role
         lends its networks, then the latents only;
         version 1 (still decoded): networks and latents of a Cool-Chic 4.2 decoder.
+    Version 3 frames are decoded in integers after the latents (:mod:`coolchic_pl.fixedpoint`),
+    versions 1 and 2 in float32 as they were written.
 
 Each Cool-Chic is coded as in an image .cool (fixed-point ARM, range-coded latents,
 exp-Golomb networks); the sequence shares one header and one CRC.
