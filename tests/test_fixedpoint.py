@@ -22,7 +22,10 @@ from coolchic_pl.fixedpoint.arithmetic import EXACT_LIMIT, UNIT, check_layer_bou
 from coolchic_pl.fixedpoint.image import _layer_output, check_bounds
 from coolchic_pl.fixedpoint.warp import TAP_BITS, tap_table, warp
 from coolchic_pl.io import read_frame
+from coolchic_pl.model.architecture import architecture_from_name
+from coolchic_pl.model.interframe import InterCoolChic, InterFrameParameters
 from coolchic_pl.model.warp import shift
+from coolchic_pl.model.warp import warp as float_warp
 from coolchic_pl.training.loss import output_planes
 from coolchic_pl.video.bitstream import MAX_WARP_FILTER, to_444
 from golden import GOLDEN, samples_sha256
@@ -137,8 +140,6 @@ def test_warp_tap_tables_are_fixed_and_keep_the_warp_exact() -> None:
 @pytest.mark.parametrize("filter_size", [2, 4, 8])
 def test_integer_warp_copies_on_whole_pixels_and_follows_the_float_warp(bqsquare_frame: torch.Tensor,
                                                                          filter_size: int) -> None:
-    from coolchic_pl.model.warp import warp as float_warp
-
     samples = torch.round(bqsquare_frame.double() * 255)[0]
     height, width = samples.shape[-2:]
     whole = torch.zeros(2, height, width, dtype=torch.long)
@@ -157,9 +158,6 @@ def bqsquare_frame(data_dir: Path) -> torch.Tensor:
 
 
 def test_bounds_of_an_inter_frame_are_checked_for_both_cool_chics() -> None:
-    from coolchic_pl.model.architecture import architecture_from_name
-    from coolchic_pl.model.interframe import InterCoolChic, InterFrameParameters
-
     reference = torch.zeros(1, 3, 16, 16)
     inter = InterCoolChic((16, 16), [reference], InterFrameParameters(((0, 0),), 4), architecture_from_name("vlop"),
                           architecture_from_name("vlop"))
