@@ -56,7 +56,12 @@ def decode_image_bytes(data: bytes) -> FrameData:
 
 def decode_sequence(path: str | Path) -> list[FrameData]:
     """Every frame of an image or video .cool file, in display order."""
-    data = _read(path)
+    return decode_bytes(_read(path))
+
+
+def decode_bytes(data: bytes) -> list[FrameData]:
+    """Every frame of an image or video .cool held in memory, in display order; any damage
+    raises :class:`BitstreamError`, and nothing else."""
     if is_video_bitstream(data):
         return decode_video(data)[1]
     return [decode_image_bytes(data)]

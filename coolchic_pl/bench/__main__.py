@@ -1,11 +1,11 @@
-"""``python -m coolchic_pl.bench {rd,video,speed,encode,quantize,decode,gpu} ...``: rate-distortion and speed benchmarks."""
+"""``python -m coolchic_pl.bench {rd,video,speed,encode,quantize,decode,gpu,fuzz} ...``: rate-distortion and speed benchmarks."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from coolchic_pl.bench import decode, encode_time, gpu, quantize_time, rd, speed, video
+from coolchic_pl.bench import decode, encode_time, fuzz, gpu, quantize_time, rd, speed, video
 from coolchic_pl.io import FrameFormatError
 from coolchic_pl.runtime import configure_cpu_allocator
 
@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         return decode.main(argv[1:])
     if argv[:1] == ["gpu"]:
         return gpu.main(argv[1:])
+    if argv[:1] == ["fuzz"]:
+        return fuzz.main(argv[1:])
     if argv[:1] == ["quantize"]:
         configure_cpu_allocator()
         return quantize_time.main(argv[1:])
@@ -32,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("encode", help="encode wall time against its training steps (see encode --help)")
     commands.add_parser("decode", help="decode time of .cool files, in-process and from the shell (see decode --help)")
     commands.add_parser("gpu", help="six checks of a device, with a table of figures (see gpu --help)")
+    commands.add_parser("fuzz", help="decode mutated .cool files: every case a clean error or a decode (see fuzz --help)")
     commands.add_parser("quantize", help="q-step search and RDOQ time of a finished encode (see quantize --help)")
     args = parser.parse_args(argv)
     configure_cpu_allocator()

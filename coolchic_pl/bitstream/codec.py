@@ -46,6 +46,12 @@ INTEGER_DECODING_OFFSET = 2
 _CONTEXT_ORDERS = ("v4", "v5")
 _ARM_STABILISER, _SYNTHESIS_STABILISER, _OUTPUT_RANGE = 1, 2, 4
 MAX_DIMENSION = 1 << 16
+# Resource bounds of a decode (docs/bitstream.md, "Limits"): pixels <= FREE_PIXELS +
+# MAX_PIXELS_PER_BYTE x file bytes (all frames of a video together), and at most
+# MAX_MACS_PER_PIXEL multiplications per pixel (11 times the largest shipped decoder, vhop5).
+FREE_PIXELS = 1 << 20
+MAX_PIXELS_PER_BYTE = 1 << 12
+MAX_MACS_PER_PIXEL = 1 << 15
 # Bounds on architecture fields: a file within the CRC cannot ask for an absurd model.
 _MAX_GRIDS = 16
 _MAX_ARM_LAYERS = 16
@@ -281,6 +287,7 @@ def _decode(header: ByteReader, payload: ByteReader, version: int) -> DecodedBit
         raise BitstreamError(f"image size {width}x{height} is out of range")
     if color_code >= len(COLOR_SPACES) or not 1 <= bitdepth <= 16 or n_outputs < 1:
         raise BitstreamError("invalid colour space, bit depth or output count")
+    check_pixel_count(height * width, len(payload.data) + 4)  # the payload reader holds the file but its CRC
     integer = version > INTEGER_DECODING_OFFSET
     layout = version - INTEGER_DECODING_OFFSET if integer else version
     model, quantization = decode_model(header, payload, (height, width), n_outputs, layout, bitdepth)
@@ -333,6 +340,7 @@ def decode_networks(header: ByteReader, payload: ByteReader, image_size: tuple[i
     if model_version(architecture) != version:
         raise BitstreamError(f"a version {version} Cool-Chic describes a version {model_version(architecture)} "
                              "architecture")
+    fields = _check_resources(image_size, architecture, n_outputs, header)
     model = CoolChic(image_size, architecture, n_outputs=n_outputs)
     model.eval()
     if output_range is not None:
@@ -340,16 +348,17 @@ def decode_networks(header: ByteReader, payload: ByteReader, image_size: tuple[i
         model.synthesis.set_output_range(bounds[:, 0], bounds[:, 1])
 
     quantization: dict[str, ModuleQuantization] = {}
-    for name, module in model.quantizable_modules().items():
-        w_index, b_index, w_order, b_order, w_length, b_length = header.varints(6)
+    for (name, module), (w_index, b_index, w_order, b_order, w_length, b_length) in zip(
+            model.quantizable_modules().items(), fields):
         weight_steps, bias_steps = Q_STEPS[name]
-        if w_index >= len(weight_steps) or b_index >= len(bias_steps):
-            raise BitstreamError(f"{name} q-step index out of range")
-        if w_order not in EXPGOLOMB_ORDERS or b_order not in EXPGOLOMB_ORDERS:
-            raise BitstreamError(f"{name} exp-Golomb order out of range")
         weights, biases = split_weights_and_biases(module)
-        weight_ints = decode_signed(payload.bytes(w_length), sum(p.numel() for p in weights), w_order)
-        bias_ints = decode_signed(payload.bytes(b_length), sum(p.numel() for p in biases), b_order)
+        try:
+            weight_ints = decode_signed(payload.bytes(w_length), sum(p.numel() for p in weights), w_order,
+                                        "the weight stream")
+            bias_ints = decode_signed(payload.bytes(b_length), sum(p.numel() for p in biases), b_order,
+                                      "the bias stream")
+        except BitstreamError as error:
+            raise BitstreamError(f"{name} network: {error}") from None
         quantization[name] = ModuleQuantization(weight_steps[w_index], bias_steps[b_index], w_order, b_order,
                                                 8 * (w_length + b_length))
         with torch.no_grad():
@@ -358,6 +367,42 @@ def decode_networks(header: ByteReader, payload: ByteReader, image_size: tuple[i
                 for param, values in zip(params, ints):
                     param.copy_(torch.from_numpy(values).view_as(param).to(param.dtype) * step)
     return model, quantization
+
+
+def _check_resources(image_size: tuple[int, int], architecture: CoolChicArchitecture, n_outputs: int,
+                     header: ByteReader) -> list[list[int]]:
+    """Read the per-network fields and refuse, before anything is allocated, a decoder the
+    file cannot hold: every coded parameter takes at least one bit of its stream, and the
+    decoding work per pixel is bounded (``MAX_MACS_PER_PIXEL``). The Cool-Chic is sized on
+    PyTorch's meta device, which allocates nothing."""
+    with torch.device("meta"):
+        sized = CoolChic(image_size, architecture, n_outputs=n_outputs)
+    if sized.mac_per_pixel() > MAX_MACS_PER_PIXEL:
+        raise BitstreamError(f"a decoder of {sized.mac_per_pixel():.0f} multiplications per pixel exceeds the "
+                             f"format's {MAX_MACS_PER_PIXEL}")
+    fields = []
+    for name, module in sized.quantizable_modules().items():
+        w_index, b_index, w_order, b_order, w_length, b_length = values = header.varints(6)
+        weight_steps, bias_steps = Q_STEPS[name]
+        if w_index >= len(weight_steps) or b_index >= len(bias_steps):
+            raise BitstreamError(f"{name} q-step index out of range")
+        if w_order not in EXPGOLOMB_ORDERS or b_order not in EXPGOLOMB_ORDERS:
+            raise BitstreamError(f"{name} exp-Golomb order out of range")
+        weights, biases = split_weights_and_biases(module)
+        for what, params, length in (("weights", weights, w_length), ("biases", biases, b_length)):
+            count = sum(p.numel() for p in params)
+            if count > 8 * length:
+                raise BitstreamError(f"the {name} network has {count} {what} but its stream only {length} bytes")
+        fields.append(values)
+    return fields
+
+
+def check_pixel_count(n_pixels: int, file_bytes: int) -> None:
+    """Refuse a file that claims more pixels than its size allows (``MAX_PIXELS_PER_BYTE``):
+    the decoder's memory grows with the pixels, so a small file cannot ask for a lot of it."""
+    allowed = FREE_PIXELS + MAX_PIXELS_PER_BYTE * file_bytes
+    if n_pixels > allowed:
+        raise BitstreamError(f"{n_pixels} pixels is more than a {file_bytes}-byte file may hold ({allowed})")
 
 
 def decode_latents(model: CoolChic, arm_quantization: ModuleQuantization, header: ByteReader,
@@ -375,8 +420,11 @@ def decode_latents(model: CoolChic, arm_quantization: ModuleQuantization, header
             coded, escapes = payload.bytes(coded_length), payload.bytes(escape_length)
             if grid.numel() and coded_length:
                 grid_h, grid_w = latent.sizes[grid_index]
-                latents = decode_grid(coded, escapes, grid_h, grid_w, arm, architecture.dim_arm,
-                                      architecture.context_order, _ifce_features(model, arm, flat, grid_index))
+                try:
+                    latents = decode_grid(coded, escapes, grid_h, grid_w, arm, architecture.dim_arm,
+                                          architecture.context_order, _ifce_features(model, arm, flat, grid_index))
+                except BitstreamError as error:
+                    raise BitstreamError(f"latent grid {grid_index}: {error}") from None
                 flat[starts[grid_index]:starts[grid_index + 1]] = latents.reshape(-1)
                 grid.copy_(torch.from_numpy(latents).to(grid.dtype).view_as(grid) / latent.encoder_gain)
             elif coded_length or escape_length:

@@ -48,6 +48,11 @@ class BitReader:
         self.position = end
         return value
 
+    def check_end(self, what: str) -> None:
+        """Only the zero padding of the last byte may follow the last value."""
+        if len(self.bits) - self.position >= 8 or self.bits[self.position:].any():
+            raise BitstreamError(f"{what} holds bits after its last value")
+
     def read_expgolomb(self, order: int) -> int:
         q = 0
         while self.read(1):
@@ -66,10 +71,12 @@ def encode_signed(values: np.ndarray, order: int) -> bytes:
     return writer.to_bytes()
 
 
-def decode_signed(data: bytes, count: int, order: int) -> np.ndarray:
+def decode_signed(data: bytes, count: int, order: int, what: str = "a parameter stream") -> np.ndarray:
+    """``count`` signed exp-Golomb values that fill ``data`` exactly (but the padding)."""
     reader = BitReader(data)
     values = np.empty(count, dtype=np.int64)
     for i in range(count):
         magnitude = reader.read_expgolomb(order)
         values[i] = -magnitude if magnitude and reader.read(1) else magnitude
+    reader.check_end(what)
     return values

@@ -112,13 +112,19 @@ def decode_grid(coded: bytes, escape_bytes: bytes, height: int, width: int, arm:
         where = positions[start:end]
         mu, log_scale = arm(decoded[where[:, None] + deltas], None if ifce is None else ordered_ifce[start:end])
         mu_rounded, row = model_rows(mu, log_scale)
-        residuals = decoder.decode(model, rows[row]) - (RESIDUAL_RANGE + 1)
+        try:
+            residuals = decoder.decode(model, rows[row]) - (RESIDUAL_RANGE + 1)
+        except AssertionError:  # constriction's range decoder on data no encoder wrote
+            raise BitstreamError("the range-coded latents are invalid for their probability model") from None
         if np.abs(residuals).max() > RESIDUAL_RANGE:
             residuals = residuals.astype(np.int64)
             for i in np.flatnonzero(np.abs(residuals) > RESIDUAL_RANGE).tolist():
                 excess = RESIDUAL_RANGE + 1 + escapes.read_expgolomb(0)
                 residuals[i] = excess if residuals[i] > 0 else -excess
         decoded[where] = mu_rounded + residuals
+    if not decoder.maybe_exhausted():
+        raise BitstreamError("the range-coded latents hold data after their last latent")
+    escapes.check_end("the escape stream")
     return decoded.reshape(padded_height, padded_width)[top:, left:left + width].copy()
 
 

@@ -31,7 +31,8 @@ from torch import Tensor
 
 from coolchic_pl.bitstream import BitstreamError
 from coolchic_pl.bitstream.codec import (
-    MAX_DIMENSION, ByteReader, as_bitstream_errors, check_container, decode_latents, decode_networks,
+    MAX_DIMENSION, ByteReader, as_bitstream_errors, check_container, check_pixel_count, decode_latents,
+    decode_networks,
     encode_latents, encode_networks, model_version, varints_bytes,
 )
 from coolchic_pl.fixedpoint import check_decoder_bounds, decoded_samples, sample_planes
@@ -198,12 +199,30 @@ def decode_frame(record: bytes, sequence: SequenceHeader, decoded: dict[int, Fra
     Cool-Chics; the frame's Cool-Chics are added to ``store``."""
     reader = ByteReader(record)
     frame = read_frame_header(reader, sequence.n_frames)
-    size = (sequence.height, sequence.width)
     missing = [r for r in frame.refs if r not in decoded]
     if frame.display in decoded or missing:
         raise BitstreamError(f"frame {frame.display} is coded twice or before its references {missing}")
-    read = lambda role, n_outputs: _read_coolchic(reader, size, n_outputs, file_version,  # noqa: E731
-                                                  sequence.bitdepth, role, store)
+    try:
+        coolchics, planes = as_bitstream_errors(lambda: _decode_frame_body(reader, frame, sequence, decoded, store,
+                                                                           file_version))
+    except BitstreamError as error:
+        raise BitstreamError(f"frame {frame.display}: {error}") from None
+    store[frame.display] = coolchics
+    return frame, FrameData(tuple(p.detach() for p in planes), sequence.bitdepth, sequence.color_space)
+
+
+def _decode_frame_body(reader: ByteReader, frame: FrameHeader, sequence: SequenceHeader,
+                       decoded: dict[int, FrameData], store: CoolChicStore,
+                       file_version: int) -> tuple[dict[str, DecodedCoolChic], tuple[Tensor, ...]]:
+    """The Cool-Chics of a frame record after its header, and the planes they decode to."""
+    size = (sequence.height, sequence.width)
+
+    def read(role: str, n_outputs: int) -> DecodedCoolChic:
+        try:
+            return _read_coolchic(reader, size, n_outputs, file_version, sequence.bitdepth, role, store)
+        except BitstreamError as error:
+            raise BitstreamError(f"{role} Cool-Chic: {error}") from None
+
     residue = read("residue", 3 if frame.inter is None else RESIDUE_OUTPUTS)
     coolchics = {"residue": residue}
     if frame.inter is None:
@@ -215,8 +234,8 @@ def decode_frame(record: bytes, sequence: SequenceHeader, decoded: dict[int, Fra
                                 residue.model.architecture, motion.model.architecture)
         for role, part in coolchics.items():
             getattr(decoder, role).load_state_dict(part.model.state_dict())
-    if reader.position != len(record):
-        raise BitstreamError(f"frame {frame.display} holds bytes that no field accounts for")
+    if reader.position != len(reader.data):
+        raise BitstreamError("the record holds bytes that no field accounts for")
     decoder.eval()
     if file_version >= _INTEGER_VIDEO_VERSION:
         check_decoder_bounds(decoder)
@@ -224,8 +243,7 @@ def decode_frame(record: bytes, sequence: SequenceHeader, decoded: dict[int, Fra
     else:
         with torch.no_grad():
             planes = output_planes(decoder().image, sequence.color_space, sequence.bitdepth, rounded=True)
-    store[frame.display] = coolchics
-    return frame, FrameData(tuple(p.detach() for p in planes), sequence.bitdepth, sequence.color_space)
+    return coolchics, planes
 
 
 def decode_video(data: bytes) -> tuple[SequenceHeader, list[FrameData]]:
@@ -239,6 +257,7 @@ def decode_video(data: bytes) -> tuple[SequenceHeader, list[FrameData]]:
         raise BitstreamError(f"sequence of {n_frames} frames of {width}x{height} is out of range")
     if color_code >= len(COLOR_SPACES) or COLOR_SPACES[color_code] == "rgb" or not 8 <= bitdepth <= 16:
         raise BitstreamError("invalid colour space or bit depth for a video")
+    check_pixel_count(n_frames * height * width, len(data))
     sequence = SequenceHeader(height, width, COLOR_SPACES[color_code], bitdepth, n_frames)
     decoded: dict[int, FrameData] = {}
     store: CoolChicStore = {}
