@@ -19,6 +19,7 @@ versions 1 and 2 are still decoded, in float32 as they were written.
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Callable, Sequence, TypeVar
@@ -375,7 +376,8 @@ def _check_resources(image_size: tuple[int, int], architecture: CoolChicArchitec
     file cannot hold: every coded parameter takes at least one bit of its stream, and the
     decoding work per pixel is bounded (``MAX_MACS_PER_PIXEL``). The Cool-Chic is sized on
     PyTorch's meta device, which allocates nothing."""
-    with torch.device("meta"):
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors")  # empty grids: nothing to say
         sized = CoolChic(image_size, architecture, n_outputs=n_outputs)
     if sized.mac_per_pixel() > MAX_MACS_PER_PIXEL:
         raise BitstreamError(f"a decoder of {sized.mac_per_pixel():.0f} multiplications per pixel exceeds the "
