@@ -19,7 +19,6 @@ versions 1 and 2 are still decoded, in float32 as they were written.
 from __future__ import annotations
 
 import struct
-import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Callable, Sequence, TypeVar
@@ -34,7 +33,7 @@ from coolchic_pl.bitstream.latents import decode_grid, encode_grid
 from coolchic_pl.fixedpoint.image import check_bounds
 from coolchic_pl.io import COLOR_SPACES, ColorSpace
 from coolchic_pl.model.architecture import CoolChicArchitecture
-from coolchic_pl.model.coolchic import CoolChic
+from coolchic_pl.model.coolchic import NETWORK_NAMES, CoolChic
 from coolchic_pl.model.synthesis import parse_synthesis_layers
 from coolchic_pl.nnquant import EXPGOLOMB_ORDERS, Q_STEPS, ModuleQuantization
 from coolchic_pl.nnquant.quantize import split_weights_and_biases
@@ -341,9 +340,10 @@ def decode_networks(header: ByteReader, payload: ByteReader, image_size: tuple[i
     if model_version(architecture) != version:
         raise BitstreamError(f"a version {version} Cool-Chic describes a version {model_version(architecture)} "
                              "architecture")
-    fields = _check_resources(image_size, architecture, n_outputs, header)
+    fields = _network_fields(architecture, n_outputs, header)
     model = CoolChic(image_size, architecture, n_outputs=n_outputs)
     model.eval()
+    _check_work(model)
     if output_range is not None:
         bounds = torch.tensor(output_range, dtype=torch.float32).view(-1, 2) / (2**bitdepth - 1)
         model.synthesis.set_output_range(bounds[:, 0], bounds[:, 1])
@@ -370,33 +370,42 @@ def decode_networks(header: ByteReader, payload: ByteReader, image_size: tuple[i
     return model, quantization
 
 
-def _check_resources(image_size: tuple[int, int], architecture: CoolChicArchitecture, n_outputs: int,
-                     header: ByteReader) -> list[list[int]]:
-    """Read the per-network fields and refuse, before anything is allocated, a decoder the
-    file cannot hold: every coded parameter takes at least one bit of its stream, and the
-    decoding work per pixel is bounded (``MAX_MACS_PER_PIXEL``). The Cool-Chic is sized on
-    PyTorch's meta device, which allocates nothing."""
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Initializing zero-element tensors")  # empty grids: nothing to say
-        sized = CoolChic(image_size, architecture, n_outputs=n_outputs)
-    if sized.mac_per_pixel() > MAX_MACS_PER_PIXEL:
-        raise BitstreamError(f"a decoder of {sized.mac_per_pixel():.0f} multiplications per pixel exceeds the "
-                             f"format's {MAX_MACS_PER_PIXEL}")
+def _network_fields(architecture: CoolChicArchitecture, n_outputs: int, header: ByteReader) -> list[list[int]]:
+    """Read the per-network fields (arm, synthesis, upsampling) and refuse, before anything is
+    allocated, a synthesis the file cannot hold: every coded parameter takes at least one bit
+    of its stream, and its multiplications per pixel are within ``MAX_MACS_PER_PIXEL``. (The
+    ARM and upsampling are small whatever the header says; the whole decoder's work is checked
+    once it is built.)"""
     fields = []
-    for name, module in sized.quantizable_modules().items():
+    for name in NETWORK_NAMES:
         w_index, b_index, w_order, b_order, w_length, b_length = values = header.varints(6)
         weight_steps, bias_steps = Q_STEPS[name]
         if w_index >= len(weight_steps) or b_index >= len(bias_steps):
             raise BitstreamError(f"{name} q-step index out of range")
         if w_order not in EXPGOLOMB_ORDERS or b_order not in EXPGOLOMB_ORDERS:
             raise BitstreamError(f"{name} exp-Golomb order out of range")
-        weights, biases = split_weights_and_biases(module)
-        for what, params, length in (("weights", weights, w_length), ("biases", biases, b_length)):
-            count = sum(p.numel() for p in params)
-            if count > 8 * length:
-                raise BitstreamError(f"the {name} network has {count} {what} but its stream only {length} bytes")
         fields.append(values)
+    n_inputs = sum(architecture.n_ft_per_res)
+    specs = parse_synthesis_layers(architecture.layers_synthesis, n_inputs, n_outputs)
+    in_channels = [n_inputs] + [spec.out_channels for spec in specs[:-1]]
+    weights = sum(c * spec.out_channels * spec.kernel_size**2 for c, spec in zip(in_channels, specs))
+    biases = sum(spec.out_channels for spec in specs)
+    if architecture.synthesis_stabiliser:
+        weights, biases = weights + n_inputs * n_outputs, biases + n_outputs
+    if weights > MAX_MACS_PER_PIXEL:
+        raise BitstreamError(f"a synthesis of {weights} multiplications per pixel exceeds the format's "
+                             f"{MAX_MACS_PER_PIXEL}")
+    w_length, b_length = fields[NETWORK_NAMES.index("synthesis")][4:]
+    if weights > 8 * w_length or biases > 8 * b_length:
+        raise BitstreamError(f"the synthesis has {weights} weights and {biases} biases but streams of only "
+                             f"{w_length} and {b_length} bytes")
     return fields
+
+
+def _check_work(model: CoolChic) -> None:
+    if model.mac_per_pixel() > MAX_MACS_PER_PIXEL:
+        raise BitstreamError(f"a decoder of {model.mac_per_pixel():.0f} multiplications per pixel exceeds the "
+                             f"format's {MAX_MACS_PER_PIXEL}")
 
 
 def check_pixel_count(n_pixels: int, file_bytes: int) -> None:
