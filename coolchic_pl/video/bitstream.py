@@ -32,8 +32,7 @@ from torch import Tensor
 from coolchic_pl.bitstream import BitstreamError
 from coolchic_pl.bitstream.codec import (
     MAX_DIMENSION, ByteReader, as_bitstream_errors, check_container, check_pixel_count, decode_latents,
-    decode_networks,
-    encode_latents, encode_networks, model_version, varints_bytes,
+    decode_networks, encode_latents, encode_networks, model_version, varints_bytes,
 )
 from coolchic_pl.fixedpoint import check_decoder_bounds, decoded_samples, sample_planes
 from coolchic_pl.io import COLOR_SPACES, ColorSpace, FrameData
