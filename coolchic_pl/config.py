@@ -602,7 +602,16 @@ def build_parser(prog: str = "coolchic-fit") -> jsonargparse.ArgumentParser:
 
 
 def parse_config(argv: list[str] | None) -> FitConfig:
-    """Parse command line and YAML into a FitConfig; raise ValueError with one line."""
+    """Parse command line and YAML into a FitConfig that names its input; raise ValueError
+    with one line."""
+    config = read_config(argv)
+    if not config.input:
+        raise ValueError("no input image: pass --input PATH or set input in the config")
+    return config
+
+
+def read_config(argv: list[str] | None) -> FitConfig:
+    """Command line and YAML into a FitConfig (the input may be left unset); ValueError with one line."""
     parser = build_parser()
     try:
         namespace = parser.parse_args(argv)
@@ -611,10 +620,7 @@ def parse_config(argv: list[str] | None) -> FitConfig:
         raise ValueError(" ".join(line.strip() for line in str(error).splitlines() if line.strip())) from None
     values.pop("config", None)
     values.pop("__path__", None)
-    config = FitConfig(**values)
-    if not config.input:
-        raise ValueError("no input image: pass --input PATH or set input in the config")
-    return config
+    return FitConfig(**values)
 
 
 def dump_config(config: FitConfig) -> str:
