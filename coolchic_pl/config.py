@@ -464,6 +464,8 @@ class FitConfig:
         lmbda: Rate-distortion trade-off: loss = MSE + lmbda * bits / pixels.
         preset: Training schedule (c3x, c3x_intra, fast, debug, measure_speed; Cool-Chic 5: intra5, n_itr = budget).
         n_itr: Main-phase iterations (default: the preset's).
+        preset_file: YAML preset (warm-up and phases, see coolchic_pl/preset_file.py) used instead of preset;
+            --print_preset prints the one a config resolves to.
         start_lr: Learning rate of the warm-up and main phases.
         arch: Named decoder the architecture starts from: Cool-Chic 4.2's vlop, lop, mop, hop or Cool-Chic 5's
             lop5, mop5, hop5, vhop5 (null: hop's fields); auto (lop, mop, hop) or auto5 (lop5, mop5, hop5):
@@ -495,6 +497,7 @@ class FitConfig:
     lmbda: float = 1e-3
     preset: PresetName = "fast"
     n_itr: Optional[int] = None
+    preset_file: Optional[str] = None
     start_lr: float = 1e-2
     arch: Optional[ArchName] = "hop"
     architecture: ArchitectureFields = field(default_factory=ArchitectureFields)
@@ -554,8 +557,16 @@ class FitConfig:
             raise ValueError(f"arch {self.arch} names several decoders")
         return self.resolved_architectures()[0]
 
-    def preset_object(self) -> Preset:
-        return make_preset(self.preset, self.n_itr, self.start_lr, self.lmbda)
+    def preset_object(self, n_itr: Optional[int] = None, start_lr: Optional[float] = None,
+                      lmbda: Optional[float] = None) -> Preset:
+        """The intra preset: the preset file's, else the named one for these iterations,
+        learning rate and lambda (by default the config's)."""
+        if self.preset_file:
+            from coolchic_pl.preset_file import load_preset  # it builds on this module's dataclasses
+
+            return load_preset(self.preset_file)
+        return make_preset(self.preset, self.n_itr if n_itr is None else n_itr,
+                           self.start_lr if start_lr is None else start_lr, self.lmbda if lmbda is None else lmbda)
 
     @property
     def is_video(self) -> bool:

@@ -25,6 +25,7 @@ from coolchic_pl.io import FrameData, read_frame, write_frame, yuv_file_name
 from coolchic_pl.io.frame import atomic_write
 from coolchic_pl.metrics import ms_ssim, psnr_db
 from coolchic_pl.model.coolchic import CoolChic
+from coolchic_pl.preset_file import preset_to_yaml
 from coolchic_pl.training.checkpoint import Checkpointer, EncodeStopped, StopReason
 from coolchic_pl.training.loss import mse
 from coolchic_pl.training.module import CoolChicModule
@@ -64,6 +65,8 @@ def fingerprint(config: FitConfig) -> dict[str, Any]:
     """What makes two encodes the same: the image bytes and every option that shapes the result."""
     options = {k: v for k, v in config.as_dict().items() if k not in RUN_OPTIONS and k != "input"}
     digest = hashlib.sha256(Path(config.input).read_bytes()).hexdigest()
+    if config.preset_file:  # the file's contents, not its name, shape the result
+        options["preset_file"] = hashlib.sha256(preset_to_yaml(config.preset_object()).encode()).hexdigest()
     return {"image_sha256": digest, "options": options}
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable, TextIO
 
-from coolchic_pl.config import FitConfig, parse_config
+from coolchic_pl.config import FitConfig, parse_config, read_config
+from coolchic_pl.preset_file import preset_to_yaml
 from coolchic_pl.encode import CHECKPOINT_FILE, RunFolderError, encode, run_folder
 from coolchic_pl.io import FrameFormatError
 from coolchic_pl.runtime import configure_cpu_allocator
@@ -42,7 +43,15 @@ def run_encode(config: FitConfig, stream: TextIO | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``--print_preset`` prints the preset the rest of the command line resolves to, as the
+    YAML ``--preset_file`` reads, and encodes nothing."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    print_preset = "--print_preset" in argv
     try:
+        if print_preset:
+            argv.remove("--print_preset")
+            print(preset_to_yaml(read_config(argv).preset_object()), end="")
+            return 0
         config = parse_config(argv)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -31,8 +31,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from torch import Tensor
 
 from coolchic_pl.config import (
-    INTER_PRESETS, FitConfig, Preset, Warmup, WarmupPhase, dump_config, inter_budgets, make_preset,
-    with_warmup_iterations,
+    INTER_PRESETS, FitConfig, Preset, Warmup, WarmupPhase, dump_config, inter_budgets, with_warmup_iterations,
 )
 from coolchic_pl.encode import (
     CHECKPOINT_FILE, RESULTS_FILE, RunTensorBoardLogger, prepare_run_folder, resolve_device, run_checkpointer,
@@ -173,7 +172,7 @@ def frame_preset(config: FitConfig, frame: CodedFrame, settings: FrameSettings) 
     lr = settings.lr or config.start_lr
     lmbda = settings.lmbda(config.lmbda, frame.depth)
     if frame.frame_type == "I":
-        preset = make_preset(config.preset, settings.n_itr or config.n_itr, lr, lmbda)
+        preset = config.preset_object(settings.n_itr, lr, lmbda)
     else:
         name = config.inter_preset_name
         n_itr, pretrain = inter_budgets(name, frame.depth, frame.frame_type == "B", config.n_itr_inter,
