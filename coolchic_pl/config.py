@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 import jsonargparse
 
+from coolchic_pl.extensions import check_spec
 from coolchic_pl.model.architecture import ARCHITECTURES, AUTO_ARCHITECTURES, CoolChicArchitecture
 from coolchic_pl.model.coolchic import split_module_name
 from coolchic_pl.model.quantizer import NOISE_TYPES, QUANTIZER_TYPES, NoiseType, QuantizerType
@@ -490,6 +491,8 @@ class FitConfig:
         motion_init: Video: flow (warm-up candidates start from the estimated flow) or none (null: the policy's).
         coding_policy: Video: per-frame settings: default, v3.4 (lambda x 1.5^depth for every frame) or v4.2.
         frame_rules: Video: rules applied after the coding policy, e.g. [{frames: B, depth: 2, lmbda_factor: 2}].
+        callbacks: Your Lightning callbacks, [{class_path: module.Class, init_args: {...}}], added to every stage.
+        loggers: Lightning loggers in the same form (null: TensorBoard and CSV in the run folder; []: none).
     """
 
     input: str = ""
@@ -519,8 +522,13 @@ class FitConfig:
     motion_init: Optional[MotionInit] = None
     coding_policy: PolicyName = "default"
     frame_rules: list[FrameRule] = field(default_factory=list)
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
+    loggers: Optional[list[dict[str, Any]]] = None
 
     def __post_init__(self) -> None:
+        for kind in ("callbacks", "loggers"):
+            for index, spec in enumerate(getattr(self, kind) or []):
+                check_spec(spec, f"{kind}[{index}]")
         self.intra_pos, self.p_pos = str(self.intra_pos), str(self.p_pos)
         if self.n_frames < 1:
             raise ValueError(f"n_frames must be >= 1, got {self.n_frames}")

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 import torch
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from coolchic_pl.bitstream import encode_coolchic
 from coolchic_pl.config import FitConfig, arch_label, dump_config
 from coolchic_pl.decode import decode_file
+from coolchic_pl.extensions import instantiate
 from coolchic_pl.io import FrameData, read_frame, write_frame, yuv_file_name
 from coolchic_pl.io.frame import atomic_write
 from coolchic_pl.metrics import ms_ssim, psnr_db
@@ -38,7 +40,7 @@ CHECKPOINT_FILE = "checkpoint.ckpt"
 RESULTS_FILE = "results.json"  # written last: its presence marks a finished encode
 # Options that change how an encode runs, not what it produces: a run folder may be
 # resumed with other values (another device, another time limit).
-RUN_OPTIONS = ("output_dir", "device", "checkpoint_interval_s", "job_duration_min")
+RUN_OPTIONS = ("output_dir", "device", "checkpoint_interval_s", "job_duration_min", "loggers")
 
 
 class RunFolderError(Exception):
@@ -89,6 +91,28 @@ def prepare_run_folder(config: FitConfig) -> Path:
         raise RunFolderError(f"cannot create {run_dir}: {error.strerror}") from None
     write_text(marker, json.dumps(wanted, indent=2) + "\n")
     return run_dir
+
+
+def run_loggers(config: FitConfig, run_dir: Path) -> list[Logger]:
+    """The config's loggers, or by default TensorBoard (one event file for the whole encode)
+    and CSV (a version_<n> per attempt, so resuming keeps the rows) in the run folder."""
+    if config.loggers is not None:
+        return [instantiate(spec, Logger, f"loggers[{i}]") for i, spec in enumerate(config.loggers)]
+    return [RunTensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False),
+            CSVLogger(save_dir=str(run_dir), name="csv")]
+
+
+def close_loggers(loggers: list[Logger]) -> None:
+    for logger in loggers:
+        if isinstance(logger, RunTensorBoardLogger):
+            logger.close()
+        else:
+            logger.finalize("success")
+
+
+def user_callbacks(config: FitConfig) -> list[pl.Callback]:
+    """The config's own callbacks: one instance each for the whole encode."""
+    return [instantiate(spec, pl.Callback, f"callbacks[{i}]") for i, spec in enumerate(config.callbacks)]
 
 
 def run_checkpointer(config: FitConfig, run_dir: Path,
@@ -162,6 +186,7 @@ def encode(config: FitConfig, stream: TextIO | None = None,
     architectures = config.resolved_architectures()
     for architecture in architectures:  # an impossible decoder fails before any output
         CoolChic((frame.height, frame.width), architecture)
+    callbacks, loggers = user_callbacks(config), run_loggers(config, run_folder(config))  # so does a bad class_path
     preset = config.preset_object()
     device = resolve_device(config)
     run_dir = prepare_run_folder(config)
@@ -175,17 +200,18 @@ def encode(config: FitConfig, stream: TextIO | None = None,
     write_text(run_dir / "preset.txt", preset.table() + "\n")
     print(preset.table(), file=stream)
 
-    tensorboard = RunTensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
-    csv = CSVLogger(save_dir=str(run_dir), name="csv")  # version_<n>: one per attempt, so resuming keeps rows
-    if checkpoint is None:
+    tensorboard = next((logger for logger in loggers if isinstance(logger, TensorBoardLogger)), None)
+    if checkpoint is None and tensorboard is not None:
         tensorboard.experiment.add_text("preset", "    " + preset.table().replace("\n", "\n    "), 0)
 
     def log_phase_image(stage: str, module: CoolChicModule, global_iteration: int) -> None:
-        tensorboard.experiment.add_image(f"{stage}/decoded", module.decode()[0][0].cpu(), global_iteration)
+        if tensorboard is not None:
+            tensorboard.experiment.add_image(f"{stage}/decoded", module.decode()[0][0].cpu(), global_iteration)
 
     runner = PhaseRunner(frame, architectures, preset, config.lmbda, seed=config.seed, n_loops=config.n_loops,
-                         accelerator=device, compile_decoder=config.compile, loggers=[tensorboard, csv],
-                         report_stream=stream, checkpointer=checkpointer, on_phase_end=log_phase_image)
+                         accelerator=device, compile_decoder=config.compile, loggers=loggers,
+                         user_callbacks=callbacks, report_stream=stream, checkpointer=checkpointer,
+                         on_phase_end=log_phase_image)
     if checkpoint is not None:
         print(f"resuming {run_dir} at {runner.describe(checkpoint)}", file=stream)
     try:
@@ -204,10 +230,10 @@ def encode(config: FitConfig, stream: TextIO | None = None,
             "bpp_per_grid": [metrics[k] for k in sorted(metrics) if k.startswith("bpp_grid_")],
         }
         hparams = {k: v for k, v in config.as_dict().items() if k != "architecture"}
-        tensorboard.log_hyperparams(hparams, {f"final/{k}": results[k] for k in ("psnr_db", "bpp", "loss")})
+        if tensorboard is not None:
+            tensorboard.log_hyperparams(hparams, {f"final/{k}": results[k] for k in ("psnr_db", "bpp", "loss")})
     finally:
-        tensorboard.close()
-        csv.finalize("success")
+        close_loggers(loggers)
     # Only a signal stops the encode now: the last few seconds of writing always fit in
     # the job's time, and a requeue here could repeat forever.
     reason = signal_reason()

@@ -26,6 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from coolchic_pl.callbacks import CosineLR, LinearSchedule, PatienceWithReload, PostPhaseQuantization, ValidationReport
 from coolchic_pl.callbacks.checkpoint import StageCheckpoint
+from coolchic_pl.extensions import callback_states, load_callback_states
 from coolchic_pl.config import Preset, TrainerPhase
 from coolchic_pl.io import FrameData
 from coolchic_pl.model.architecture import CoolChicArchitecture
@@ -143,6 +144,7 @@ class PhaseRunner:
         accelerator: str = "cpu",
         compile_decoder: bool = False,
         loggers: Sequence[Logger] = (),
+        user_callbacks: Sequence[pl.Callback] = (),
         report_stream: Any = None,
         checkpointer: Checkpointer | None = None,
         on_phase_end: Callable[[str, CoolChicModule, int], None] | None = None,
@@ -166,6 +168,7 @@ class PhaseRunner:
         self.device = torch.device("cuda" if accelerator == "cuda" else "cpu")
         self.compile_decoder = compile_decoder
         self.loggers = list(loggers)
+        self.user_callbacks = list(user_callbacks)
         self.report_stream = report_stream
         self.checkpointer = checkpointer
         self.on_phase_end = on_phase_end
@@ -257,6 +260,7 @@ class PhaseRunner:
             torch.manual_seed(self.seed)
         else:
             self.state = resume["runner"]
+            load_callback_states(self.user_callbacks, resume.get("user_callbacks", {}))
         while self.state["loop"] < self.n_loops:
             for stage in self.plan(self.state["loop"])[self.state["stage"]:]:
                 self._candidates()
@@ -315,6 +319,7 @@ class PhaseRunner:
         callbacks = stage_callbacks(phase, stage, self.global_iteration, self.report_stream)
         if quantizer is not None:
             callbacks.append(quantizer)
+        callbacks += self.user_callbacks
         if self.checkpointer is not None:
             callbacks.append(StageCheckpoint(self.checkpointer, phase, lambda: self._extras(IN_TRAINING)))
         self._trainer = make_trainer(phase, callbacks, self.accelerator, self.loggers)
@@ -360,7 +365,7 @@ class PhaseRunner:
 
     def _extras(self, position: str, **more: Any) -> dict[str, Any]:
         return {"version": CHECKPOINT_VERSION, "position": position, "runner": self._snapshot(),
-                "rng": capture_rng_states(), **more}
+                "rng": capture_rng_states(), "user_callbacks": callback_states(self.user_callbacks), **more}
 
     def _save_between_stages(self) -> None:
         if self.checkpointer is None:

@@ -27,15 +27,15 @@ from pathlib import Path
 from typing import Any, Callable, Literal, TextIO
 
 import torch
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from torch import Tensor
 
 from coolchic_pl.config import (
     INTER_PRESETS, FitConfig, Preset, Warmup, WarmupPhase, dump_config, inter_budgets, with_warmup_iterations,
 )
 from coolchic_pl.encode import (
-    CHECKPOINT_FILE, RESULTS_FILE, RunTensorBoardLogger, prepare_run_folder, resolve_device, run_checkpointer,
-    write_text,
+    CHECKPOINT_FILE, RESULTS_FILE, close_loggers, prepare_run_folder, resolve_device, run_checkpointer, run_loggers,
+    user_callbacks, write_text,
 )
 from coolchic_pl.io import FrameData, FrameFormatError, count_yuv_frames, read_frame, write_yuv, yuv_file_name
 from coolchic_pl.io.frame import atomic_write
@@ -186,6 +186,7 @@ class VideoEncoder:
                  loggers: list[Logger], stream: TextIO, device: str):
         self.config, self.structure, self.run_dir, self.checkpointer = config, structure, run_dir, checkpointer
         self.loggers, self.stream, self.device = loggers, stream, device
+        self.user_callbacks = user_callbacks(config)
         self.policy = config.frame_policy()
         first = read_frame(config.input, config.frame_index)
         self.sequence = SequenceHeader(first.height, first.width, first.color_space, first.bitdepth, config.n_frames)
@@ -228,8 +229,9 @@ class VideoEncoder:
         checkpointer = self.checkpointer.moved_to(folder / CHECKPOINT_FILE)
         started = time.perf_counter()
         name_prefix = f"frame{frame.display:03d}/"
-        common = dict(seed=config.seed, accelerator=self.device, loggers=self.loggers, report_stream=self.stream,
-                      checkpointer=checkpointer, name_prefix=name_prefix)
+        common = dict(seed=config.seed, accelerator=self.device, loggers=self.loggers,
+                      user_callbacks=self.user_callbacks, report_stream=self.stream, checkpointer=checkpointer,
+                      name_prefix=name_prefix)
         if frame.frame_type == "I":
             inter, motion, starts, report = None, {"seconds": 0.0, "iterations": 0}, None, None
             runner = PhaseRunner(target, config.resolved_architectures(settings.arch), preset, lmbda,
@@ -494,16 +496,16 @@ def encode_video_sequence(config: FitConfig, stream: TextIO | None = None,
     write_text(run_dir / "config.yaml", dump_config(config))
     write_text(run_dir / "structure.txt", table + "\n")
     print(table, file=stream)
-    tensorboard = RunTensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
-    csv = CSVLogger(save_dir=str(run_dir), name="csv")
-    encoder = VideoEncoder(config, structure, run_dir, checkpointer, [tensorboard, csv], stream, device)
+    loggers = run_loggers(config, run_dir)
+    encoder = VideoEncoder(config, structure, run_dir, checkpointer, loggers, stream, device)
     try:
         encoder.run()
-        for display, frame in encoder.decoded.items():
-            tensorboard.experiment.add_image("decoded/luma", frame.planes[0][0], display)
+        for logger in loggers:
+            if isinstance(logger, TensorBoardLogger):
+                for display, frame in encoder.decoded.items():
+                    logger.experiment.add_image("decoded/luma", frame.planes[0][0], display)
     finally:
-        tensorboard.close()
-        csv.finalize("success")
+        close_loggers(loggers)
     results = encoder.write_outputs()
     print(f"{run_dir}: {results['n_frames']} frames, {results['psnr_yuv']:.3f} dB YUV at {results['bpp']:.4f} bpp "
           f"in {results['bitstream']} ({results['n_iterations']} iterations, {results['encoding_time_s']:.1f} s)",
