@@ -26,8 +26,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from coolchic_pl.callbacks import CosineLR, LinearSchedule, PatienceWithReload, PostPhaseQuantization, ValidationReport
 from coolchic_pl.callbacks.checkpoint import StageCheckpoint
-from coolchic_pl.extensions import callback_states, load_callback_states
 from coolchic_pl.config import Preset, TrainerPhase
+from coolchic_pl.extensions import callback_states, load_callback_states
 from coolchic_pl.io import FrameData
 from coolchic_pl.model.architecture import CoolChicArchitecture
 from coolchic_pl.model.latents import ENCODER_GAIN, encoder_gain_for
