@@ -14,7 +14,7 @@ Named policies:
   (mop at depth 1, lop deeper), the 8-tap windowed-sinc warp;
 * ``v4.2``: the reference 4.2 sample script's, P frames at lambda with lr 5e-3, B frames at
   lambda x 1.5^depth, same decoders and warp;
-* ``default``: what measured best here (README, "Video"): the I frame at lambda x 0.33, P frames
+* ``default``: what measured best here (docs/video.md): the I frame at lambda x 0.33, P frames
   at lambda x 1.5 whatever their depth (a low-delay chain keeps one rate), B frames at
   lambda x 1.5^depth, the lop5 residue decoder, the vlop motion decoder, the bicubic warp and
   a warm-started warm-up candidate.
