@@ -25,7 +25,7 @@ from coolchic_pl.bitstream.laplace_table import generate_table, load_table
 from coolchic_pl.bitstream.latents import decode_grid, encode_grid, grid_plan
 from coolchic_pl.io import read_frame
 from coolchic_pl.model.architecture import V5_ARCHITECTURES
-from coolchic_pl.model.arm import Arm
+from coolchic_pl.model.arm import Arm, context_index
 from coolchic_pl.nnquant import EXPGOLOMB_ORDERS, best_expgolomb_order, expgolomb_bits
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -71,8 +71,9 @@ def _random_arm(seed: int, dim: int = 16) -> IntegerArm:
 def test_integer_arm_is_the_same_over_grid_rows_and_wavefronts() -> None:
     arm = _random_arm(0)
     latents = np.round(np.random.default_rng(1).laplace(0, 2.0, (37, 53))).astype(np.int64)
-    index, order, starts = grid_plan(37, 53, 16)
-    contexts = np.append(latents.reshape(-1), 0)[index]
+    plan = grid_plan(37, 53, 16)
+    order, starts = plan.order, plan.starts
+    contexts = np.append(latents.reshape(-1), 0)[context_index([(1, 37, 53)], 16).numpy()]
     whole = np.stack(arm(contexts))
     by_rows = np.concatenate([np.stack(arm(contexts[r * 53:(r + 1) * 53])) for r in range(37)], axis=1)
     by_front = np.zeros_like(whole)

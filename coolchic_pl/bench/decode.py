@@ -35,7 +35,7 @@ from coolchic_pl.bench.bdrate import bd_rate
 from coolchic_pl.bench.speed import quick_bitstream
 from coolchic_pl.bitstream import codec
 from coolchic_pl.bitstream.laplace_table import load_rows, load_table
-from coolchic_pl.bitstream.latents import decoding_plan
+from coolchic_pl.bitstream.latents import grid_plan
 from coolchic_pl.fixedpoint import samples
 from coolchic_pl.fixedpoint.warp import tap_table
 from coolchic_pl.io import read_frame
@@ -78,7 +78,7 @@ _STARTUP = "import os, coolchic_pl.decode; os._exit(0)"
 
 # What a decoder computes once per process or grid size and keeps: emptied before every run,
 # so that each pays what a fresh decoder pays (beyond Python and torch warming up).
-_CACHES = (decoding_plan, load_table, load_rows, tap_table)
+_CACHES = (grid_plan, load_table, load_rows, tap_table)
 
 
 def in_process(path: Path, repeats: int) -> dict[str, float]:

@@ -10,6 +10,7 @@ latent, computes all probabilities in one batch and codes them in the same order
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import constriction
 import numpy as np
@@ -20,7 +21,7 @@ from coolchic_pl.bitstream.expgolomb import BitReader, BitWriter
 from coolchic_pl.bitstream.laplace_table import (
     ESCAPE_HIGH, ESCAPE_LOW, RESIDUAL_RANGE, load_rows, load_table, model_indices, model_rows,
 )
-from coolchic_pl.model.arm import ContextOrder, context_index, context_offsets
+from coolchic_pl.model.arm import ContextOrder, context_offsets
 
 # Symbols per constriction call on the encoder side: bounds the [n, ALPHABET] float table.
 _ENCODE_CHUNK = 1 << 15
@@ -32,26 +33,24 @@ def wavefront_slope(dim_arm: int, order: ContextOrder = "v4") -> int:
     return max(1, int(np.floor(max(ratios, default=0))) + 1)
 
 
-@functools.lru_cache(maxsize=32)
-def grid_plan(height: int, width: int, dim_arm: int,
-              order: ContextOrder = "v4") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(context index [n, d], positions in coding order, start of each front in that order)."""
-    index = context_index([(1, height, width)], dim_arm, order).numpy()
-    rows, cols = np.divmod(np.arange(height * width), width)
-    front = cols + wavefront_slope(dim_arm, order) * rows
-    order = np.lexsort((rows, front))
-    starts = np.flatnonzero(np.diff(front[order], prepend=-1))
-    return index, order, np.append(starts, len(order))
+class GridPlan(NamedTuple):
+    """The coding order of one grid and where its latents' contexts are.
+
+    Both sides code the grid in a zero-bordered copy, wide enough for every causal context,
+    so the contexts of the latent at padded position p are p + ``deltas``: no [n, d] index is
+    built (a tenth of a second at 768x512)."""
+
+    order: np.ndarray  # flat (unpadded) positions in coding order
+    positions: np.ndarray  # the same positions in the padded copy
+    deltas: np.ndarray  # [d] offsets of the contexts, in the ARM's input order
+    starts: np.ndarray  # start of each front in coding order, then n
+    padded_shape: tuple[int, int]
+    top: int
+    left: int
 
 
 @functools.lru_cache(maxsize=32)
-def decoding_plan(height: int, width: int, dim_arm: int,
-                  order: ContextOrder = "v4") -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
-    """What the decoder needs instead of :func:`grid_plan`'s [n, d] index (slow to build for
-    a large grid): the grid is decoded into a zero-bordered copy, wide enough for every causal
-    context, so the contexts of a latent at flat position p are p + deltas. Returns (padded
-    positions in coding order, deltas [d], start of each front, (padded height, padded width,
-    top, left))."""
+def grid_plan(height: int, width: int, dim_arm: int, order: ContextOrder = "v4") -> GridPlan:
     offsets = np.array(context_offsets(dim_arm, order)).reshape(-1, 2)
     top = max(0, -offsets[:, 0].min(initial=0))
     left, right = max(0, -offsets[:, 1].min(initial=0)), max(0, offsets[:, 1].max(initial=0))
@@ -60,9 +59,9 @@ def decoding_plan(height: int, width: int, dim_arm: int,
     front = cols + wavefront_slope(dim_arm, order) * rows
     coding_order = np.argsort(front * height + rows)
     positions = (rows[coding_order] + top) * padded_width + cols[coding_order] + left
-    starts = np.flatnonzero(np.diff(front[coding_order], prepend=-1))
-    layout = (height + top, padded_width, top, left)
-    return positions, offsets[:, 0] * padded_width + offsets[:, 1], np.append(starts, len(positions)), layout
+    starts = np.append(np.flatnonzero(np.diff(front[coding_order], prepend=-1)), len(coding_order))
+    return GridPlan(coding_order, positions, offsets[:, 0] * padded_width + offsets[:, 1], starts,
+                    (height + top, padded_width), top, left)
 
 
 def _symbols(residuals: np.ndarray) -> np.ndarray:
@@ -73,18 +72,18 @@ def encode_grid(latents: np.ndarray, arm: IntegerArm, dim_arm: int, context_orde
                 ifce: np.ndarray | None = None) -> tuple[bytes, bytes]:
     """Integer latents [h, w] -> (range-coded bytes, escape bytes); ``ifce`` holds the grid's
     inter-feature contexts [h * w, f] (from coarser grids), if it has any."""
-    height, width = latents.shape
-    index, order, _ = grid_plan(height, width, dim_arm, context_order)
-    flat = latents.reshape(-1).astype(np.int64)
-    mu, log_scale = arm(np.append(flat, 0)[index], ifce)
+    plan = grid_plan(*latents.shape, dim_arm, context_order)
+    ordered = latents.reshape(-1).astype(np.int64)[plan.order]
+    padded = np.zeros(plan.padded_shape, dtype=np.int64).reshape(-1)
+    padded[plan.positions] = ordered
+    mu, log_scale = arm(padded[plan.positions[:, None] + plan.deltas], None if ifce is None else ifce[plan.order])
     mu_rounded, offset, scale = model_indices(mu, log_scale)
-    residuals = (flat - mu_rounded)[order]
+    residuals = ordered - mu_rounded
     symbols = _symbols(residuals)
-    offset, scale = offset[order], scale[order]
     table = load_table()
     encoder = constriction.stream.queue.RangeEncoder()
     model = constriction.stream.model.Categorical(perfect=False)
-    for start in range(0, len(order), _ENCODE_CHUNK):
+    for start in range(0, len(ordered), _ENCODE_CHUNK):
         chunk = slice(start, start + _ENCODE_CHUNK)
         encoder.encode(symbols[chunk], model, table[offset[chunk], scale[chunk]])
     escapes = BitWriter()
@@ -98,19 +97,16 @@ def decode_grid(coded: bytes, escape_bytes: bytes, height: int, width: int, arm:
     """Inverse of :func:`encode_grid`, one wavefront at a time."""
     if len(coded) % 4:
         raise BitstreamError("a latent stream length is not a whole number of 32-bit words")
-    positions, deltas, starts, (padded_height, padded_width, top, left) = decoding_plan(height, width, dim_arm,
-                                                                                        context_order)
-    ordered_ifce = None
-    if ifce is not None:  # in coding order: rows of the unpadded grid
-        ordered_ifce = ifce[(positions // padded_width - top) * width + positions % padded_width - left]
-    decoded = np.zeros(padded_height * padded_width, dtype=np.int64)
+    plan = grid_plan(height, width, dim_arm, context_order)
+    ordered_ifce = None if ifce is None else ifce[plan.order]
+    decoded = np.zeros(plan.padded_shape, dtype=np.int64).reshape(-1)
     rows = load_rows()
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(coded, dtype="<u4").astype(np.uint32))
     model = constriction.stream.model.Categorical(perfect=False)
     escapes = BitReader(escape_bytes)
-    for start, end in zip(starts[:-1].tolist(), starts[1:].tolist()):
-        where = positions[start:end]
-        mu, log_scale = arm(decoded[where[:, None] + deltas], None if ifce is None else ordered_ifce[start:end])
+    for start, end in zip(plan.starts[:-1].tolist(), plan.starts[1:].tolist()):
+        where = plan.positions[start:end]
+        mu, log_scale = arm(decoded[where[:, None] + plan.deltas], None if ifce is None else ordered_ifce[start:end])
         mu_rounded, row = model_rows(mu, log_scale)
         try:
             residuals = decoder.decode(model, rows[row]) - (RESIDUAL_RANGE + 1)
@@ -125,6 +121,6 @@ def decode_grid(coded: bytes, escape_bytes: bytes, height: int, width: int, arm:
     if not decoder.maybe_exhausted():
         raise BitstreamError("the range-coded latents hold data after their last latent")
     escapes.check_end("the escape stream")
-    return decoded.reshape(padded_height, padded_width)[top:, left:left + width].copy()
+    return decoded.reshape(plan.padded_shape)[plan.top:, plan.left:plan.left + width].copy()
 
 
