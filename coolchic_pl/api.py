@@ -25,11 +25,10 @@ from torch import Tensor
 
 from coolchic_pl.bitstream import decode_coolchic
 from coolchic_pl.config import FitConfig, read_config  # noqa: F401 (FitConfig: part of the API)
-from coolchic_pl.decode import decode_bytes
+from coolchic_pl.decode import decode_bytes, decode_sequence
 from coolchic_pl.encode import run_folder
 from coolchic_pl.fit import run_encode
 from coolchic_pl.io import FrameData, write_frame, yuv_file_name
-from coolchic_pl.io.frame import read_bytes
 from coolchic_pl.model.coolchic import CoolChic
 from coolchic_pl.video.bitstream import is_video_bitstream, to_444
 
@@ -112,8 +111,7 @@ def _write_input(image: Tensor | FrameData, folder: Path) -> Path:
 
 def decompress_frames(source: str | Path | bytes) -> list[FrameData]:
     """Every frame of a ``.cool`` file (or its bytes), in display order, as their planes."""
-    data = source if isinstance(source, bytes) else read_bytes(source)
-    return decode_bytes(data)
+    return decode_bytes(source) if isinstance(source, bytes) else decode_sequence(source)
 
 
 def decompress(source: str | Path | bytes) -> Tensor:

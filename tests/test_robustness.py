@@ -16,7 +16,7 @@ import torch
 
 from coolchic_pl.bench.fuzz import KINDS, Case, fuzz, mutate, run_case
 from coolchic_pl.bitstream import BitstreamError, decode_coolchic, encode_coolchic
-from coolchic_pl.bitstream.codec import MAX_MACS_PER_PIXEL, varints_bytes
+from coolchic_pl.bitstream.codec import MAX_MACS_PER_PIXEL, ByteReader, varints_bytes
 from coolchic_pl.decode import decode_bytes
 from coolchic_pl.model.architecture import CoolChicArchitecture
 from coolchic_pl.model.coolchic import CoolChic
@@ -73,25 +73,13 @@ def test_mutated_files_through_the_cli_give_one_line_exit_2_and_no_output(corpus
 
 def _with_size(data: bytes, height: int, width: int) -> bytes:
     """An image .cool whose header claims another size, the rest untouched, CRC recomputed."""
-    position = 5
-    header_length, position = _varint(data, position)
-    header = data[position:position + header_length]
-    _, after_height = _varint(header, 0)
-    _, after_width = _varint(header, after_height)
-    header = varints_bytes(height, width) + header[after_width:]
-    body = data[:5] + varints_bytes(len(header)) + header + data[position + header_length:-4]
+    reader = ByteReader(data, 5)
+    (header_length,) = reader.varints(1)
+    header = ByteReader(reader.bytes(header_length))
+    header.varints(2)  # height, width
+    fields = varints_bytes(height, width) + header.data[header.position:]
+    body = data[:5] + varints_bytes(len(fields)) + fields + data[reader.position:-4]
     return body + struct.pack(">I", zlib.crc32(body))
-
-
-def _varint(data: bytes, position: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, position
 
 
 def test_a_small_file_claiming_a_huge_image_is_refused_before_allocating() -> None:
