@@ -127,11 +127,6 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def decoded_frame(module: CoolChicModule, source: FrameData) -> FrameData:
-    planes = tuple(p.detach().cpu() for p in module.decode())
-    return FrameData(planes, source.bitdepth, source.color_space)
-
-
 def decoded_file_name(frame: FrameData) -> str:
     return "decoded.png" if frame.color_space == "rgb" else yuv_file_name("decoded", frame)
 
@@ -147,25 +142,26 @@ def resolve_device(config: FitConfig) -> str:
     return device
 
 
-def write_bitstream(run_dir: Path, config: FitConfig, frame: FrameData, module: CoolChicModule) -> Path:
+def write_bitstream(run_dir: Path, config: FitConfig, frame: FrameData, module: CoolChicModule,
+                    reconstruction: FrameData) -> Path:
     """Write ``<image>.cool`` and decode it back: the decoder must reproduce the encoder's
-    own hard-rounded reconstruction exactly, or the encode fails rather than ship a bad file.
-    Entropy coding runs on the CPU, where the fixed-point ARM is defined."""
+    ``reconstruction`` exactly, or the encode fails rather than ship a bad file. Entropy
+    coding runs on the CPU, where the fixed-point ARM is defined."""
     module.cpu()
     data = encode_coolchic(module.coolchic, module.quantization, frame.color_space, frame.bitdepth)
     path = run_dir / f"{Path(config.input).stem}.cool"
     with atomic_write(path) as tmp:
         tmp.write_bytes(data)
         decoded = decode_file(tmp)
-        if not all(torch.equal(a, b) for a, b in zip(decoded.planes, module.decode())):
+        if not all(torch.equal(a, b) for a, b in zip(decoded.planes, reconstruction.planes)):
             raise RuntimeError(f"{path}: decoding the bitstream does not reproduce the encoder's reconstruction")
     return path
 
 
-def write_outputs(run_dir: Path, config: FitConfig, frame: FrameData, module: CoolChicModule,
+def write_outputs(run_dir: Path, config: FitConfig, frame: FrameData, module: CoolChicModule, decoded: FrameData,
                   results: dict[str, Any]) -> None:
     """Decoded frame, final model and results; results.json last, as the mark of a finished run."""
-    write_frame(decoded_frame(module, frame), run_dir / decoded_file_name(frame))
+    write_frame(decoded, run_dir / decoded_file_name(frame))
     with atomic_write(run_dir / "model.pt") as tmp:
         torch.save({"architecture": asdict(module.coolchic.architecture),
                     "image_size": (frame.height, frame.width), "color_space": frame.color_space,
@@ -217,7 +213,7 @@ def encode(config: FitConfig, stream: TextIO | None = None,
     try:
         module, metrics = runner.run(checkpoint)
         architecture = runner.winner_architecture
-        decoded = module.decode()  # what the file decodes to (integers after the latents)
+        decoded = module.decode()  # what the file decodes to (integers after the latents), once
         results = {
             "image": str(config.input), "height": frame.height, "width": frame.width,
             "color_space": frame.color_space, "bitdepth": frame.bitdepth, "preset": preset.name,
@@ -239,11 +235,12 @@ def encode(config: FitConfig, stream: TextIO | None = None,
     reason = signal_reason()
     if reason is not None:
         raise EncodeStopped(reason)
-    bitstream = write_bitstream(run_dir, config, frame, module)
+    reconstruction = FrameData(tuple(p.detach().cpu() for p in decoded), frame.bitdepth, frame.color_space)
+    bitstream = write_bitstream(run_dir, config, frame, module, reconstruction)
     results["bitstream"] = bitstream.name
     results["bitstream_bytes"] = bitstream.stat().st_size
     results["bpp_file"] = 8 * results["bitstream_bytes"] / frame.n_pixels
-    write_outputs(run_dir, config, frame, module, results)
+    write_outputs(run_dir, config, frame, module, reconstruction, results)
     checkpointer.remove()
     print(f"{run_dir}: {results['psnr_db']:.3f} dB at {results['bpp_file']:.4f} bpp in {bitstream.name} "
           f"(estimated {results['bpp']:.4f}) "
