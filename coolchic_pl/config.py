@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Literal, Optional, Union
 
 import jsonargparse
 
@@ -407,7 +407,6 @@ def make_preset(name: str, n_itr: Optional[int] = None, start_lr: float = 1e-2, 
 
 # ----------------------------------------------------------------------------- fit
 
-PresetName = Literal["c3x", "c3x_intra", "fast", "debug", "measure_speed", "intra5"]
 InterPresetName = Literal["c3x_inter", "fast_inter", "inter5", "debug"]
 ArchName = Literal["vlop", "lop", "mop", "hop", "lop5", "mop5", "hop5", "vhop5", "auto", "auto5"]
 InterArchName = Literal["lop", "mop"]
@@ -463,10 +462,10 @@ class FitConfig:
         input: Image to encode (.png, .ppm, .yuv, or any 8-bit RGB image Pillow reads).
         output_dir: Parent folder of the run folders, one per (image, lambda).
         lmbda: Rate-distortion trade-off: loss = MSE + lmbda * bits / pixels.
-        preset: Training schedule (c3x, c3x_intra, fast, debug, measure_speed; Cool-Chic 5: intra5, n_itr = budget).
-        n_itr: Main-phase iterations (default: the preset's).
-        preset_file: YAML preset (warm-up and phases, see coolchic_pl/preset_file.py) used instead of preset;
-            --print_preset prints the one a config resolves to.
+        preset: Training schedule: a name (c3x, c3x_intra, fast, debug, measure_speed; Cool-Chic 5: intra5, n_itr =
+            budget) or a preset written out as a mapping (warm-up and phases, see coolchic_pl/preset_file.py).
+        n_itr: Main-phase iterations of a named preset (default: the preset's).
+        preset_file: YAML preset, the same mapping in a file, used instead of preset.
         start_lr: Learning rate of the warm-up and main phases.
         arch: Named decoder the architecture starts from: Cool-Chic 4.2's vlop, lop, mop, hop or Cool-Chic 5's
             lop5, mop5, hop5, vhop5 (null: hop's fields); auto (lop, mop, hop) or auto5 (lop5, mop5, hop5):
@@ -498,7 +497,7 @@ class FitConfig:
     input: str = ""
     output_dir: str = "runs"
     lmbda: float = 1e-3
-    preset: PresetName = "fast"
+    preset: Union[str, dict[str, Any]] = "fast"
     n_itr: Optional[int] = None
     preset_file: Optional[str] = None
     start_lr: float = 1e-2
@@ -526,6 +525,13 @@ class FitConfig:
     loggers: Optional[list[dict[str, Any]]] = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.preset, dict):
+            if self.preset_file:
+                raise ValueError("preset is a mapping and preset_file is set: give one of them")
+            self.preset_object()  # a bad mapping fails here, with its one-line message
+        elif self.preset not in DEFAULT_N_ITR:
+            raise ValueError(f"unknown preset '{self.preset}', expected one of {', '.join(DEFAULT_N_ITR)} "
+                             "or a preset mapping")
         for kind in ("callbacks", "loggers"):
             for index, spec in enumerate(getattr(self, kind) or []):
                 check_spec(spec, f"{kind}[{index}]")
@@ -567,12 +573,17 @@ class FitConfig:
 
     def preset_object(self, n_itr: Optional[int] = None, start_lr: Optional[float] = None,
                       lmbda: Optional[float] = None) -> Preset:
-        """The intra preset: the preset file's, else the named one for these iterations,
-        learning rate and lambda (by default the config's)."""
-        if self.preset_file:
-            from coolchic_pl.preset_file import load_preset  # it builds on this module's dataclasses
+        """The intra preset: the preset file's or mapping's as written, else the named one for
+        these iterations, learning rate and lambda (by default the config's)."""
+        from coolchic_pl.preset_file import load_preset, preset_from_mapping  # they build on this module
 
+        if self.preset_file:
             return load_preset(self.preset_file)
+        if isinstance(self.preset, dict):
+            try:
+                return preset_from_mapping(self.preset)
+            except ValueError as error:
+                raise ValueError(f"preset: {error}") from None
         return make_preset(self.preset, self.n_itr if n_itr is None else n_itr,
                            self.start_lr if start_lr is None else start_lr, self.lmbda if lmbda is None else lmbda)
 
@@ -590,8 +601,16 @@ class FitConfig:
         return [*POLICIES[self.coding_policy], *from_keys, *self.frame_rules]
 
     @property
+    def preset_name(self) -> str:
+        return self.preset["name"] if isinstance(self.preset, dict) else self.preset
+
+    @property
     def inter_preset_name(self) -> str:
-        return self.inter_preset or INTER_PRESET_FOR[self.preset]
+        """The P/B frame preset: the config's, else the one that goes with the intra preset's name."""
+        name = self.inter_preset or INTER_PRESET_FOR.get(self.preset_name)
+        if name is None:
+            raise ValueError(f"preset {self.preset_name} has no inter preset that goes with it: set inter_preset")
+        return name
 
     def as_dict(self) -> dict:
         """Every option, with the architecture fields resolved (with ``arch: auto``, the
@@ -613,8 +632,10 @@ def arch_label(architecture: CoolChicArchitecture) -> str:
 # ----------------------------------------------------------------------------- YAML and command line
 
 def build_parser(prog: str = "coolchic-fit") -> jsonargparse.ArgumentParser:
-    parser = jsonargparse.ArgumentParser(prog=prog, description="Encode one image with Cool-Chic.",
-                                         exit_on_error=False)
+    description = ("Encode an image or a video with Cool-Chic. --print_config prints the config with its preset "
+                   "written out (what --config reads back); --print_preset prints the preset alone (what "
+                   "--preset_file reads).")
+    parser = jsonargparse.ArgumentParser(prog=prog, description=description, exit_on_error=False, print_config=None)
     parser.add_argument("--config", action=jsonargparse.ActionConfigFile, help="YAML config file(s)")
     parser.add_class_arguments(FitConfig, nested_key=None, fail_untyped=True)
     return parser

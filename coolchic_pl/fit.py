@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable, TextIO
 
-from coolchic_pl.config import FitConfig, parse_config, read_config
-from coolchic_pl.preset_file import preset_to_yaml
+from coolchic_pl.config import FitConfig, dump_config, parse_config, read_config
+from coolchic_pl.preset_file import preset_to_yaml, with_preset_written_out
 from coolchic_pl.encode import CHECKPOINT_FILE, RunFolderError, encode, run_folder
 from coolchic_pl.io import FrameFormatError
 from coolchic_pl.runtime import configure_cpu_allocator
@@ -43,12 +43,16 @@ def run_encode(config: FitConfig, stream: TextIO | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``--print_preset`` prints the preset the rest of the command line resolves to, as the
-    YAML ``--preset_file`` reads, and encodes nothing."""
+    """``--print_config`` prints the config the rest of the command line resolves to, its
+    preset written out, as the YAML ``--config`` reads; ``--print_preset`` prints the preset
+    alone, as ``--preset_file`` reads it. Either encodes nothing."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    print_preset = "--print_preset" in argv
     try:
-        if print_preset:
+        if "--print_config" in argv:
+            argv.remove("--print_config")
+            print(dump_config(with_preset_written_out(read_config(argv))), end="")
+            return 0
+        if "--print_preset" in argv:
             argv.remove("--print_preset")
             print(preset_to_yaml(read_config(argv).preset_object()), end="")
             return 0

@@ -1,24 +1,27 @@
-"""Presets as YAML: ``coolchic-fit --preset_file my_preset.yaml``, and ``--print_preset``.
+"""Presets as YAML: a ``preset:`` mapping in a config, ``--preset_file my_preset.yaml``,
+``--print_config`` and ``--print_preset``.
 
-A preset file holds every field of :class:`~coolchic_pl.config.Preset`: its ``name``, the
+A preset mapping holds every field of :class:`~coolchic_pl.config.Preset`: its ``name``, the
 ``warmup`` (a list of ``phases``, each ``candidates`` and a ``training_phase``), the main
 ``all_phases``, optionally a ``motion_pretrain`` phase, ``transmitted`` and
 ``gain_from_lambda``; a phase holds any field of :class:`~coolchic_pl.config.TrainerPhase`
-(the ones left out take its defaults). ``coolchic-fit --config ... --print_preset`` prints
-the preset a config resolves to (its iterations and learning rate applied) in this form,
-so a new schedule starts from a copy of a shipped one. Validation is the dataclasses' own:
-the same one-line errors as for the built-in presets.
+(the ones left out take its defaults). ``coolchic-fit --config ... --print_config`` prints
+the config with the preset it resolves to (its iterations, learning rate and lambda
+applied) written out in this form, ``--print_preset`` the preset alone, so a new schedule
+starts from a copy of a shipped one. Validation is the dataclasses' own: the same one-line
+errors as for the built-in presets.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from coolchic_pl.config import Preset, TrainerPhase, Warmup, WarmupPhase
+from coolchic_pl.config import FitConfig, Preset, TrainerPhase, Warmup, WarmupPhase
 
 
 def _plain(value: Any) -> Any:
@@ -30,17 +33,68 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def preset_mapping(preset: Preset) -> dict[str, Any]:
+    """What a ``preset:`` mapping or a preset file holds for ``preset``."""
+    return _plain(dataclasses.asdict(preset))
+
+
 def preset_to_yaml(preset: Preset) -> str:
-    return yaml.safe_dump(_plain(dataclasses.asdict(preset)), sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(preset_mapping(preset), sort_keys=False, default_flow_style=None)
+
+
+def with_preset_written_out(config: FitConfig) -> FitConfig:
+    """``config`` with its intra preset as a mapping and its inter preset named: the same
+    encode, whatever the named preset's defaults become later."""
+    return dataclasses.replace(config, preset=preset_mapping(config.preset_object()), n_itr=None, preset_file=None,
+                               inter_preset=config.inter_preset_name)
 
 
 def _fields(cls: type, mapping: Any, where: str) -> dict[str, Any]:
     if not isinstance(mapping, dict):
-        raise ValueError(f"{where} must be a mapping, got {type(mapping).__name__}")
-    unknown = sorted(set(mapping) - {field.name for field in dataclasses.fields(cls)})
+        raise ValueError(f"{where} must be a mapping, got {type(mapping).__name__}".lstrip())
+    fields = dataclasses.fields(cls)
+    unknown = sorted(set(mapping) - {field.name for field in fields})
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        raise ValueError(f"{where} unknown key(s) {', '.join(unknown)}".lstrip())
+    missing = [field.name for field in fields if field.name not in mapping
+               and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"{where} missing key(s) {', '.join(missing)}".lstrip())
+    hints = typing.get_type_hints(cls)
+    for key, value in mapping.items():
+        if not _has_type(value, hints[key]):
+            raise ValueError(f"{where} {key} must be {_type_name(hints[key])}, got {value!r}".lstrip())
     return mapping
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether YAML's ``value`` fits a scalar field of type ``hint`` (an int is a float, a
+    bool is not a number); the nested dataclasses are checked by their own parsing."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):
+        return isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (tuple, list):
+        return isinstance(value, (list, tuple)) and (args[0] not in SCALAR_NAMES
+                                                     or all(_has_type(item, args[0]) for item in value))
+    return True
+
+
+SCALAR_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin in (tuple, list):
+        return "a list" + (f" of {SCALAR_NAMES[args[0]].split(' ', 1)[-1]}s" if args[0] in SCALAR_NAMES else "")
+    return SCALAR_NAMES.get(hint, str(hint))
 
 
 def _phase(mapping: Any, where: str) -> TrainerPhase:
@@ -48,29 +102,18 @@ def _phase(mapping: Any, where: str) -> TrainerPhase:
 
 
 def preset_from_mapping(mapping: Any) -> Preset:
-    """A Preset from the mapping a preset file holds; ValueError (one line) if it is not one."""
-    try:
-        return _preset(mapping)
-    except TypeError as error:  # a required field missing in a warm-up stage
-        raise ValueError(f"preset: {error}") from None
-
-
-def _preset(mapping: Any) -> Preset:
-    values = dict(_fields(Preset, mapping, "preset"))
-    if "name" not in values or "all_phases" not in values:
-        raise ValueError("preset: a preset needs a name and all_phases")
-    phases = values["all_phases"]
-    if not isinstance(phases, list):
-        raise ValueError("preset: all_phases must be a list of phases")
-    values["all_phases"] = [_phase(phase, f"all_phases[{i}]") for i, phase in enumerate(phases)]
-    warmup = _fields(Warmup, values.get("warmup") or {}, "warmup")
+    """A Preset from a ``preset:`` mapping or the mapping a preset file holds; ValueError
+    (one line, without the prefix naming where the mapping came from) if it is not one."""
+    values = dict(_fields(Preset, mapping, ""))
+    values["all_phases"] = [_phase(phase, f"all_phases[{i}]:") for i, phase in enumerate(values["all_phases"])]
+    warmup = _fields(Warmup, values.get("warmup") or {}, "warmup:")
     values["warmup"] = Warmup([
-        WarmupPhase(**{**_fields(WarmupPhase, stage, f"warmup.phases[{i}]"),
-                       "training_phase": _phase(stage.get("training_phase", {}),
-                                                f"warmup.phases[{i}].training_phase")})
+        WarmupPhase(**{**_fields(WarmupPhase, stage, f"warmup.phases[{i}]:"),
+                       "training_phase": _phase(stage["training_phase"],
+                                                f"warmup.phases[{i}].training_phase:")})
         for i, stage in enumerate(warmup.get("phases") or [])])
     if values.get("motion_pretrain") is not None:
-        values["motion_pretrain"] = _phase(values["motion_pretrain"], "motion_pretrain")
+        values["motion_pretrain"] = _phase(values["motion_pretrain"], "motion_pretrain:")
     return Preset(**values)
 
 

@@ -455,7 +455,7 @@ class VideoEncoder:
             "input": str(self.config.input), "frame_index": self.config.frame_index, "n_frames": n_frames,
             "height": self.sequence.height, "width": self.sequence.width,
             "color_space": self.sequence.color_space, "bitdepth": self.sequence.bitdepth,
-            "preset": self.config.preset, "inter_preset": self.config.inter_preset_name,
+            "preset": self.config.preset_name, "inter_preset": self.config.inter_preset_name,
             "coding_policy": self.config.coding_policy, "lmbda": self.config.lmbda,
             "intra_pos": self.config.intra_pos, "p_pos": self.config.p_pos, "bitstream": path.name,
             "bitstream_bytes": len(data),
