@@ -43,10 +43,12 @@ def preset_to_yaml(preset: Preset) -> str:
 
 
 def with_preset_written_out(config: FitConfig) -> FitConfig:
-    """``config`` with its intra preset as a mapping and its inter preset named: the same
-    encode, whatever the named preset's defaults become later."""
-    return dataclasses.replace(config, preset=preset_mapping(config.preset_object()), n_itr=None, preset_file=None,
-                               inter_preset=config.inter_preset_name)
+    """An image ``config`` with its preset as a mapping: the same encode, whatever the named
+    preset's defaults become later. A video's stays as it is: its I frames take a named
+    preset at their own lambda and iterations, which a written-out preset would freeze."""
+    if config.is_video:
+        return config
+    return dataclasses.replace(config, preset=preset_mapping(config.preset_object()), n_itr=None, preset_file=None)
 
 
 def _fields(cls: type, mapping: Any, where: str) -> dict[str, Any]:

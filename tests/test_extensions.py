@@ -64,6 +64,30 @@ def test_a_user_callback_keeps_its_state_through_a_kill_and_a_rerun(uninterrupte
     assert next(tmp_path.glob("*/*.cool")).read_bytes() == cool
 
 
+@pytest.mark.slow
+def test_a_user_callback_sees_every_stage_of_a_video_and_keeps_its_state_through_a_kill(data_dir: Path,
+                                                                                        tmp_path: Path) -> None:
+    """Three frames I0 P2 B1: the count covers every frame's stages, motion pre-training
+    included; killed a few steps into the second coded frame (its count then restored from
+    the finished first frame), the rerun ends with the same count and the same file."""
+    video = ["--input", str(data_dir / "video" / "BQSquare_224x128_60p_5frames_yuv420_8b.yuv"), "--n_frames", "3",
+             "--intra_pos", "0", "--p_pos", "-1", "--checkpoint_interval_s", "0"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    code, err = _run([sys.executable, "-m", "coolchic_pl.fit", *_counting(tmp_path, "whole_count"), *video,
+                      "--output_dir", str(whole)])
+    assert code == 0, err
+    frames = json.loads(next(whole.glob("*/results.json")).read_text())["frames"]
+    assert int((tmp_path / "whole_count").read_text()) == sum(frame["n_iterations"] for frame in frames)
+    first = next(frame["n_iterations"] for frame in frames if frame["coding"] == 0)
+    args = [*_counting(tmp_path, "count"), *video, "--output_dir", str(killed)]
+    code, err = _run([sys.executable, str(KILL_AT), "step", str(first + 5), *args])
+    assert code == -signal.SIGKILL, err
+    code, err = _run([sys.executable, "-m", "coolchic_pl.fit", *args])
+    assert code == 0, err
+    assert (tmp_path / "count").read_text() == (tmp_path / "whole_count").read_text()
+    assert next(killed.glob("*/*.cool")).read_bytes() == next(whole.glob("*/*.cool")).read_bytes()
+
+
 def test_stock_loggers_can_be_replaced_or_turned_off(kodim15: Path, tmp_path: Path) -> None:
     csv = json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger",
                        "init_args": {"save_dir": str(tmp_path / "mine"), "name": "log"}}])

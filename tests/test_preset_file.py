@@ -116,3 +116,10 @@ def test_a_video_with_a_new_preset_needs_its_inter_preset(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="preset two_stage_cosine has no inter preset that goes with it"):
         read_config([*DEBUG, "--preset", NEW_PRESET, "--n_frames", "2"]).inter_preset_name
     assert read_config([*DEBUG, "--preset", NEW_PRESET, "--inter_preset", "debug"]).inter_preset_name == "debug"
+
+
+def test_print_config_leaves_a_video_preset_named(capsys) -> None:
+    """A video's I frames take the named preset at their own lambda and iterations."""
+    assert main(["--config", str(REPO / "configs" / "video_ra.yaml"), "--print_config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["preset"] == "intra5" and printed["n_frames"] == 5

@@ -37,6 +37,7 @@ from coolchic_pl.encode import (
     CHECKPOINT_FILE, RESULTS_FILE, close_loggers, prepare_run_folder, resolve_device, run_checkpointer, run_loggers,
     user_callbacks, write_text,
 )
+from coolchic_pl.extensions import callback_states, load_callback_states
 from coolchic_pl.io import FrameData, FrameFormatError, count_yuv_frames, read_frame, write_yuv, yuv_file_name
 from coolchic_pl.io.frame import atomic_write
 from coolchic_pl.metrics import yuv_psnrs
@@ -213,6 +214,8 @@ class VideoEncoder:
         frames, as the first run had them) and its results."""
         record = (folder / "frame.bin").read_bytes()
         decode_frame(record, self.sequence, self.decoded, self.store)
+        saved = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+        load_callback_states(self.user_callbacks, saved.get("user_callbacks", {}))
         planes = torch.load(folder / "decoded.pt", map_location="cpu", weights_only=True)
         self.decoded[frame.display] = FrameData(tuple(planes), self.sequence.bitdepth, self.sequence.color_space)
         self.records.append(record)
@@ -361,17 +364,19 @@ class VideoEncoder:
                 FrameData((flow,), 8, "yuv444"), motion.architecture,
                 Preset("motion_pretrain", [preset.motion_pretrain], transmitted=False), pretrain_lambda,
                 seed=self.config.seed, accelerator=self.device, report_stream=self.stream,
+                user_callbacks=self.user_callbacks,
                 checkpointer=self.checkpointer.moved_to(folder / f"motion_pretrain_{key}.ckpt"),
                 module_factory=lambda _: FlowTargetModule(flow, _copy_of(motion, initial), pretrain_lambda),
                 name_prefix=f"frame{frame.display:03d}/motion_pretrain_{key}/")
             module, _ = runner.run(runner.checkpointer.load())
             state = {"motion": {k: v.detach().cpu() for k, v in module.coolchic.state_dict().items()},
-                     "iterations": runner.global_iteration}
+                     "iterations": runner.global_iteration, "user_callbacks": callback_states(self.user_callbacks)}
             with atomic_write(saved) as tmp:
                 torch.save(state, tmp)
             runner.checkpointer.remove()
         state = torch.load(saved, map_location="cpu", weights_only=True)
         motion.load_state_dict(state["motion"])
+        load_callback_states(self.user_callbacks, state.get("user_callbacks", {}))
         return state["iterations"]
 
     def _finish(self, frame: CodedFrame, folder: Path, settings: FrameSettings, target: FrameData,
@@ -419,7 +424,7 @@ class VideoEncoder:
             torch.save(list(decoded.planes), tmp)
         with atomic_write(folder / "model.pt") as tmp:
             torch.save({"lmbda": lmbda, "inter": None if inter is None else inter.translations,
-                        **module.codec_state()}, tmp)
+                        "user_callbacks": callback_states(self.user_callbacks), **module.codec_state()}, tmp)
         write_text(folder / RESULTS_FILE, json.dumps(result, indent=2) + "\n")
         self.decoded[frame.display] = decoded
         self.records.append(record)
