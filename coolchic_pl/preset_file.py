@@ -69,6 +69,11 @@ def _fields(cls: type, mapping: Any, where: str) -> dict[str, Any]:
     return mapping
 
 
+# How an error names a scalar type, alone and in a list.
+SCALAR_NAMES = {int: ("an integer", "integers"), float: ("a number", "numbers"), bool: ("true or false", "booleans"),
+                str: ("a string", "strings")}
+
+
 def _has_type(value: Any, hint: Any) -> bool:
     """Whether YAML's ``value`` fits a scalar field of type ``hint`` (an int is a float, a
     bool is not a number); the nested dataclasses are checked by their own parsing."""
@@ -87,16 +92,13 @@ def _has_type(value: Any, hint: Any) -> bool:
     return True
 
 
-SCALAR_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-
-
 def _type_name(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Literal:
         return "one of " + ", ".join(map(str, args))
     if origin in (tuple, list):
-        return "a list" + (f" of {SCALAR_NAMES[args[0]].split(' ', 1)[-1]}s" if args[0] in SCALAR_NAMES else "")
-    return SCALAR_NAMES.get(hint, str(hint))
+        return "a list" + (f" of {SCALAR_NAMES[args[0]][1]}" if args[0] in SCALAR_NAMES else "")
+    return SCALAR_NAMES[hint][0] if hint in SCALAR_NAMES else str(hint)
 
 
 def _phase(mapping: Any, where: str) -> TrainerPhase:
