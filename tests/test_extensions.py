@@ -112,3 +112,12 @@ def test_a_bad_class_path_is_one_line_before_any_output(kodim15: Path, tmp_path:
     captured = capsys.readouterr()
     assert captured.err.startswith("error: ") and message in captured.err and captured.err.count("\n") == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_a_bad_class_path_in_a_video_is_one_line_before_any_output(data_dir: Path, tmp_path: Path, capsys) -> None:
+    video = ["--input", str(data_dir / "video" / "BQSquare_224x128_60p_5frames_yuv420_8b.yuv"), "--n_frames", "3",
+             "--p_pos", "-1"]
+    assert main([*DEBUG, *video, "--output_dir", str(tmp_path), "--callbacks", "[{class_path: nope.Missing}]"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: callbacks[0]: cannot import nope.Missing") and captured.err.count("\n") == 1
+    assert not list(tmp_path.iterdir())

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, TextIO
 
 import torch
+import lightning.pytorch as pl
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from torch import Tensor
 
@@ -34,8 +35,8 @@ from coolchic_pl.config import (
     INTER_PRESETS, FitConfig, Preset, Warmup, WarmupPhase, dump_config, inter_budgets, with_warmup_iterations,
 )
 from coolchic_pl.encode import (
-    CHECKPOINT_FILE, RESULTS_FILE, close_loggers, prepare_run_folder, resolve_device, run_checkpointer, run_loggers,
-    user_callbacks, write_text,
+    CHECKPOINT_FILE, RESULTS_FILE, close_loggers, prepare_run_folder, resolve_device, run_checkpointer, run_folder,
+    run_loggers, user_callbacks, write_text,
 )
 from coolchic_pl.extensions import callback_states, load_callback_states
 from coolchic_pl.io import FrameData, FrameFormatError, count_yuv_frames, read_frame, write_yuv, yuv_file_name
@@ -184,10 +185,9 @@ def frame_preset(config: FitConfig, frame: CodedFrame, settings: FrameSettings) 
 
 class VideoEncoder:
     def __init__(self, config: FitConfig, structure: list[CodedFrame], run_dir: Path, checkpointer: Checkpointer,
-                 loggers: list[Logger], stream: TextIO, device: str):
+                 loggers: list[Logger], callbacks: list[pl.Callback], stream: TextIO, device: str):
         self.config, self.structure, self.run_dir, self.checkpointer = config, structure, run_dir, checkpointer
-        self.loggers, self.stream, self.device = loggers, stream, device
-        self.user_callbacks = user_callbacks(config)
+        self.loggers, self.user_callbacks, self.stream, self.device = loggers, callbacks, stream, device
         self.policy = config.frame_policy()
         first = read_frame(config.input, config.frame_index)
         self.sequence = SequenceHeader(first.height, first.width, first.color_space, first.bitdepth, config.n_frames)
@@ -493,6 +493,7 @@ def encode_video_sequence(config: FitConfig, stream: TextIO | None = None,
             config.resolved_architectures(settings.arch)
         else:
             residue_names(settings), motion_names(settings)
+    callbacks, loggers = user_callbacks(config), run_loggers(config, run_folder(config))  # so does a bad class_path
     run_dir = prepare_run_folder(config)
     if (run_dir / RESULTS_FILE).exists():
         print(f"{run_dir}: already encoded", file=stream)
@@ -501,8 +502,7 @@ def encode_video_sequence(config: FitConfig, stream: TextIO | None = None,
     write_text(run_dir / "config.yaml", dump_config(config))
     write_text(run_dir / "structure.txt", table + "\n")
     print(table, file=stream)
-    loggers = run_loggers(config, run_dir)
-    encoder = VideoEncoder(config, structure, run_dir, checkpointer, loggers, stream, device)
+    encoder = VideoEncoder(config, structure, run_dir, checkpointer, loggers, callbacks, stream, device)
     try:
         encoder.run()
         for logger in loggers:
