@@ -17,18 +17,15 @@ import contextlib
 import json
 import os
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-from threadpoolctl import threadpool_limits
 
 from coolchic_pl import decode
 from coolchic_pl.bench.bdrate import bd_rate
@@ -38,7 +35,7 @@ from coolchic_pl.bitstream.laplace_table import load_rows, load_table
 from coolchic_pl.bitstream.latents import grid_plan
 from coolchic_pl.fixedpoint import samples
 from coolchic_pl.fixedpoint.warp import tap_table
-from coolchic_pl.io import read_frame
+from coolchic_pl.io import FrameData, read_frame
 from coolchic_pl.metrics import psnr_db
 from coolchic_pl.video import bitstream as video_bitstream
 
@@ -81,8 +78,9 @@ _STARTUP = "import os, coolchic_pl.decode; os._exit(0)"
 _CACHES = (grid_plan, load_table, load_rows, tap_table)
 
 
-def in_process(path: Path, repeats: int) -> dict[str, float]:
-    """Median total and parts (seconds) of ``decode_sequence`` over ``repeats`` runs."""
+def in_process(path: Path, repeats: int) -> tuple[dict[str, float], list[FrameData]]:
+    """Median total and parts (seconds) of ``decode_sequence`` over ``repeats`` runs, and the
+    frames it decoded."""
     runs = []
     for _ in range(repeats):
         for cache in _CACHES:
@@ -93,8 +91,8 @@ def in_process(path: Path, repeats: int) -> dict[str, float]:
             frames = decode.decode_sequence(path)
             total = time.perf_counter() - start
         parts["other"] = total - sum(parts.values())
-        runs.append({"total": total, **parts, "frames": len(frames)})
-    return {key: statistics.median(run.get(key, 0.0) for run in runs) for key in runs[0]}
+        runs.append({"total": total, **parts})
+    return {key: statistics.median(run.get(key, 0.0) for run in runs) for key in runs[0]}, frames
 
 
 def shell_seconds(command: list[str], repeats: int, threads: int) -> float:
@@ -116,20 +114,20 @@ def coded_image(image: Path, arch: str, train_steps: int, folder: Path) -> Path:
 
 
 def measure(path: Path, repeats: int, threads: int, folder: Path) -> dict[str, float | str]:
-    parts = in_process(path, repeats)
-    output = folder / decode.default_output(path, decode.decode_sequence(path)[0]).name
+    parts, frames = in_process(path, repeats)
+    output = folder / decode.default_output(path, frames[0]).name
     cli = [sys.executable, "-m", "coolchic_pl.decode", str(path), "-o", str(output)]
-    return {"file": path.name, "bytes": path.stat().st_size, **{k: round(v, 3) for k, v in parts.items()},
+    return {"file": path.name, "bytes": path.stat().st_size, "frames": len(frames),
+            **{k: round(v, 3) for k, v in parts.items()},
             "cli": round(shell_seconds(cli, repeats, threads), 3),
             "startup": round(shell_seconds([sys.executable, "-c", _STARTUP], repeats, threads), 3)}
 
 
 def as_float32_file(data: bytes) -> bytes:
     """The same image .cool relabelled as the version decoded in float32 (3 -> 1, 4 -> 2)."""
-    relabelled = bytearray(data)
+    relabelled = bytearray(data[:-4])
     relabelled[len(codec.MAGIC)] -= codec.INTEGER_DECODING_OFFSET
-    relabelled[-4:] = struct.pack(">I", zlib.crc32(bytes(relabelled[:-4])))
-    return bytes(relabelled)
+    return codec.with_crc(bytes(relabelled))
 
 
 def integer_rd_cost(folder: Path) -> int:
@@ -180,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(p) for p in args.inputs if not p.is_file()]
     if missing:
         parser.error(f"no such file: {', '.join(missing)}")
+    from threadpoolctl import threadpool_limits  # the bench extra's, needed by this command only
+
     torch.set_num_threads(args.threads)
     with threadpool_limits(limits=args.threads):  # NumPy's BLAS (the ARM) too
         return _bench(args)

@@ -12,21 +12,21 @@ from __future__ import annotations
 
 import argparse
 import random
-import struct
 import sys
 import time
 import traceback
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from coolchic_pl.bitstream import BitstreamError
+from coolchic_pl.bitstream.codec import MAGIC, with_crc
 from coolchic_pl.decode import decode_bytes
 
-# Magic and version bytes are left alone: changing them is refused before any parsing.
-_PROTECTED = 5
+# Magic and version bytes are left alone: changing them is refused before any parsing (a
+# video's magic has the image's length).
+_PROTECTED = len(MAGIC) + 1
 KINDS = ("bitflip", "truncate", "zeros", "append", "splice", "header")
 
 
@@ -81,10 +81,8 @@ class Case:
 
 
 def mutate(data: bytes, kind: str, rng: random.Random, others: list[bytes], fix_crc: bool) -> bytes:
-    mutated = _MUTATIONS[kind](bytearray(data), rng, others)
-    if fix_crc:
-        mutated[-4:] = struct.pack(">I", zlib.crc32(bytes(mutated[:-4])))
-    return bytes(mutated)
+    mutated = bytes(_MUTATIONS[kind](bytearray(data), rng, others))
+    return with_crc(mutated[:-4]) if fix_crc else mutated
 
 
 def run_case(data: bytes) -> tuple[str, str]:

@@ -66,6 +66,10 @@ def _results(output_dir: Path) -> dict:
     return json.loads((_run_dir(output_dir) / "results.json").read_text())
 
 
+def _step_ms(results: dict) -> float:
+    return 1e3 * results["encoding_time_s"] / results["n_iterations"]
+
+
 def _cool(output_dir: Path) -> bytes:
     run_dir = _run_dir(output_dir)
     return (run_dir / _results(output_dir)["bitstream"]).read_bytes()
@@ -79,24 +83,22 @@ class DeviceCheck:
         self.base = ["--config", str(args.config), "--input", str(args.image)] + \
                     (["--n_itr", str(args.n_itr)] if args.n_itr else [])
         self.figures: dict[str, str] = {}
-        self.encode_s = 0.0
 
     def encode(self) -> str:
-        self.encode_s = _fit([*self.base, "--device", self.args.device], self.folder / "eager")
+        seconds = _fit([*self.base, "--device", self.args.device], self.folder / "eager")
         results = _results(self.folder / "eager")
-        step_ms = 1e3 * results["encoding_time_s"] / results["n_iterations"]
-        self.figures.update({"encode ms/step": f"{step_ms:.1f}", "encode s": f"{self.encode_s:.1f}",
+        step_ms = _step_ms(results)
+        self.figures.update({"encode ms/step": f"{step_ms:.1f}", "encode s": f"{seconds:.1f}",
                              "PSNR dB": f"{results['psnr_db']:.3f}", "bpp": f"{results['bpp_file']:.4f}"})
         return (f"{results['psnr_db']:.3f} dB at {results['bpp_file']:.4f} bpp, {results['n_iterations']} "
-                f"iterations, {step_ms:.1f} ms/step, {self.encode_s:.1f} s")
+                f"iterations, {step_ms:.1f} ms/step, {seconds:.1f} s")
 
     def compile(self) -> str:
         if self.args.device == "cpu":
             raise CheckSkipped("torch 2.13 cannot compile the decoder on the CPU")
         seconds = _fit([*self.base, "--device", self.args.device, "--compile", "true"], self.folder / "compiled")
-        results = _results(self.folder / "compiled")
-        step_ms = 1e3 * results["encoding_time_s"] / results["n_iterations"]
-        eager_ms = float(self.figures["encode ms/step"])
+        step_ms = _step_ms(_results(self.folder / "compiled"))
+        eager_ms = _step_ms(_results(self.folder / "eager"))
         self.figures.update({"compiled ms/step": f"{step_ms:.1f}", "compile speed-up": f"{eager_ms / step_ms:.2f}"})
         return f"{step_ms:.1f} ms/step ({eager_ms / step_ms:.2f}x eager), {seconds:.1f} s"
 
@@ -111,8 +113,6 @@ class DeviceCheck:
         same = own["digest"] == timings["cpu"]["digest"]
         detail = (f"search {own['search_s']:.2f} s, RDOQ {own['rdoq_s']:.2f} s ({own['rdoq_tries']} tries) on "
                   f"{self.args.device}; {'same' if same else 'different'} choices as on the CPU")
-        if not same and self.args.device == "cpu":
-            raise CheckFailed(detail)
         return detail
 
     def resume(self) -> str:

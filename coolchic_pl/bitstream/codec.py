@@ -240,7 +240,11 @@ def encode_coolchic(model: CoolChic, quantization: dict[str, ModuleQuantization]
     model_header, payload = encode_model(model, quantization, bitdepth)
     header = varints_bytes(height, width, COLOR_SPACES.index(color_space), bitdepth, n_outputs) + model_header
     version = model_version(model.architecture) + INTEGER_DECODING_OFFSET
-    body = MAGIC + bytes([version]) + varints_bytes(len(header)) + header + payload
+    return with_crc(MAGIC + bytes([version]) + varints_bytes(len(header)) + header + payload)
+
+
+def with_crc(body: bytes) -> bytes:
+    """A coolchic_pl file: its body, then the CRC-32 that :func:`check_container` checks."""
     return body + struct.pack(">I", zlib.crc32(body))
 
 

@@ -22,8 +22,6 @@ exp-Golomb networks); the sequence shares one header and one CRC.
 
 from __future__ import annotations
 
-import struct
-import zlib
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +30,7 @@ from torch import Tensor
 from coolchic_pl.bitstream import BitstreamError
 from coolchic_pl.bitstream.codec import (
     MAX_DIMENSION, ByteReader, as_bitstream_errors, check_container, check_pixel_count, decode_latents,
-    decode_networks, encode_latents, encode_networks, model_version, varints_bytes,
+    decode_networks, encode_latents, encode_networks, model_version, varints_bytes, with_crc,
 )
 from coolchic_pl.fixedpoint import check_decoder_bounds, decoded_samples, sample_planes
 from coolchic_pl.io import COLOR_SPACES, ColorSpace, FrameData
@@ -119,7 +117,7 @@ def encode_video(header: SequenceHeader, records: list[bytes]) -> bytes:
     body = bytearray(VIDEO_MAGIC + bytes([VIDEO_FORMAT_VERSION]) + varints_bytes(len(fields)) + fields)
     for record in records:
         body += varints_bytes(len(record)) + record
-    return bytes(body) + struct.pack(">I", zlib.crc32(body))
+    return with_crc(bytes(body))
 
 
 def is_video_bitstream(data: bytes) -> bool:
