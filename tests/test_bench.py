@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from golden import GOLDEN
 from PIL import Image
 
 from coolchic_pl.bench import rd
@@ -21,8 +23,6 @@ from coolchic_pl.bench.speed import main as speed_main
 from coolchic_pl.bench.speed import side_by_side
 from coolchic_pl.fit import main as fit_main
 from coolchic_pl.io import read_frame
-
-REPO = Path(__file__).resolve().parents[1]
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RATES = [0.12, 0.25, 0.5, 0.9, 1.6]
@@ -178,7 +178,7 @@ def test_device_check_runs_every_check_on_the_cpu(kodim15: Path, data_dir: Path)
     """``bench gpu --device cpu`` on the bundled image with the debug preset: every check but
     compile passes (compile is skipped on the CPU), and the table holds the figures."""
     command = [sys.executable, "-m", "coolchic_pl.bench", "gpu", "--device", "cpu", "--image", str(kodim15),
-               "--config", str(REPO / "configs" / "debug.yaml"),
+               "--config", str(CONFIGS / "debug.yaml"),
                "--video", str(data_dir / "video" / "BQSquare_224x128_60p_5frames_yuv420_8b.yuv")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -188,15 +188,17 @@ def test_device_check_runs_every_check_on_the_cpu(kodim15: Path, data_dir: Path)
     assert "identical .cool" in result.stdout and "| encode ms/step |" in result.stdout
 
 
-def test_device_check_refuses_a_missing_device_or_file(tmp_path: Path, capsys) -> None:
+def test_device_check_refuses_a_missing_device_or_file(tmp_path: Path, capsys, monkeypatch) -> None:
     assert bench_main(["gpu", "--device", "cpu", "--image", str(tmp_path / "none.png")]) == 2
     assert "none.png: no such file" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench_main(["gpu", "--device", "cuda"]) == 2
+    assert "torch sees no CUDA device" in capsys.readouterr().err
 
 
 def test_decode_bench_prints_its_parts(tmp_path: Path) -> None:
-    golden = REPO / "tests" / "data" / "golden"
-    command = [sys.executable, "-m", "coolchic_pl.bench", "decode", str(golden / "hop.cool"),
-               str(golden / "bqsquare_3frames.cool"), "--repeats", "1"]
+    command = [sys.executable, "-m", "coolchic_pl.bench", "decode", str(GOLDEN / "hop.cool"),
+               str(GOLDEN / "bqsquare_3frames.cool"), "--repeats", "1"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if ".cool " in line}

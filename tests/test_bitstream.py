@@ -85,16 +85,21 @@ def test_integer_arm_is_the_same_over_grid_rows_and_wavefronts() -> None:
     np.testing.assert_array_equal(decode_grid(coded, escapes, 37, 53, arm, 16), latents)
 
 
-def test_float64_integer_arm_gives_the_int64_integers_up_to_its_limit_and_falls_back_beyond() -> None:
+def test_float64_integer_arm_gives_the_int64_integers_up_to_its_limit_and_falls_back_beyond(monkeypatch) -> None:
     arm = _random_arm(7)
     rng = np.random.default_rng(8)
     limit = arm._fast_input_limit / 256
     assert limit > 1e6  # far beyond any latent a real encode makes
+    int64_call = arm._int64_call
+    fallbacks = []
+    monkeypatch.setattr(arm, "_int64_call", lambda x: fallbacks.append(None) or int64_call(x))
     for magnitude in (3, 60, 1000, int(limit) - 1, int(limit) * 4):
         contexts = rng.integers(-magnitude, magnitude + 1, (700, 16))
         contexts[0, 0] = magnitude
+        fallbacks.clear()
         fast = np.stack(arm(contexts))
-        exact = np.stack(arm._int64_call(contexts.astype(np.int64) << 8))
+        assert len(fallbacks) == (magnitude > limit), magnitude  # float64 up to the limit, int64 beyond
+        exact = np.stack(int64_call(contexts.astype(np.int64) << 8))
         np.testing.assert_array_equal(fast, exact)
 
 

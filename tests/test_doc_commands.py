@@ -23,6 +23,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from coolchic_pl.data import DEFAULT_IMAGE
+
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 COMMAND = re.compile(r"(coolchic-(fit|decode|sweep|bench)|python3? |srun |py-spy )")
@@ -141,7 +143,7 @@ def sandbox(tmp_path: Path, data_dir: Path) -> Path:
         (root / name).symlink_to(REPO / name)
     (tmp_path / "shared").mkdir()
     (tmp_path / "shared" / "data").symlink_to(data_dir.resolve())
-    shutil.copy(REPO / "coolchic_pl" / "data" / "kodim15_192x128.png", root / "photo.png")
+    shutil.copy(DEFAULT_IMAGE, root / "photo.png")
     return root
 
 
