@@ -15,13 +15,10 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 from coolchic_pl.bitstream import BitstreamError, decode_coolchic
-from coolchic_pl.fixedpoint import decoded_samples, sample_planes
+from coolchic_pl.fixedpoint import decoded_planes
 from coolchic_pl.io import FrameData, FrameFormatError, write_frame, write_yuv, yuv_file_name
 from coolchic_pl.io.frame import read_bytes
-from coolchic_pl.training.loss import output_planes
 from coolchic_pl.video.bitstream import decode_video, is_video_bitstream, to_444
 
 
@@ -44,13 +41,7 @@ def decode_image_bytes(data: bytes) -> FrameData:
     """Integer decoding for the current versions; files of versions 1 and 2 decode in
     float32 as they were written (their samples may differ across machines)."""
     decoded = decode_coolchic(data)
-    if decoded.integer:
-        samples = decoded_samples(decoded.model, decoded.bitdepth)
-        planes = sample_planes(samples, decoded.color_space, decoded.bitdepth)
-    else:
-        with torch.no_grad():
-            image = decoded.model().image
-        planes = output_planes(image, decoded.color_space, decoded.bitdepth, rounded=True)
+    planes = decoded_planes(decoded.model, decoded.color_space, decoded.bitdepth, decoded.integer)
     return FrameData(tuple(p.detach() for p in planes), decoded.bitdepth, decoded.color_space)
 
 

@@ -17,7 +17,7 @@ import torch
 
 from coolchic_pl.bitstream import decode_coolchic, encode_coolchic
 from coolchic_pl.decode import decode_sequence
-from coolchic_pl.fixedpoint import ArithmeticBoundError, check_decoder_bounds, decoded_samples, sample_planes
+from coolchic_pl.fixedpoint import ArithmeticBoundError, check_decoder_bounds, decoded_planes
 from coolchic_pl.fixedpoint.arithmetic import EXACT_LIMIT, UNIT, check_layer_bound
 from coolchic_pl.fixedpoint.image import _layer_output, check_bounds
 from coolchic_pl.fixedpoint.warp import TAP_BITS, tap_table, warp
@@ -85,7 +85,7 @@ def test_a_layer_sums_to_the_same_value_in_any_order() -> None:
 def test_integer_decoding_costs_no_quality(name: str) -> None:
     """Against the float32 decoder of the same file: under 1 % of the samples move, by one level."""
     decoded = decode_coolchic((GOLDEN / name).read_bytes())
-    integer = sample_planes(decoded_samples(decoded.model, decoded.bitdepth), decoded.color_space, decoded.bitdepth)
+    integer = decoded_planes(decoded.model, decoded.color_space, decoded.bitdepth)
     with torch.no_grad():
         floating = output_planes(decoded.model().image, decoded.color_space, decoded.bitdepth, rounded=True)
     changed = sum(int((a != b).sum()) for a, b in zip(integer, floating)) / sum(p.numel() for p in integer)

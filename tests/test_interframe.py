@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from coolchic_pl.bitstream import BitstreamError
-from coolchic_pl.fixedpoint import decoded_samples, sample_planes
+from coolchic_pl.fixedpoint import decoded_planes
 from coolchic_pl.io import FrameData, read_frame
 from coolchic_pl.metrics import yuv_psnrs
 from coolchic_pl.model.architecture import ARCHITECTURES, MOTION_ARCHITECTURES
@@ -128,7 +128,7 @@ def test_frame_record_round_trip(frames: list[FrameData], n_refs: int) -> None:
     frame, planes = decode_frame(record, sequence, decoded, {})
     assert frame.display == 2 and frame.refs == tuple(range(n_refs))
     assert frame.inter == decoder.frame_parameters
-    expected = sample_planes(decoded_samples(decoder, 8), "yuv420", 8)
+    expected = decoded_planes(decoder, "yuv420", 8)
     assert all(torch.equal(a, b) for a, b in zip(planes.planes, expected))
 
 
@@ -172,7 +172,7 @@ def test_a_cool_chic_sharing_an_earlier_frames_networks_sends_only_latents(frame
     network_bytes = {r: sum(q.rate_bits for q in store[2][r].network_quantization.values()) // 8 for r in sizes}
     assert all(sizes[r] < own_sizes[r] - network_bytes[r] + 8 for r in sizes)
     _, planes = decode_frame(shared_record, SequenceHeader(*SIZE, "yuv420", 8, 4), decoded, store)
-    expected = sample_planes(decoded_samples(second, 8), "yuv420", 8)
+    expected = decoded_planes(second, "yuv420", 8)
     assert all(torch.equal(a, b) for a, b in zip(planes.planes, expected))
     assert store[3]["residue"].model.shared_networks is not None
     with pytest.raises(BitstreamError, match="shares the networks of frame 2"):

@@ -31,7 +31,7 @@ LOG_SCALE_SHIFT = round(arm.LOG_SCALE_SHIFT * ONE)
 LOG_SCALE_MIN = math.floor(arm.LOG_SCALE_MIN * ONE)
 LOG_SCALE_MAX = math.ceil(arm.LOG_SCALE_MAX * ONE)
 LOG_SCALE_BIN = 16  # 1/16 in log b
-_BIN_BITS = 4
+_BIN_BITS = LOG_SCALE_BIN.bit_length() - 1  # a power of two: the division by it is a shift
 N_SCALES = (LOG_SCALE_MAX - LOG_SCALE_MIN) // LOG_SCALE_BIN + 1
 RESIDUAL_RANGE = 24
 ALPHABET = 2 * RESIDUAL_RANGE + 3  # escape-low, -24..24, escape-high
@@ -71,26 +71,20 @@ def load_rows() -> np.ndarray:
     return load_table().reshape(N_OFFSETS * N_SCALES, ALPHABET)
 
 
-# (offset index - MU_STEPS/2) * N_SCALES + scale index = model_rows' row, folded constants:
+# The row's constants folded: the log-scale clamp before its shift, and the offset index's
+# MU_STEPS/2 carried into the scale term as MU_STEPS/2 * N_SCALES rows.
 _LOW, _HIGH = LOG_SCALE_MIN + LOG_SCALE_SHIFT, LOG_SCALE_MAX + LOG_SCALE_SHIFT
 _SCALE_BIAS = MU_STEPS // 2 * N_SCALES * LOG_SCALE_BIN - _LOW
 
 
 def model_rows(mu: np.ndarray, raw_log_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rounded mu, row of :func:`load_rows`): :func:`model_indices` for the decoder's loop,
-    its constants folded (LOG_SCALE_BIN is a power of two: the division is a shift)."""
+    """Integer ARM outputs (1/256 units) -> (rounded mu, row of :func:`load_rows`), the row
+    being offset index * N_SCALES + scale index with offset index = round((mu - rounded mu)
+    * MU_STEPS) + MU_STEPS/2 and scale index = (clamp(log scale - shift) - min) //
+    LOG_SCALE_BIN. The encoder and the decoder both use it, so they pick the same row."""
     mu_rounded = round_shift(mu, 8)
     scale = (np.minimum(np.maximum(raw_log_scale, _LOW), _HIGH) + _SCALE_BIAS) >> _BIN_BITS
     return mu_rounded, round_shift(mu - (mu_rounded << 8), 4) * N_SCALES + scale
-
-
-def model_indices(mu: np.ndarray, raw_log_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Integer ARM outputs (1/256 units) -> (rounded mu, offset index, scale index)."""
-    mu_rounded = round_shift(mu, 8)
-    offset = round_shift(mu - mu_rounded * ONE, 4) + MU_STEPS // 2
-    log_scale = np.clip(raw_log_scale - LOG_SCALE_SHIFT, LOG_SCALE_MIN, LOG_SCALE_MAX)
-    scale = (log_scale - LOG_SCALE_MIN) // LOG_SCALE_BIN
-    return mu_rounded, offset, scale
 
 
 if __name__ == "__main__":

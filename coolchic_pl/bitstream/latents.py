@@ -19,7 +19,7 @@ from coolchic_pl.bitstream.armint import IntegerArm
 from coolchic_pl.bitstream.errors import BitstreamError
 from coolchic_pl.bitstream.expgolomb import BitReader, BitWriter
 from coolchic_pl.bitstream.laplace_table import (
-    ESCAPE_HIGH, ESCAPE_LOW, RESIDUAL_RANGE, load_rows, load_table, model_indices, model_rows,
+    ESCAPE_HIGH, ESCAPE_LOW, RESIDUAL_RANGE, load_rows, model_rows,
 )
 from coolchic_pl.model.arm import ContextOrder, context_offsets
 
@@ -77,15 +77,15 @@ def encode_grid(latents: np.ndarray, arm: IntegerArm, dim_arm: int, context_orde
     padded = np.zeros(plan.padded_shape, dtype=np.int64).reshape(-1)
     padded[plan.positions] = ordered
     mu, log_scale = arm(padded[plan.positions[:, None] + plan.deltas], None if ifce is None else ifce[plan.order])
-    mu_rounded, offset, scale = model_indices(mu, log_scale)
+    mu_rounded, row = model_rows(mu, log_scale)
     residuals = ordered - mu_rounded
     symbols = _symbols(residuals)
-    table = load_table()
+    rows = load_rows()
     encoder = constriction.stream.queue.RangeEncoder()
     model = constriction.stream.model.Categorical(perfect=False)
     for start in range(0, len(ordered), _ENCODE_CHUNK):
         chunk = slice(start, start + _ENCODE_CHUNK)
-        encoder.encode(symbols[chunk], model, table[offset[chunk], scale[chunk]])
+        encoder.encode(symbols[chunk], model, rows[row[chunk]])
     escapes = BitWriter()
     for residual in residuals[(symbols == ESCAPE_LOW) | (symbols == ESCAPE_HIGH)].tolist():
         escapes.write_expgolomb(abs(residual) - RESIDUAL_RANGE - 1, 0)

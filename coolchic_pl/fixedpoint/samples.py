@@ -17,6 +17,7 @@ from coolchic_pl.fixedpoint.warp import flow_units, warp
 from coolchic_pl.io import ColorSpace
 from coolchic_pl.model.coolchic import CoolChic
 from coolchic_pl.model.interframe import InterCoolChic
+from coolchic_pl.training.loss import output_planes
 
 
 def _blend_weight(raw: Tensor) -> Tensor:
@@ -68,10 +69,13 @@ def check_decoder_bounds(decoder: CoolChic | InterCoolChic) -> None:
         check_bounds(coolchic)
 
 
-def sample_planes(samples: Tensor, color_space: ColorSpace, bitdepth: int) -> tuple[Tensor, ...]:
-    """Integer samples -> the frame's float32 planes in [0, 1] (4:2:0 keeps the top-left
-    chroma sample of each 2x2 block, as ``training.loss.output_planes`` does)."""
-    planes = (samples / (2**bitdepth - 1)).float().unsqueeze(0)
-    if color_space == "yuv420":
-        return planes[:, :1], planes[:, 1:2, ::2, ::2], planes[:, 2:3, ::2, ::2]
-    return (planes,)
+def decoded_planes(decoder: CoolChic | InterCoolChic, color_space: ColorSpace, bitdepth: int,
+                   integer: bool = True) -> tuple[Tensor, ...]:
+    """The frame's float32 planes in [0, 1] that a decoder makes: from its integer samples
+    (the current formats), or in float32 as files of image and video versions 1 and 2 were
+    decoded (their samples may differ across machines)."""
+    if integer:
+        samples = decoded_samples(decoder, bitdepth) / (2**bitdepth - 1)
+        return output_planes(samples.float().unsqueeze(0), color_space, bitdepth, rounded=False)
+    with torch.no_grad():
+        return output_planes(decoder().image, color_space, bitdepth, rounded=True)

@@ -18,7 +18,7 @@ from pytorch_optimizer import SOAP
 from torch import Tensor
 
 from coolchic_pl.config import TrainerPhase
-from coolchic_pl.fixedpoint import decoded_samples, sample_planes
+from coolchic_pl.fixedpoint import decoded_planes
 from coolchic_pl.io import FrameData
 from coolchic_pl.metrics import psnr_db
 from coolchic_pl.model.architecture import CoolChicArchitecture
@@ -180,7 +180,7 @@ class CoolChicModule(pl.LightningModule):
     def decode(self) -> tuple[Tensor, ...]:
         """The frame planes a decoder produces from the bitstream: the integer decoding
         of the hard-rounded latents and the (quantised) networks."""
-        return sample_planes(decoded_samples(self.coolchic, self.bitdepth), self.color_space, self.bitdepth)
+        return decoded_planes(self.coolchic, self.color_space, self.bitdepth)
 
     @torch.no_grad()
     def _test(self) -> tuple[tuple[Tensor, ...], float, CoolChicOutput]:

@@ -32,12 +32,11 @@ from coolchic_pl.bitstream.codec import (
     MAX_DIMENSION, ByteReader, as_bitstream_errors, check_container, check_pixel_count, decode_latents,
     decode_networks, encode_latents, encode_networks, model_version, varints_bytes, with_crc,
 )
-from coolchic_pl.fixedpoint import check_decoder_bounds, decoded_samples, sample_planes
+from coolchic_pl.fixedpoint import check_decoder_bounds, decoded_planes
 from coolchic_pl.io import COLOR_SPACES, ColorSpace, FrameData
 from coolchic_pl.model.coolchic import CoolChic, SharedNetworks
 from coolchic_pl.model.interframe import MOTION_OUTPUTS, RESIDUE_OUTPUTS, InterCoolChic, InterFrameParameters
 from coolchic_pl.nnquant import ModuleQuantization
-from coolchic_pl.training.loss import output_planes
 
 VIDEO_MAGIC = b"CCPV"
 # 2: Cool-Chic 5 decoders and networks shared between frames; 3: laid out as 2, decoded in
@@ -234,13 +233,10 @@ def _decode_frame_body(reader: ByteReader, frame: FrameHeader, sequence: Sequenc
     if reader.position != len(reader.data):
         raise BitstreamError("the record holds bytes that no field accounts for")
     decoder.eval()
-    if file_version >= _INTEGER_VIDEO_VERSION:
+    integer = file_version >= _INTEGER_VIDEO_VERSION
+    if integer:
         check_decoder_bounds(decoder)
-        planes = sample_planes(decoded_samples(decoder, sequence.bitdepth), sequence.color_space, sequence.bitdepth)
-    else:
-        with torch.no_grad():
-            planes = output_planes(decoder().image, sequence.color_space, sequence.bitdepth, rounded=True)
-    return coolchics, planes
+    return coolchics, decoded_planes(decoder, sequence.color_space, sequence.bitdepth, integer)
 
 
 def decode_video(data: bytes) -> tuple[SequenceHeader, list[FrameData]]:
