@@ -17,7 +17,7 @@ from coolchic_pl.fixedpoint.arithmetic import (
 )
 from coolchic_pl.model.coolchic import CoolChic
 from coolchic_pl.model.synthesis import Synthesis, SynthesisConv
-from coolchic_pl.model.upsampling import Upsampling, mirror_half_kernels
+from coolchic_pl.model.upsampling import Upsampling
 
 
 # Pixels per block of a run of 1x1 layers, rows per stripe of a larger kernel: the hidden
@@ -41,9 +41,7 @@ def _filter_columns(x: Tensor, taps: list[float], columns: int) -> Tensor:
 def upsample(upsampling: Upsampling, grids: list[Tensor]) -> Tensor:
     """Integer counterpart of ``Upsampling.forward`` on [C, h, w] grids in activation units:
     each 1-D pass rounds."""
-    phases = F.pad(mirror_half_kernels(upsampling.upsampling_half_kernels.detach(), upsampling.ups_k_size),
-                   (0, 1))[:, upsampling.polyphase_index].to(DTYPE).tolist()
-    refine = mirror_half_kernels(upsampling.refine_half_kernels.detach(), upsampling.refine_k_size).to(DTYPE).tolist()
+    _, phases, refine = (kernels.detach().to(DTYPE).tolist() for kernels in upsampling.kernels())
     before, after = upsampling.replicate_padding
     half = upsampling.refine_k_size // 2
     dense = grids[-1]
@@ -121,11 +119,9 @@ def synthesise(synthesis: Synthesis, latents: Tensor) -> Tensor:
 
 def check_bounds(model: CoolChic) -> None:
     """Every layer after the latents keeps its sums exact (see ``check_layer_bound``)."""
-    upsampling = model.upsampling
-    for family in ("upsampling", "refine"):
-        kernels = getattr(upsampling, f"{family}_half_kernels")
-        size = upsampling.ups_k_size if family == "upsampling" else upsampling.refine_k_size
-        check_layer_bound(mirror_half_kernels(kernels, size), None, f"{family} filters")
+    full, _, refine = model.upsampling.kernels()
+    check_layer_bound(full, None, "upsampling filters")
+    check_layer_bound(refine, None, "refine filters")
     layers = list(model.synthesis.layers)
     if model.synthesis.stabiliser is not None:
         layers.append(model.synthesis.stabiliser)

@@ -124,11 +124,17 @@ class Upsampling(nn.Module):
             n_channels += 1
         return total
 
+    def kernels(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The filters the learned half kernels make: the upsampling ones [levels, taps], their
+        two polyphase halves [levels, 2, taps] and the refine ones (shared with the integer
+        decoder and its bound check)."""
+        full = mirror_half_kernels(self.upsampling_half_kernels, self.ups_k_size)
+        phases = F.pad(full, (0, 1))[:, self.polyphase_index]
+        return full, phases, mirror_half_kernels(self.refine_half_kernels, self.refine_k_size)
+
     def forward(self, grids: Sequence[Tensor]) -> Tensor:
         """Grids [1, C_i, h_i, w_i], finest first -> [1, sum(C_i), h, w] at the finest used size."""
-        full = mirror_half_kernels(self.upsampling_half_kernels, self.ups_k_size)
-        phases = F.pad(full, (0, 1))[:, self.polyphase_index]  # [levels, 2, taps]
-        refine = mirror_half_kernels(self.refine_half_kernels, self.refine_k_size)
+        _, phases, refine = self.kernels()
         dense = grids[-1]
         for level, target_index in enumerate(range(len(grids) - 2, self.first_used - 1, -1)):
             _, height, width = self.grid_shapes[target_index]
