@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from coolchic_pl.model.architecture import ARCHITECTURES
-from coolchic_pl.model.synthesis import Synthesis, parse_synthesis_layers
+from coolchic_pl.model.synthesis import Synthesis, parse_synthesis_layers, synthesis_parameter_counts
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
@@ -66,3 +66,14 @@ def test_matrix_product_path_equals_convolution() -> None:
         y = y + expected if layer.spec.residual else y
         expected = torch.relu(y) if layer.spec.relu else y
     assert torch.allclose(synthesis(x), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_parameter_counts_from_the_layer_string_match_the_built_synthesis(name: str) -> None:
+    """What a decoder checks against a file before building the synthesis is what it builds."""
+    arch = ARCHITECTURES[name]
+    n_inputs = sum(arch.n_ft_per_res)
+    synthesis = Synthesis(n_inputs, arch.layers_synthesis, 3, arch.synthesis_stabiliser)
+    biases = sum(layer.bias.numel() for layer in [*synthesis.layers, *filter(None, [synthesis.stabiliser])])
+    counts = synthesis_parameter_counts(n_inputs, arch.layers_synthesis, 3, arch.synthesis_stabiliser)
+    assert counts == (synthesis.macs_per_pixel(), biases)

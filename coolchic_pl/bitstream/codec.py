@@ -34,7 +34,7 @@ from coolchic_pl.fixedpoint.image import check_bounds
 from coolchic_pl.io import COLOR_SPACES, ColorSpace
 from coolchic_pl.model.architecture import CoolChicArchitecture
 from coolchic_pl.model.coolchic import NETWORK_NAMES, CoolChic
-from coolchic_pl.model.synthesis import parse_synthesis_layers
+from coolchic_pl.model.synthesis import parse_synthesis_layers, synthesis_parameter_counts
 from coolchic_pl.nnquant import EXPGOLOMB_ORDERS, Q_STEPS, ModuleQuantization
 from coolchic_pl.nnquant.quantize import split_weights_and_biases
 
@@ -389,13 +389,8 @@ def _network_fields(architecture: CoolChicArchitecture, n_outputs: int, header: 
         if w_order not in EXPGOLOMB_ORDERS or b_order not in EXPGOLOMB_ORDERS:
             raise BitstreamError(f"{name} exp-Golomb order out of range")
         fields.append(values)
-    n_inputs = sum(architecture.n_ft_per_res)
-    specs = parse_synthesis_layers(architecture.layers_synthesis, n_inputs, n_outputs)
-    in_channels = [n_inputs] + [spec.out_channels for spec in specs[:-1]]
-    weights = sum(c * spec.out_channels * spec.kernel_size**2 for c, spec in zip(in_channels, specs))
-    biases = sum(spec.out_channels for spec in specs)
-    if architecture.synthesis_stabiliser:
-        weights, biases = weights + n_inputs * n_outputs, biases + n_outputs
+    weights, biases = synthesis_parameter_counts(sum(architecture.n_ft_per_res), architecture.layers_synthesis,
+                                                 n_outputs, architecture.synthesis_stabiliser)
     if weights > MAX_MACS_PER_PIXEL:
         raise BitstreamError(f"a synthesis of {weights} multiplications per pixel exceeds the format's "
                              f"{MAX_MACS_PER_PIXEL}")

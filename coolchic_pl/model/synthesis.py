@@ -108,6 +108,19 @@ class SynthesisConv(nn.Module):
         return y.view(batch, self.spec.out_channels, height, width)
 
 
+def synthesis_parameter_counts(n_inputs: int, layers: str, n_outputs: int, stabiliser: bool) -> tuple[int, int]:
+    """(weights, biases) of the synthesis a layer string describes, from the string alone: a
+    decoder checks them against a file before building anything. The weights are also its
+    multiplications per pixel."""
+    specs = parse_synthesis_layers(layers, n_inputs, n_outputs)
+    in_channels = [n_inputs] + [spec.out_channels for spec in specs[:-1]]
+    weights = sum(c * spec.out_channels * spec.kernel_size**2 for c, spec in zip(in_channels, specs))
+    biases = sum(spec.out_channels for spec in specs)
+    if stabiliser:
+        weights, biases = weights + n_inputs * n_outputs, biases + n_outputs
+    return weights, biases
+
+
 class Synthesis(nn.Module):
     """The layer stack, plus Cool-Chic 5's optional parts: a ``stabiliser`` (a linear 1x1
     layer from the latents straight to the outputs, added to the stack's output, which
