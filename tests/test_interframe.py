@@ -12,12 +12,13 @@ from coolchic_pl.fixedpoint import decoded_planes
 from coolchic_pl.io import FrameData, read_frame
 from coolchic_pl.metrics import yuv_psnrs
 from coolchic_pl.model.architecture import ARCHITECTURES, MOTION_ARCHITECTURES
-from coolchic_pl.model.coolchic import SharedNetworks
-from coolchic_pl.model.interframe import InterCoolChic, InterFrameParameters
+from coolchic_pl.model.coolchic import NetworkSource
+from coolchic_pl.model.interframe import InterCoolChic, InterFrameParameters, MotionModel
 from coolchic_pl.model.warp import shift, warp
-from coolchic_pl.nnquant import quantize_networks
+from coolchic_pl.nnquant import network_rate_bits, quantize_networks
 from coolchic_pl.video.bitstream import (
-    FrameHeader, SequenceHeader, decode_frame, decode_video, encode_frame, encode_video, to_444,
+    DecodedSequence, FrameHeader, SequenceHeader, base_flows, decode_frame, decode_video, encode_frame, encode_video,
+    to_444,
 )
 
 SIZE = (32, 48)
@@ -101,35 +102,46 @@ def test_outputs_and_rates(frames: list[FrameData]) -> None:
     ).image[0, 0].unfold(0, 4, 4).unfold(1, 4, 4).flatten(-2).std(-1).max() == 0
 
 
-def _coded(frames: list[FrameData], n_refs: int) -> tuple[InterCoolChic, bytes, SequenceHeader, dict]:
-    decoder = _decoder(frames, n_refs)
+def _randomised(decoder: InterCoolChic) -> InterCoolChic:
     with torch.no_grad():
         for coolchic in decoder.coolchics.values():
             for grid in coolchic.latent.grids:
                 grid.normal_(0, 0.3)
-    decoder.eval()
+    return decoder.eval()
+
+
+def _quantize(decoder: InterCoolChic, frames: list[FrameData], lmbda: float = 1e-3,
+              target: torch.Tensor | None = None) -> dict:
+    target = to_444(frames[1]) if target is None else target
 
     def loss(bits: float) -> float:
         with torch.no_grad():
             image = decoder().image
-        return torch.mean((image - to_444(frames[1])) ** 2).item() + 1e-3 * bits / 1536
+        return torch.mean((image - target) ** 2).item() + lmbda * bits / 1536
 
-    quantization = quantize_networks(decoder, loss, max_passes=1)
+    return quantize_networks(decoder, loss, max_passes=1)
+
+
+def _coded(frames: list[FrameData], n_refs: int,
+           lmbda: float = 1e-3) -> tuple[InterCoolChic, bytes, SequenceHeader, DecodedSequence]:
+    decoder = _randomised(_decoder(frames, n_refs))
     header = FrameHeader(2, tuple(range(n_refs)), decoder.frame_parameters)
-    record, sizes = encode_frame(header, decoder, quantization)
-    assert set(sizes) == {"residue", "motion"} and sum(sizes.values()) < len(record)
-    sequence = SequenceHeader(*SIZE, "yuv420", 8, 3)
-    return decoder, record, sequence, {0: frames[0], 1: frames[1]}
+    record, sizes = encode_frame(header, decoder, _quantize(decoder, frames, lmbda))
+    assert set(sizes) == {"frame", "residue", "motion"} and sum(sizes.values()) == 8 * len(record)
+    sequence = SequenceHeader(*SIZE, "yuv420", 8, 4)
+    return decoder, record, sequence, DecodedSequence(frames={0: frames[0], 1: frames[1]})
 
 
 @pytest.mark.parametrize("n_refs", [1, 2])
 def test_frame_record_round_trip(frames: list[FrameData], n_refs: int) -> None:
-    decoder, record, sequence, decoded = _coded(frames, n_refs)
-    frame, planes = decode_frame(record, sequence, decoded, {})
+    decoder, record, sequence, state = _coded(frames, n_refs)
+    frame, planes = decode_frame(record, sequence, state)
     assert frame.display == 2 and frame.refs == tuple(range(n_refs))
     assert frame.inter == decoder.frame_parameters
     expected = decoded_planes(decoder, "yuv420", 8)
     assert all(torch.equal(a, b) for a, b in zip(planes.planes, expected))
+    assert state.frames[2] is planes and set(state.coolchics[2]) == {"residue", "motion"}
+    assert state.motion[2].refs == frame.refs and state.motion[2].flows.shape == (n_refs, 2, *SIZE)
 
 
 def test_video_file_round_trip_and_damage(frames: list[FrameData]) -> None:
@@ -148,35 +160,101 @@ def test_video_file_round_trip_and_damage(frames: list[FrameData]) -> None:
         decode_video(bytes(flipped))
 
 
-def test_a_cool_chic_sharing_an_earlier_frames_networks_sends_only_latents(frames: list[FrameData]) -> None:
-    """Frame 2 codes its networks; frame 3 shares them (mode 1): its record is shorter by
-    their bytes, it decodes to what its encoder-side decoder gives, and a record naming a
-    frame that was not decoded is a damaged file."""
-    first, record, sequence, decoded = _coded(frames, 2)
-    store: dict = {}
-    decode_frame(record, sequence, decoded, store)
-    second = _decoder(frames, 2)
-    with torch.no_grad():
-        for coolchic in second.coolchics.values():
-            for grid in coolchic.latent.grids:
-                grid.normal_(0, 0.3)
-    for role, coolchic in second.coolchics.items():
-        coolchic.share_networks(store[2][role].model, SharedNetworks(2, store[2][role].network_quantization))
-    assert second.quantizable_modules() == {}
-    assert not any(p.requires_grad for name, p in second.named_parameters() if ".latent." not in name)
-    second.eval()
-    shared_record, sizes = encode_frame(FrameHeader(3, (0, 1), second.frame_parameters), second, {})
+@pytest.mark.parametrize("roles", [("residue",), ("motion",), ()])
+def test_a_frame_without_a_residue_or_motion_cool_chic(frames: list[FrameData], roles: tuple[str, ...]) -> None:
+    """A B frame that codes only some of its Cool-Chics (none: the prediction alone) decodes
+    to what its encoder-side decoder gives; without a residue, that is its prediction."""
+    references = [to_444(frames[0]), to_444(frames[1])]
+    torch.manual_seed(5)
+    decoder = _randomised(InterCoolChic(
+        SIZE, references, InterFrameParameters(((2, -1), (0, 3)), 4),
+        ARCHITECTURES["vlop"] if "residue" in roles else None,
+        MOTION_ARCHITECTURES["vlop"] if "motion" in roles else None))
+    assert tuple(decoder.coolchics) == roles
+    quantization = _quantize(decoder, frames)
+    record, sizes = encode_frame(FrameHeader(2, (0, 1), decoder.frame_parameters), decoder, quantization)
+    assert set(sizes) == {"frame", *roles}
+    state = DecodedSequence(frames={0: frames[0], 1: frames[1]})
+    _, planes = decode_frame(record, SequenceHeader(*SIZE, "yuv420", 8, 4), state)
+    expected = decoded_planes(decoder, "yuv420", 8)
+    assert all(torch.equal(a, b) for a, b in zip(planes.planes, expected))
+    if not roles:
+        assert len(record) <= 10  # display, references, length and a few bits of fields
+        prediction = (shift(references[0], 2, -1) + shift(references[1], 0, 3)) / 2
+        assert torch.allclose(planes.planes[0], prediction[:, :1], atol=0.5 / 255 + 1e-6)  # luma, rounded
+
+
+def test_networks_predicted_from_an_earlier_frame(frames: list[FrameData]) -> None:
+    """Frame 2 codes its networks; frame 3 predicts its own from them: reused as they are
+    (frozen), its record is shorter by their bits; trained a little from them, the search
+    codes each as differences or as the same network, for fewer bits than its own coding,
+    and the file decodes exactly. A record predicting from a frame not decoded is damaged."""
+    first, record, sequence, state = _coded(frames, 2, lmbda=1e-7)  # fine steps: networks worth predicting
+    decode_frame(record, sequence, state)
+    own_bits = {r: network_rate_bits({k: q for k, q in state.coolchics[2][r].network_quantization.items()})
+                for r in ("residue", "motion")}
+
+    def predicted(frozen: bool) -> InterCoolChic:
+        second = _randomised(_decoder(frames, 2))
+        for role, coolchic in second.coolchics.items():
+            part = state.coolchics[2][role]
+            coolchic.predict_networks(NetworkSource(2, part.model, part.network_quantization), frozen=frozen)
+        return second
+
+    reused = predicted(frozen=True)
+    assert reused.quantizable_modules() == {}
+    assert not any(p.requires_grad for name, p in reused.named_parameters() if ".latent." not in name)
+    reused_record, sizes = encode_frame(FrameHeader(3, (0, 1), reused.frame_parameters), reused, {})
     own_sizes = encode_frame(FrameHeader(2, (0, 1), first.frame_parameters), first,
                              {f"{r}.{k}": q for r in ("residue", "motion")
-                              for k, q in store[2][r].network_quantization.items()})[1]
-    network_bytes = {r: sum(q.rate_bits for q in store[2][r].network_quantization.values()) // 8 for r in sizes}
-    assert all(sizes[r] < own_sizes[r] - network_bytes[r] + 8 for r in sizes)
-    _, planes = decode_frame(shared_record, SequenceHeader(*SIZE, "yuv420", 8, 4), decoded, store)
-    expected = decoded_planes(second, "yuv420", 8)
-    assert all(torch.equal(a, b) for a, b in zip(planes.planes, expected))
-    assert store[3]["residue"].model.shared_networks is not None
-    with pytest.raises(BitstreamError, match="shares the networks of frame 2"):
-        decode_frame(shared_record, SequenceHeader(*SIZE, "yuv420", 8, 4), decoded, {})
+                              for k, q in state.coolchics[2][r].network_quantization.items()})[1]
+    assert all(sizes[r] < own_sizes[r] - own_bits[r] + 64 for r in own_bits)
+
+    trained = predicted(frozen=False)
+    with torch.no_grad():  # one residue synthesis weight in ten moved by a step of its source's grid
+        step = state.coolchics[2]["residue"].network_quantization["synthesis"].weight_step
+        generator = torch.Generator().manual_seed(1)
+        for layer in trained.residue.synthesis.layers:
+            layer.weight.add_(step * (torch.rand(layer.weight.shape, generator=generator) < 0.1))
+    with torch.no_grad():  # what the changed networks make is the target: coding the change exactly is best
+        target = trained().image
+    quantization = _quantize(trained, frames, lmbda=1e-9, target=target)
+    codings = {name: q.coding for name, q in quantization.items()}
+    assert set(codings.values()) <= {"delta", "same"} and "delta" in codings.values()
+    assert network_rate_bits(quantization) < sum(own_bits.values())
+    trained_record, _ = encode_frame(FrameHeader(3, (0, 1), trained.frame_parameters), trained, quantization)
+    for second, coded in ((reused, reused_record), (trained, trained_record)):
+        copy = DecodedSequence(dict(state.frames), dict(state.coolchics), dict(state.motion))
+        _, planes = decode_frame(coded, SequenceHeader(*SIZE, "yuv420", 8, 4), copy)
+        assert all(torch.equal(a, b) for a, b in zip(planes.planes, decoded_planes(second, "yuv420", 8)))
+        assert copy.coolchics[3]["residue"].model.network_source.frame == 2
+    with pytest.raises(BitstreamError, match="predicted from frame 2"):
+        decode_frame(reused_record, SequenceHeader(*SIZE, "yuv420", 8, 4),
+                     DecodedSequence(frames={0: frames[0], 1: frames[1]}))
+
+
+def test_affine_and_derived_motion_models_decode_exactly(frames: list[FrameData]) -> None:
+    """A P frame whose motion model is affine, then a B frame whose motion is derived from
+    the P frame's decoded motion: both decode to their encoder-side reconstruction."""
+    state = DecodedSequence(frames={0: frames[0], 1: frames[1]})
+    sequence = SequenceHeader(*SIZE, "yuv420", 8, 4)
+    affine = MotionModel("affine", affine=((32, 650, -120, -16, 80, 1300),))
+    p_parameters = InterFrameParameters(((1, 0),), 4, affine)
+    p_frame = _randomised(InterCoolChic(SIZE, [to_444(frames[0])], p_parameters, None, MOTION_ARCHITECTURES["vlop"],
+                                        base_flows(p_parameters, 3, (0,), SIZE, state.motion)))
+    record, _ = encode_frame(FrameHeader(3, (0,), p_parameters), p_frame, _quantize(p_frame, frames))
+    _, planes = decode_frame(record, sequence, state)
+    assert all(torch.equal(a, b) for a, b in zip(planes.planes, decoded_planes(p_frame, "yuv420", 8)))
+    derived = MotionModel("derived", source=(3, 0))
+    b_parameters = InterFrameParameters(((0, 0), (1, 1)), 4, derived)
+    base = base_flows(b_parameters, 2, (0, 3), SIZE, state.motion)
+    assert base.shape == (2, 2, *SIZE) and base.abs().sum() > 0
+    b_frame = InterCoolChic(SIZE, [to_444(frames[0]), to_444(state.frames[3])], b_parameters, None, None, base).eval()
+    record, _ = encode_frame(FrameHeader(2, (0, 3), b_parameters), b_frame, {})
+    _, planes = decode_frame(record, sequence, state)
+    assert all(torch.equal(a, b) for a, b in zip(planes.planes, decoded_planes(b_frame, "yuv420", 8)))
+    with pytest.raises(BitstreamError, match="derived from frame 3"):
+        decode_frame(record, sequence, DecodedSequence(frames={0: frames[0], 3: state.frames[3]}))
 
 
 def test_a_file_of_video_format_1_still_decodes(data_dir: Path) -> None:

@@ -67,7 +67,9 @@ def test_the_frame_table_shows_each_frames_settings() -> None:
     assert by_display[4]["itr main/warm/motion"] == "500/100/200"
     assert by_display[2]["itr main/warm/motion"] == "300/100/120"  # B frames: 20 % fewer per level
     assert by_display[1]["itr main/warm/motion"] == "200/20/80" and by_display[1]["lr"] == "0.005"
-    assert by_display[1]["lambda"] == "0.003375" and by_display[1]["tools"] == "flow,warm"
+    assert by_display[1]["lambda"] == "0.003375" and by_display[1]["tools"] == "flow,warm,predict"
+    assert by_display[1]["modes"] == "prediction,residue,motion,motion+residue"
+    assert by_display[1]["motion models"] == "translation,affine,derived" and by_display[0]["modes"] == "-"
 
 
 @pytest.mark.parametrize(("args", "message"), [

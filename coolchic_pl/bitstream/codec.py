@@ -21,7 +21,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -133,23 +133,29 @@ def model_version(architecture: CoolChicArchitecture) -> int:
     return 2 if architecture.uses_v5_modules else 1
 
 
-def _v2_fields(model: CoolChic, bitdepth: int) -> bytes:
+def _v2_fields(model: CoolChic, bitdepth: int) -> list[int]:
     architecture = model.architecture
     flags = (_ARM_STABILISER * architecture.arm_stabiliser | _SYNTHESIS_STABILISER * architecture.synthesis_stabiliser
              | _OUTPUT_RANGE * architecture.output_range)
     hyper_mask = sum(1 << i for i, c in enumerate(architecture.hyper_per_res) if c)
-    fields = varints_bytes(_CONTEXT_ORDERS.index(architecture.context_order), flags, architecture.n_ifce_features,
-                           architecture.n_ifce_grids, len(architecture.hyper_per_res), hyper_mask)
-    if architecture.output_range:
-        max_value = 2**bitdepth - 1
-        synthesis = model.synthesis
-        low = torch.round(synthesis.output_offset.view(-1) * max_value)
-        high = low + torch.round(synthesis.output_scale.view(-1) * max_value)
-        fields += varints_bytes(*(int(v) for pair in zip(low.tolist(), high.tolist()) for v in pair))
-    return fields
+    fields = [_CONTEXT_ORDERS.index(architecture.context_order), flags, architecture.n_ifce_features,
+              architecture.n_ifce_grids, len(architecture.hyper_per_res), hyper_mask]
+    return fields + output_range_fields(model, bitdepth)
 
 
-def _ifce_features(model: CoolChic, arm: IntegerArm, flat: np.ndarray, grid: int) -> np.ndarray | None:
+def output_range_fields(model: CoolChic, bitdepth: int) -> list[int]:
+    """The output range the synthesis maps [0, 1] onto, (low, high) per output on the sample
+    grid; nothing for an architecture without one."""
+    if not model.architecture.output_range:
+        return []
+    max_value = 2**bitdepth - 1
+    synthesis = model.synthesis
+    low = torch.round(synthesis.output_offset.view(-1) * max_value)
+    high = low + torch.round(synthesis.output_scale.view(-1) * max_value)
+    return [int(v) for pair in zip(low.tolist(), high.tolist()) for v in pair]
+
+
+def ifce_features(model: CoolChic, arm: IntegerArm, flat: np.ndarray, grid: int) -> np.ndarray | None:
     """Integer inter-feature contexts of latent grid ``grid`` from the integer latents in
     ``flat`` (only its coarser grids are read), or None when the grid has no IFCE."""
     ifce = model.arm.ifce
@@ -172,22 +178,25 @@ def encode_model(model: CoolChic, quantization: dict[str, ModuleQuantization],
     return header + latent_header, payload + latent_payload
 
 
+def architecture_fields(model: CoolChic, bitdepth: int = 8) -> list[int]:
+    """The unsigned fields that describe a Cool-Chic's architecture (and its output range):
+    grids, ARM, upsampling, synthesis layers, then Cool-Chic 5's fields for a version 2 model."""
+    architecture = model.architecture
+    mask = sum(1 << i for i, c in enumerate(architecture.n_ft_per_res) if c)
+    layers = _layer_fields(architecture, model.n_outputs)
+    fields = [len(architecture.n_ft_per_res), mask, architecture.dim_arm, architecture.n_hidden_layers_arm,
+              architecture.ups_k_size, architecture.ups_preconcat_k_size, len(layers)]
+    fields += [value for layer in layers for value in layer]
+    if model_version(architecture) == 2:
+        fields += _v2_fields(model, bitdepth)
+    return fields
+
+
 def encode_networks(model: CoolChic, quantization: dict[str, ModuleQuantization],
                     bitdepth: int = 8) -> tuple[bytes, bytes]:
     """The architecture and the exp-Golomb coded networks: the first part of
     :func:`encode_model`, which a Cool-Chic sharing an earlier frame's networks omits."""
-    architecture = model.architecture
-    header = bytearray()
-    mask = sum(1 << i for i, c in enumerate(architecture.n_ft_per_res) if c)
-    arm_and_ups = (architecture.dim_arm, architecture.n_hidden_layers_arm, architecture.ups_k_size,
-                   architecture.ups_preconcat_k_size)
-    header += varints_bytes(len(architecture.n_ft_per_res), mask, *arm_and_ups)
-    layers = _layer_fields(architecture, model.n_outputs)
-    header += varints_bytes(len(layers))
-    for out, kernel, flags in layers:
-        header += varints_bytes(out, kernel, flags)
-    if model_version(architecture) == 2:
-        header += _v2_fields(model, bitdepth)
+    header = bytearray(varints_bytes(*architecture_fields(model, bitdepth)))
     payload = bytearray()
     for name, module in model.quantizable_modules().items():
         q = quantization[name]
@@ -207,25 +216,30 @@ def encode_latents(model: CoolChic, arm_quantization: ModuleQuantization) -> tup
     """Stream lengths and range-coded latents of every grid, with the integer ARM of the
     model's (quantised) ARM: the second part of :func:`encode_model`."""
     architecture = model.architecture
-    arm = IntegerArm.from_module(model.arm, arm_quantization.weight_step, arm_quantization.bias_step)
-    with torch.no_grad():
-        flat = torch.round(model.latent.flat()).to(torch.int64)
-    grids = model.latent.unflatten(flat)
-    flat = flat.numpy()
+    arm = IntegerArm.from_module(model.arm, *arm_quantization.value_steps)
+    grids = integer_grids(model)
+    flat = np.concatenate([grid.reshape(-1) for grid in grids])
     header, payload = bytearray(), bytearray()
-    for grid_index in _grid_order(model):
+    for grid_index in grid_order(model):
         coded = escapes = b""
-        grid = grids[grid_index]
-        latents = grid.numpy().reshape(grid.shape[-2:]) if grid.numel() else None
-        if latents is not None and latents.any():
+        latents = grids[grid_index]
+        if latents.size and latents.any():
             coded, escapes = encode_grid(latents, arm, architecture.dim_arm, architecture.context_order,
-                                         _ifce_features(model, arm, flat, grid_index))
+                                         ifce_features(model, arm, flat, grid_index))
         header += varints_bytes(len(coded), len(escapes))
         payload += coded + escapes
     return bytes(header), bytes(payload)
 
 
-def _grid_order(model: CoolChic) -> Sequence[int]:
+def integer_grids(model: CoolChic) -> list[np.ndarray]:
+    """The rounded latents of every grid, [h, w] int64 (empty grids [0, 0]), as coded."""
+    with torch.no_grad():
+        flat = torch.round(model.latent.flat().detach().cpu()).to(torch.int64)
+    return [grid.numpy().reshape(size if grid.numel() else (0, 0))
+            for grid, size in zip(model.latent.unflatten(flat), model.latent.sizes)]
+
+
+def grid_order(model: CoolChic) -> Sequence[int]:
     """Version 2 codes the grids coarsest first (their inter-feature contexts come from coarser grids)."""
     if model_version(model.architecture) == 2:
         return model.latent.decoding_order()
@@ -324,9 +338,16 @@ def decode_model(header: ByteReader, payload: ByteReader, image_size: tuple[int,
     return model, quantization
 
 
-def decode_networks(header: ByteReader, payload: ByteReader, image_size: tuple[int, int], n_outputs: int,
-                    version: int = 1, bitdepth: int = 8) -> tuple[CoolChic, dict[str, ModuleQuantization]]:
-    """A CoolChic in evaluation mode with the networks ``encode_networks`` wrote (latents at 0)."""
+class FieldReader(Protocol):
+    """Reads unsigned header fields: varints from bytes, or exp-Golomb codes from bits."""
+
+    def varints(self, count: int) -> list[int]: ...
+
+
+def read_architecture(header: FieldReader, n_outputs: int,
+                      version: int) -> tuple[CoolChicArchitecture, list[int] | None]:
+    """The fields :func:`architecture_fields` wrote, checked against the format's bounds: the
+    architecture and the output range (low, high per output), if any."""
     n_grids, mask, dim_arm, n_hidden, ups_k, refine_k = header.varints(6)
     if not 1 <= n_grids <= _MAX_GRIDS:
         raise BitstreamError(f"{n_grids} latent grids is out of range")
@@ -344,13 +365,44 @@ def decode_networks(header: ByteReader, payload: ByteReader, image_size: tuple[i
     if model_version(architecture) != version:
         raise BitstreamError(f"a version {version} Cool-Chic describes a version {model_version(architecture)} "
                              "architecture")
-    fields = _network_fields(architecture, n_outputs, header)
+    return architecture, output_range
+
+
+def check_synthesis_size(architecture: CoolChicArchitecture, n_outputs: int, weight_bits: int,
+                         bias_bits: int) -> None:
+    """Refuse, before anything is allocated, a synthesis the file cannot hold: every coded
+    parameter takes at least one bit of the bits given, and its multiplications per pixel are
+    within ``MAX_MACS_PER_PIXEL``. (The ARM and upsampling are small whatever the header
+    says; the whole decoder's work is checked once it is built.)"""
+    weights, biases = synthesis_parameter_counts(sum(architecture.n_ft_per_res), architecture.layers_synthesis,
+                                                 n_outputs, architecture.synthesis_stabiliser)
+    if weights > MAX_MACS_PER_PIXEL:
+        raise BitstreamError(f"a synthesis of {weights} multiplications per pixel exceeds the format's "
+                             f"{MAX_MACS_PER_PIXEL}")
+    if weights > weight_bits or biases > bias_bits:
+        raise BitstreamError(f"the synthesis has {weights} weights and {biases} biases but streams of only "
+                             f"{weight_bits // 8} and {bias_bits // 8} bytes")
+
+
+def decoder_model(architecture: CoolChicArchitecture, image_size: tuple[int, int], n_outputs: int,
+                  output_range: list[int] | None, bitdepth: int) -> CoolChic:
+    """An empty CoolChic in evaluation mode for a checked architecture, its work within the
+    format's bound and its output range set."""
     model = CoolChic(image_size, architecture, n_outputs=n_outputs)
     model.eval()
     _check_work(model)
     if output_range is not None:
         bounds = torch.tensor(output_range, dtype=torch.float32).view(-1, 2) / (2**bitdepth - 1)
         model.synthesis.set_output_range(bounds[:, 0], bounds[:, 1])
+    return model
+
+
+def decode_networks(header: ByteReader, payload: ByteReader, image_size: tuple[int, int], n_outputs: int,
+                    version: int = 1, bitdepth: int = 8) -> tuple[CoolChic, dict[str, ModuleQuantization]]:
+    """A CoolChic in evaluation mode with the networks ``encode_networks`` wrote (latents at 0)."""
+    architecture, output_range = read_architecture(header, n_outputs, version)
+    fields = _network_fields(architecture, n_outputs, header)
+    model = decoder_model(architecture, image_size, n_outputs, output_range, bitdepth)
 
     quantization: dict[str, ModuleQuantization] = {}
     for (name, module), (w_index, b_index, w_order, b_order, w_length, b_length) in zip(
@@ -375,11 +427,8 @@ def decode_networks(header: ByteReader, payload: ByteReader, image_size: tuple[i
 
 
 def _network_fields(architecture: CoolChicArchitecture, n_outputs: int, header: ByteReader) -> list[list[int]]:
-    """Read the per-network fields (arm, synthesis, upsampling) and refuse, before anything is
-    allocated, a synthesis the file cannot hold: every coded parameter takes at least one bit
-    of its stream, and its multiplications per pixel are within ``MAX_MACS_PER_PIXEL``. (The
-    ARM and upsampling are small whatever the header says; the whole decoder's work is checked
-    once it is built.)"""
+    """Read the per-network fields (arm, synthesis, upsampling) and check the synthesis
+    against its stream lengths (:func:`check_synthesis_size`)."""
     fields = []
     for name in NETWORK_NAMES:
         w_index, b_index, w_order, b_order, w_length, b_length = values = header.varints(6)
@@ -389,15 +438,8 @@ def _network_fields(architecture: CoolChicArchitecture, n_outputs: int, header: 
         if w_order not in EXPGOLOMB_ORDERS or b_order not in EXPGOLOMB_ORDERS:
             raise BitstreamError(f"{name} exp-Golomb order out of range")
         fields.append(values)
-    weights, biases = synthesis_parameter_counts(sum(architecture.n_ft_per_res), architecture.layers_synthesis,
-                                                 n_outputs, architecture.synthesis_stabiliser)
-    if weights > MAX_MACS_PER_PIXEL:
-        raise BitstreamError(f"a synthesis of {weights} multiplications per pixel exceeds the format's "
-                             f"{MAX_MACS_PER_PIXEL}")
     w_length, b_length = fields[NETWORK_NAMES.index("synthesis")][4:]
-    if weights > 8 * w_length or biases > 8 * b_length:
-        raise BitstreamError(f"the synthesis has {weights} weights and {biases} biases but streams of only "
-                             f"{w_length} and {b_length} bytes")
+    check_synthesis_size(architecture, n_outputs, 8 * w_length, 8 * b_length)
     return fields
 
 
@@ -419,12 +461,12 @@ def decode_latents(model: CoolChic, arm_quantization: ModuleQuantization, header
                    payload: ByteReader) -> None:
     """Decode the latent grids ``encode_latents`` wrote into ``model`` (whose networks are set)."""
     architecture = model.architecture
-    arm = IntegerArm.from_module(model.arm, arm_quantization.weight_step, arm_quantization.bias_step)
+    arm = IntegerArm.from_module(model.arm, *arm_quantization.value_steps)
     latent = model.latent
     flat = np.zeros(latent.n_latents, dtype=np.int64)
     starts = np.cumsum([0] + latent.numels)
     with torch.no_grad():
-        for grid_index in _grid_order(model):
+        for grid_index in grid_order(model):
             grid = latent.grids[grid_index]
             coded_length, escape_length = header.varints(2)
             coded, escapes = payload.bytes(coded_length), payload.bytes(escape_length)
@@ -432,7 +474,7 @@ def decode_latents(model: CoolChic, arm_quantization: ModuleQuantization, header
                 grid_h, grid_w = latent.sizes[grid_index]
                 try:
                     latents = decode_grid(coded, escapes, grid_h, grid_w, arm, architecture.dim_arm,
-                                          architecture.context_order, _ifce_features(model, arm, flat, grid_index))
+                                          architecture.context_order, ifce_features(model, arm, flat, grid_index))
                 except BitstreamError as error:
                     raise BitstreamError(f"latent grid {grid_index}: {error}") from None
                 flat[starts[grid_index]:starts[grid_index + 1]] = latents.reshape(-1)

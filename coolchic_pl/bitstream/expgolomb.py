@@ -29,6 +29,23 @@ class BitWriter:
         self.bits.append(0)
         self.write(magnitude + (1 << order) - (1 << (order + q)), q + order)
 
+    def write_unsigned(self, *values: int) -> None:
+        """Unsigned header fields, exp-Golomb order 0 (1 bit for 0, 3 for 1 and 2, ...)."""
+        for value in values:
+            if value < 0:
+                raise ValueError(f"an unsigned field cannot be {value}")
+            self.write_expgolomb(value, 0)
+
+    def write_signed(self, *values: int, order: int = 0) -> None:
+        """Signed values: exp-Golomb of the magnitude, then a sign bit if non-zero."""
+        for value in values:
+            self.write_expgolomb(abs(value), order)
+            if value:
+                self.write(1 if value < 0 else 0, 1)
+
+    def __len__(self) -> int:
+        return len(self.bits)
+
     def to_bytes(self) -> bytes:
         return np.packbits(np.array(self.bits, dtype=np.uint8)).tobytes()
 
@@ -53,6 +70,23 @@ class BitReader:
         if len(self.bits) - self.position >= 8 or self.bits[self.position:].any():
             raise BitstreamError(f"{what} holds bits after its last value")
 
+    @property
+    def remaining(self) -> int:
+        return len(self.bits) - self.position
+
+    def varints(self, count: int) -> list[int]:
+        """``count`` unsigned fields (:meth:`BitWriter.write_unsigned`): the bit counterpart of
+        a byte reader's varints, so header parsers take either."""
+        return [self.read_expgolomb(0) for _ in range(count)]
+
+    def signed(self, count: int, order: int = 0) -> np.ndarray:
+        """``count`` values :meth:`BitWriter.write_signed` wrote at ``order``."""
+        values = np.empty(count, dtype=np.int64)
+        for i in range(count):
+            magnitude = self.read_expgolomb(order)
+            values[i] = -magnitude if magnitude and self.read(1) else magnitude
+        return values
+
     def read_expgolomb(self, order: int) -> int:
         q = 0
         while self.read(1):
@@ -64,19 +98,13 @@ class BitReader:
 
 def encode_signed(values: np.ndarray, order: int) -> bytes:
     writer = BitWriter()
-    for value in np.asarray(values, dtype=np.int64).tolist():
-        writer.write_expgolomb(abs(value), order)
-        if value:
-            writer.write(1 if value < 0 else 0, 1)
+    writer.write_signed(*np.asarray(values, dtype=np.int64).tolist(), order=order)
     return writer.to_bytes()
 
 
 def decode_signed(data: bytes, count: int, order: int, what: str = "a parameter stream") -> np.ndarray:
     """``count`` signed exp-Golomb values that fill ``data`` exactly (but the padding)."""
     reader = BitReader(data)
-    values = np.empty(count, dtype=np.int64)
-    for i in range(count):
-        magnitude = reader.read_expgolomb(order)
-        values[i] = -magnitude if magnitude and reader.read(1) else magnitude
+    values = reader.signed(count, order)
     reader.check_end(what)
     return values

@@ -72,6 +72,16 @@ def encode_grid(latents: np.ndarray, arm: IntegerArm, dim_arm: int, context_orde
                 ifce: np.ndarray | None = None) -> tuple[bytes, bytes]:
     """Integer latents [h, w] -> (range-coded bytes, escape bytes); ``ifce`` holds the grid's
     inter-feature contexts [h * w, f] (from coarser grids), if it has any."""
+    encoder, escapes = constriction.stream.queue.RangeEncoder(), BitWriter()
+    encode_grid_into(encoder, escapes, latents, arm, dim_arm, context_order, ifce)
+    return encoder.get_compressed().astype("<u4").tobytes(), escapes.to_bytes()
+
+
+def encode_grid_into(encoder: constriction.stream.queue.RangeEncoder, escapes: BitWriter, latents: np.ndarray,
+                     arm: IntegerArm, dim_arm: int, context_order: ContextOrder = "v4",
+                     ifce: np.ndarray | None = None) -> None:
+    """Code a grid with a range coder and an escape writer that may hold other grids before
+    it (a video frame codes all its grids with one of each)."""
     plan = grid_plan(*latents.shape, dim_arm, context_order)
     ordered = latents.reshape(-1).astype(np.int64)[plan.order]
     padded = np.zeros(plan.padded_shape, dtype=np.int64).reshape(-1)
@@ -81,29 +91,45 @@ def encode_grid(latents: np.ndarray, arm: IntegerArm, dim_arm: int, context_orde
     residuals = ordered - mu_rounded
     symbols = _symbols(residuals)
     rows = load_rows()
-    encoder = constriction.stream.queue.RangeEncoder()
     model = constriction.stream.model.Categorical(perfect=False)
     for start in range(0, len(ordered), _ENCODE_CHUNK):
         chunk = slice(start, start + _ENCODE_CHUNK)
         encoder.encode(symbols[chunk], model, rows[row[chunk]])
-    escapes = BitWriter()
     for residual in residuals[(symbols == ESCAPE_LOW) | (symbols == ESCAPE_HIGH)].tolist():
         escapes.write_expgolomb(abs(residual) - RESIDUAL_RANGE - 1, 0)
-    return encoder.get_compressed().astype("<u4").tobytes(), escapes.to_bytes()
+
+
+def range_decoder(coded: bytes) -> constriction.stream.queue.RangeDecoder:
+    """A decoder of range-coded 32-bit words."""
+    if len(coded) % 4:
+        raise BitstreamError("a latent stream length is not a whole number of 32-bit words")
+    return constriction.stream.queue.RangeDecoder(np.frombuffer(coded, dtype="<u4").astype(np.uint32))
 
 
 def decode_grid(coded: bytes, escape_bytes: bytes, height: int, width: int, arm: IntegerArm, dim_arm: int,
                 context_order: ContextOrder = "v4", ifce: np.ndarray | None = None) -> np.ndarray:
     """Inverse of :func:`encode_grid`, one wavefront at a time."""
-    if len(coded) % 4:
-        raise BitstreamError("a latent stream length is not a whole number of 32-bit words")
+    decoder, escapes = range_decoder(coded), BitReader(escape_bytes)
+    latents = decode_grid_from(decoder, escapes, height, width, arm, dim_arm, context_order, ifce)
+    check_range_decoder_end(decoder)
+    escapes.check_end("the escape stream")
+    return latents
+
+
+def check_range_decoder_end(decoder: constriction.stream.queue.RangeDecoder) -> None:
+    if not decoder.maybe_exhausted():
+        raise BitstreamError("the range-coded latents hold data after their last latent")
+
+
+def decode_grid_from(decoder: constriction.stream.queue.RangeDecoder, escapes: BitReader, height: int, width: int,
+                     arm: IntegerArm, dim_arm: int, context_order: ContextOrder = "v4",
+                     ifce: np.ndarray | None = None) -> np.ndarray:
+    """Inverse of :func:`encode_grid_into`: the next grid of a range decoder and escape reader."""
     plan = grid_plan(height, width, dim_arm, context_order)
     ordered_ifce = None if ifce is None else ifce[plan.order]
     decoded = np.zeros(plan.padded_shape, dtype=np.int64).reshape(-1)
     rows = load_rows()
-    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(coded, dtype="<u4").astype(np.uint32))
     model = constriction.stream.model.Categorical(perfect=False)
-    escapes = BitReader(escape_bytes)
     for start, end in zip(plan.starts[:-1].tolist(), plan.starts[1:].tolist()):
         where = plan.positions[start:end]
         mu, log_scale = arm(decoded[where[:, None] + plan.deltas], None if ifce is None else ordered_ifce[start:end])
@@ -118,9 +144,4 @@ def decode_grid(coded: bytes, escape_bytes: bytes, height: int, width: int, arm:
                 excess = RESIDUAL_RANGE + 1 + escapes.read_expgolomb(0)
                 residuals[i] = excess if residuals[i] > 0 else -excess
         decoded[where] = mu_rounded + residuals
-    if not decoder.maybe_exhausted():
-        raise BitstreamError("the range-coded latents hold data after their last latent")
-    escapes.check_end("the escape stream")
     return decoded.reshape(plan.padded_shape)[plan.top:, plan.left:plan.left + width].copy()
-
-

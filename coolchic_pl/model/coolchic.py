@@ -21,6 +21,7 @@ from coolchic_pl.model.upsampling import Upsampling
 
 if TYPE_CHECKING:
     from coolchic_pl.nnquant import ModuleQuantization
+    from coolchic_pl.nnquant.quantize import NetworkPrediction
 
 ModuleName = Literal["all", "latent", "arm", "upsampling", "synthesis"]
 MODULE_NAMES: tuple[ModuleName, ...] = ("all", "latent", "arm", "upsampling", "synthesis")
@@ -57,13 +58,20 @@ NETWORK_NAMES = ("arm", "synthesis", "upsampling")
 
 
 @dataclass(frozen=True)
-class SharedNetworks:
-    """Where the networks of a Cool-Chic that sends none of its own come from: the frame
-    (display index) whose Cool-Chic of the same role it reuses, and their quantisation
-    (the ARM's steps define the integer ARM that codes the latents)."""
+class NetworkSource:
+    """The Cool-Chic of an earlier frame (display index ``frame``), same role, whose quantised
+    networks this Cool-Chic's are predicted from: each network of the same shapes can be
+    sent as differences from its counterpart or as that network unchanged. ``quantization``
+    is the source's, whose value grids the predictions lie on."""
 
     frame: int
+    coolchic: "CoolChic"
     quantization: dict[str, "ModuleQuantization"]
+
+    def predicts(self, name: str, module: nn.Module) -> bool:
+        """Whether the source's network ``name`` has the shapes of ``module``."""
+        theirs = [p.shape for p in getattr(self.coolchic, name).parameters()]
+        return theirs == [p.shape for p in module.parameters()]
 
 
 @dataclass
@@ -112,19 +120,24 @@ class CoolChic(nn.Module):
         self._eval_rate: VersionedCache[Tensor] = VersionedCache()
         self._eval_upsampled: VersionedCache[Tensor] = VersionedCache()
         self._eval_image: VersionedCache[Tensor] = VersionedCache()
-        self.shared_networks: SharedNetworks | None = None
+        self.network_source: NetworkSource | None = None
+        self.networks_frozen = False
 
-    def share_networks(self, source: CoolChic, shared: SharedNetworks) -> None:
-        """Take ``source``'s (quantised) networks and freeze them: only the latents are then
-        trained, and no network is quantised or sent again."""
-        if source.architecture != self.architecture or source.n_outputs != self.n_outputs:
-            raise ValueError("networks can only be shared between Cool-Chics of the same architecture and outputs")
+    def predict_networks(self, source: NetworkSource, frozen: bool = False, warm: bool = True) -> None:
+        """Predict the networks from ``source``'s, so that the quantisation may code each of
+        the same shapes as differences from its counterpart or as that network. ``warm``
+        starts those networks as the source's; ``frozen`` takes every network as it is,
+        untrained and not sent again (only the latents are trained)."""
+        predicted = [name for name in NETWORK_NAMES if source.predicts(name, getattr(self, name))]
+        if frozen and len(predicted) < len(NETWORK_NAMES):
+            raise ValueError("networks can only be reused between Cool-Chics of the same architecture and outputs")
         with torch.no_grad():
+            for name in predicted if warm or frozen else ():
+                getattr(self, name).load_state_dict(getattr(source.coolchic, name).state_dict())
+        if frozen:
             for name in NETWORK_NAMES:
-                getattr(self, name).load_state_dict(getattr(source, name).state_dict())
-        for name in NETWORK_NAMES:
-            getattr(self, name).requires_grad_(False)
-        self.shared_networks = shared
+                getattr(self, name).requires_grad_(False)
+        self.network_source, self.networks_frozen = source, frozen
 
     @property
     def n_outputs(self) -> int:
@@ -137,10 +150,36 @@ class CoolChic(nn.Module):
     def quantizable_modules(self) -> dict[str, nn.Module]:
         """The networks whose parameters are quantised and transmitted, in the order the
         reference searches their quantisation steps (sorted names), which is also their
-        order in the bitstream. None when the networks are shared with an earlier frame."""
-        if self.shared_networks is not None:
+        order in the bitstream. None when the networks are reused, frozen, from an earlier frame."""
+        if self.networks_frozen:
             return {}
         return {name: getattr(self, name) for name in NETWORK_NAMES}
+
+    def network_predictions(self) -> dict[str, NetworkPrediction]:
+        """The networks that can be sent as differences from (or as) their source's, with
+        the source's values on this Cool-Chic's device."""
+        from coolchic_pl.nnquant.quantize import NetworkPrediction, split_weights_and_biases
+
+        source = self.network_source
+        if source is None:
+            return {}
+        predictions = {}
+        for name, module in self.quantizable_modules().items():
+            if source.predicts(name, module):
+                device = next(module.parameters()).device
+                weights, biases = ([p.detach().to(device) for p in group]
+                                   for group in split_weights_and_biases(getattr(source.coolchic, name)))
+                predictions[name] = NetworkPrediction(weights, biases, source.quantization[name].value_steps)
+        return predictions
+
+    def frozen_quantization(self) -> dict[str, ModuleQuantization]:
+        """How reused (frozen) networks are coded: each as its source's, for no bits."""
+        from coolchic_pl.nnquant import ModuleQuantization
+
+        if not self.networks_frozen:
+            return {}
+        return {name: ModuleQuantization.same_as(self.network_source.quantization[name].value_steps)
+                for name in NETWORK_NAMES}
 
     def forward(
         self,

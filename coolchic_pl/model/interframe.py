@@ -1,17 +1,21 @@
-"""The decoder of a P or B frame: a residue Cool-Chic and a motion Cool-Chic over the
-decoded reference frames.
+"""The decoder of a P or B frame: the prediction from the decoded reference frames, a motion
+Cool-Chic correcting its motion and a residue Cool-Chic correcting the prediction, both optional.
 
-decoded = alpha * prediction + residue, where the prediction warps the references with
-the motion Cool-Chic's block-constant flows (blended by beta for a B frame) and the
-residue Cool-Chic outputs the residue and alpha. It exposes the interface of
-:class:`~coolchic_pl.model.coolchic.CoolChic` that training, quantisation and the
-bitstream use, so an inter frame trains through the same module, runner and callbacks.
+Each reference is shifted by its integer global translation, then warped by a flow: the
+base motion of the frame's motion model (none, affine or derived from an earlier frame's
+motion, :mod:`coolchic_pl.fixedpoint.motionmodel`) plus the block-constant flow of the motion
+Cool-Chic when the frame has one. A B frame blends its two predictions with beta (the
+motion Cool-Chic's fifth output, else an even blend). decoded = alpha x prediction + residue,
+the residue Cool-Chic giving the residue and alpha; without one, decoded = prediction. It
+exposes the interface of :class:`~coolchic_pl.model.coolchic.CoolChic` that training,
+quantisation and the bitstream use, so an inter frame trains through the same module,
+runner and callbacks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable, Literal, Optional
 
 import torch
 from torch import Tensor, nn
@@ -22,20 +26,39 @@ from coolchic_pl.model.evalcache import VersionedCache
 from coolchic_pl.model.quantizer import NoiseType, QuantizerType
 from coolchic_pl.model.warp import quantize_flow, shift, warp, warp_macs_per_pixel
 
+if TYPE_CHECKING:
+    from coolchic_pl.nnquant.quantize import NetworkPrediction
+
 RESIDUE_OUTPUTS = 4  # three colour residues and alpha
 MOTION_OUTPUTS = {1: 2, 2: 5}  # per reference count: flow (P); two flows and beta (B)
 # Flows are rounded to this fraction of a pixel at evaluation, hence in the decoder.
 FLOW_ACCURACY = 64
 
+MotionModelKind = Literal["translation", "affine", "derived"]
+MOTION_MODEL_KINDS: tuple[MotionModelKind, ...] = ("translation", "affine", "derived")
+
+
+@dataclass(frozen=True)
+class MotionModel:
+    """The base motion of every reference, on top of its global translation: none
+    ("translation"), six affine parameters per reference ("affine"), or the decoded motion of
+    the frame ``source[0]`` towards its reference slot ``source[1]`` scaled by temporal
+    distance ("derived")."""
+
+    kind: MotionModelKind = "translation"
+    affine: tuple[tuple[int, ...], ...] = ()
+    source: Optional[tuple[int, int]] = None
+
 
 @dataclass(frozen=True)
 class InterFrameParameters:
-    """What an inter frame's decoder needs besides its two Cool-Chics, all sent in the
-    bitstream: the integer global translation (dx, dy) of each reference and the warp
-    filter length."""
+    """What an inter frame's decoder needs besides its Cool-Chics, all sent in the
+    bitstream: the integer global translation (dx, dy) of each reference, the warp filter
+    length and the base motion."""
 
     translations: tuple[tuple[int, int], ...]
     warp_filter_size: int = 8
+    motion_model: MotionModel = field(default_factory=MotionModel)
 
 
 def blend_weight(raw: Tensor) -> Tensor:
@@ -45,25 +68,40 @@ def blend_weight(raw: Tensor) -> Tensor:
 
 class InterCoolChic(nn.Module):
     def __init__(self, image_size: tuple[int, int], references: list[Tensor], parameters: InterFrameParameters,
-                 residue: CoolChicArchitecture, motion: CoolChicArchitecture):
+                 residue: CoolChicArchitecture | None, motion: CoolChicArchitecture | None,
+                 base_flows: Tensor | None = None):
         """``references`` are the decoded reference frames in 4:4:4, [1, 3, H, W], past
-        first; they are shifted by their global translation once, here."""
+        first; they are shifted by their global translation once, here. ``residue`` and
+        ``motion`` are the architectures of the frame's Cool-Chics, None for one it does not
+        have. ``base_flows`` [references, 2, H, W] int64 (1/64 pel, relative to the shifted
+        references) is the motion model's flow (None: zero)."""
         super().__init__()
         if len(references) not in MOTION_OUTPUTS or len(parameters.translations) != len(references):
             raise ValueError(f"an inter frame needs one or two references and as many translations, got "
                              f"{len(references)} and {len(parameters.translations)}")
         self.image_size = tuple(image_size)
         self.frame_parameters = parameters
-        self.residue = CoolChic(image_size, residue, n_outputs=RESIDUE_OUTPUTS)
-        self.motion = CoolChic(image_size, motion, n_outputs=MOTION_OUTPUTS[len(references)])
         self.n_references = len(references)
+        self.residue = None if residue is None else CoolChic(image_size, residue, n_outputs=RESIDUE_OUTPUTS)
+        self.motion = None if motion is None else CoolChic(image_size, motion,
+                                                           n_outputs=MOTION_OUTPUTS[len(references)])
         self._eval_prediction: VersionedCache[Tensor] = VersionedCache()
         for index, (reference, (dx, dy)) in enumerate(zip(references, parameters.translations)):
             self.register_buffer(f"reference_{index}", shift(reference, dx, dy), persistent=False)
+        height, width = self.image_size
+        if base_flows is None:
+            base_flows = torch.zeros((self.n_references, 2, height, width), dtype=torch.int64)
+        if tuple(base_flows.shape) != (self.n_references, 2, height, width):
+            raise ValueError(f"base flows must be [{self.n_references}, 2, {height}, {width}], got "
+                             f"{tuple(base_flows.shape)}")
+        self.register_buffer("base_flow_units", base_flows.to(torch.int64), persistent=False)
+        self.register_buffer("base_flow", base_flows.float() / FLOW_ACCURACY, persistent=False)
 
     @property
     def coolchics(self) -> dict[str, CoolChic]:
-        return {"residue": self.residue, "motion": self.motion}
+        """The frame's Cool-Chics, residue first (their order in the bitstream)."""
+        return {name: coolchic for name, coolchic in (("residue", self.residue), ("motion", self.motion))
+                if coolchic is not None}
 
     def module_parameters(self, names: Iterable[str]) -> list[nn.Parameter]:
         return select_parameters(self.coolchics, names)
@@ -73,15 +111,25 @@ class InterCoolChic(nn.Module):
         return {f"{key}.{name}": module for key, coolchic in self.coolchics.items()
                 for name, module in coolchic.quantizable_modules().items()}
 
-    def prediction(self, flows: Tensor) -> Tensor:
-        """Motion-compensated prediction from the motion Cool-Chic's output."""
-        if not self.training:
+    def network_predictions(self) -> dict[str, NetworkPrediction]:
+        return {f"{key}.{name}": prediction for key, coolchic in self.coolchics.items()
+                for name, prediction in coolchic.network_predictions().items()}
+
+    def prediction(self, flows: Tensor | None) -> Tensor:
+        """Motion-compensated prediction from the base flows and the motion Cool-Chic's
+        output (None without one)."""
+        if flows is not None and not self.training:
             flows = quantize_flow(flows, FLOW_ACCURACY)
         size = self.frame_parameters.warp_filter_size
-        predicted = warp(self.reference_0, flows[:, 0:2], size)
+
+        def flow(index: int) -> Tensor:
+            base = self.base_flow[index:index + 1]
+            return base if flows is None else base + flows[:, 2 * index:2 * index + 2]
+
+        predicted = warp(self.reference_0, flow(0), size)
         if self.n_references == 2:
-            beta = blend_weight(flows[:, 4:5])
-            predicted = beta * predicted + (1.0 - beta) * warp(self.reference_1, flows[:, 2:4], size)
+            beta = 0.5 if flows is None else blend_weight(flows[:, 4:5])
+            predicted = beta * predicted + (1.0 - beta) * warp(self.reference_1, flow(1), size)
         return predicted
 
     def forward(
@@ -91,29 +139,39 @@ class InterCoolChic(nn.Module):
         noise_type: NoiseType = "kumaraswamy",
         noise_parameter: Tensor | float = 1.0,
     ) -> CoolChicOutput:
-        residue = self.residue(quantizer_type, temperature, noise_type, noise_parameter)
-        motion = self.motion(quantizer_type, temperature, noise_type, noise_parameter)
-        alpha = blend_weight(residue.image[:, 3:4])
+        outputs = {name: coolchic(quantizer_type, temperature, noise_type, noise_parameter)
+                   for name, coolchic in self.coolchics.items()}
+        flows = outputs["motion"].image if "motion" in outputs else None
         if self.training:
-            predicted = self.prediction(motion.image)
+            predicted = self.prediction(flows)
         else:
-            predicted = self._eval_prediction.get([motion.image], lambda: self.prediction(motion.image))
-        image = alpha * predicted + residue.image[:, :3]
-        return CoolChicOutput(image=image, rate_bits=torch.cat([residue.rate_bits, motion.rate_bits]),
-                              latents=torch.cat([residue.latents, motion.latents]))
+            predicted = self._eval_prediction.get([] if flows is None else [flows], lambda: self.prediction(flows))
+        image = predicted
+        if "residue" in outputs:
+            residue = outputs["residue"].image
+            image = blend_weight(residue[:, 3:4]) * predicted + residue[:, :3]
+        empty = predicted.new_zeros(0)
+        return CoolChicOutput(image=image, rate_bits=torch.cat([empty, *(o.rate_bits for o in outputs.values())]),
+                              latents=torch.cat([empty, *(o.latents for o in outputs.values())]))
+
+    def _split(self, rate_bits: Tensor) -> dict[str, Tensor]:
+        coolchics = self.coolchics
+        return dict(zip(coolchics, rate_bits.split([c.latent.n_latents for c in coolchics.values()])))
 
     def latent_bits(self, rate_bits: Tensor) -> dict[str, Tensor]:
         """Total latent bits of each Cool-Chic, from the concatenated rates of forward()."""
-        residue, motion = rate_bits.split([self.residue.latent.n_latents, self.motion.latent.n_latents])
-        return {"residue": residue.sum(), "motion": motion.sum()}
+        return {name: bits.sum() for name, bits in self._split(rate_bits).items()}
 
     def rate_per_grid(self, rate_bits: Tensor) -> list[Tensor]:
         """Bits of each grid, residue grids first, then motion grids."""
-        residue, motion = rate_bits.split([self.residue.latent.n_latents, self.motion.latent.n_latents])
-        return self.residue.rate_per_grid(residue) + self.motion.rate_per_grid(motion)
+        return [grid for name, bits in self._split(rate_bits).items()
+                for grid in self.coolchics[name].rate_per_grid(bits)]
 
     def mac_per_pixel(self) -> float:
-        """Both Cool-Chics plus the warps (three colour channels per reference)."""
-        first_grid = next(i for i, c in enumerate(self.motion.architecture.n_ft_per_res) if c)
-        warps = 3 * self.n_references * warp_macs_per_pixel(self.frame_parameters.warp_filter_size, 2**first_grid)
-        return self.residue.mac_per_pixel() + self.motion.mac_per_pixel() + warps
+        """The Cool-Chics plus the warps (three colour channels per reference); a flow
+        constant on blocks (the motion Cool-Chic's alone) is filtered block by block."""
+        block = 1
+        if self.motion is not None and self.frame_parameters.motion_model.kind == "translation":
+            block = 2**next(i for i, c in enumerate(self.motion.architecture.n_ft_per_res) if c)
+        warps = 3 * self.n_references * warp_macs_per_pixel(self.frame_parameters.warp_filter_size, block)
+        return sum(coolchic.mac_per_pixel() for coolchic in self.coolchics.values()) + warps

@@ -1,12 +1,19 @@
 """Post-training quantisation of the networks: greedy search of one weight and one bias
-quantisation step per module, exp-Golomb rate, as in the reference ``quantize_model``."""
+quantisation step per module, exp-Golomb rate, as in the reference ``quantize_model``.
+
+A network that an earlier frame's network of the same shape can predict (the networks of
+a video frame's Cool-Chic, predicted from those of an earlier frame) has two more ways to
+be coded: as quantised differences from that network, with their own steps and exp-Golomb
+orders ("delta"), or as that network unchanged, for no bits at all ("same"). The search
+tries them beside its own coding ("own") and keeps whichever gives the lowest RD loss.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
 from itertools import product
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Literal, Optional, Protocol
 
 import torch
 from torch import Tensor
@@ -27,11 +34,28 @@ Q_STEPS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 }
 
 
+NetworkCoding = Literal["own", "delta", "same"]
+NETWORK_CODINGS: tuple[NetworkCoding, ...] = ("own", "delta", "same")
+
+
+@dataclass(frozen=True)
+class NetworkPrediction:
+    """The values a network can be predicted from (an earlier frame's network of the same
+    shapes, in the order of :func:`split_weights_and_biases`) and the steps of the grid they
+    lie on."""
+
+    weights: list[Tensor]
+    biases: list[Tensor]
+    steps: tuple[float, float]
+
+
 class QuantizableDecoder(Protocol):
     """A decoder whose networks are quantised: a CoolChic ("arm", "synthesis",
     "upsampling") or the Cool-Chics of an inter frame ("residue.arm", ..., "motion.arm", ...)."""
 
     def quantizable_modules(self) -> dict[str, torch.nn.Module]: ...
+
+    def network_predictions(self) -> dict[str, NetworkPrediction]: ...
 
 
 def step_kind(name: str) -> str:
@@ -45,13 +69,33 @@ MAX_QUANTIZED_MAGNITUDE = 65535
 
 @dataclass
 class ModuleQuantization:
-    """What the bitstream needs to rebuild one module's parameters, and their rate."""
+    """What the bitstream needs to rebuild one module's parameters, and their rate.
+
+    ``coding`` "own" codes value / step, "delta" (value - predicted value) / step, "same"
+    nothing (the predicted values as they are; its steps are then those of the prediction's
+    grid). ``source_steps`` is the grid of the predicted values, for the last two."""
 
     weight_step: float
     bias_step: float
     weight_order: int
     bias_order: int
     rate_bits: int
+    coding: NetworkCoding = "own"
+    source_steps: Optional[tuple[float, float]] = None
+
+    @property
+    def value_steps(self) -> tuple[float, float]:
+        """The steps of the grid the module's values lie on (what the integer ARM scales by):
+        a difference added to predicted values lies on the finer of the two grids."""
+        if self.coding == "own" or self.source_steps is None:
+            return self.weight_step, self.bias_step
+        return min(self.weight_step, self.source_steps[0]), min(self.bias_step, self.source_steps[1])
+
+    @classmethod
+    def same_as(cls, steps: tuple[float, float]) -> "ModuleQuantization":
+        """A network sent as the one it is predicted from, whose values lie on the grid of
+        ``steps``: no bits."""
+        return cls(*steps, 0, 0, 0, "same", tuple(steps))
 
 
 def split_weights_and_biases(module: torch.nn.Module) -> tuple[list[Tensor], list[Tensor]]:
@@ -61,14 +105,30 @@ def split_weights_and_biases(module: torch.nn.Module) -> tuple[list[Tensor], lis
     return weights, biases
 
 
-def quantized_integers(params: list[Tensor], step: float) -> Tensor | None:
-    """Quantised integers of all ``params`` at ``step``, or None when one overflows."""
+def _rounded(params: list[Tensor], step: float, predicted: list[Tensor] | None) -> Tensor:
+    if predicted is None:
+        return torch.cat([torch.round(p.detach().reshape(-1) / step) for p in params])
+    return torch.cat([torch.round((p.detach() - q).reshape(-1) / step) for p, q in zip(params, predicted)])
+
+
+def quantized_integers(params: list[Tensor], step: float, predicted: list[Tensor] | None = None) -> Tensor | None:
+    """Quantised integers of all ``params`` at ``step`` (of their differences from
+    ``predicted`` when given), or None when one overflows."""
     if not params:
         return torch.zeros(0)
-    values = torch.cat([torch.round(p.detach().reshape(-1) / step) for p in params])
+    values = _rounded(params, step, predicted)
     if values.abs().max() > MAX_QUANTIZED_MAGNITUDE:
         return None
     return values
+
+
+def dequantized(integers: Tensor, step: float, predicted: Tensor | None = None) -> Tensor | None:
+    """integers x step (+ predicted) in float64, or None when float32 cannot hold one of the
+    values exactly (a difference on a finer grid than large predicted values allow)."""
+    values = integers.to(torch.float64) * step
+    if predicted is not None:
+        values = values + predicted.to(torch.float64).reshape(values.shape)
+    return values if torch.equal(values.float().double(), values) else None
 
 
 def quantize_networks(
@@ -92,8 +152,9 @@ class SearchPosition:
 
 
 class QStepSearch:
-    """Chooses for each network (ARM, synthesis and upsampling of each Cool-Chic) the (weight step, bias step) pair
-    with the lowest rate-distortion loss, and leaves the model quantised with it.
+    """Chooses for each network (ARM, synthesis and upsampling of each Cool-Chic) the coding
+    and (weight step, bias step) pair with the lowest rate-distortion loss, and leaves the
+    model quantised with it.
 
     ``evaluate_loss(network_bits)`` returns the test loss of the model as it currently is,
     counting ``network_bits`` for the networks. The first pass is the reference's greedy
@@ -113,6 +174,7 @@ class QStepSearch:
 
     def __init__(self, model: QuantizableDecoder, evaluate_loss: Callable[[float], float], max_passes: int = 3):
         self.modules = {name: split_weights_and_biases(module) for name, module in model.quantizable_modules().items()}
+        self.predictions = {name: p for name, p in model.network_predictions().items() if name in self.modules}
         self.full_precision = {name: [p.detach().clone() for p in w + b] for name, (w, b) in self.modules.items()}
         self.evaluate_loss = evaluate_loss
         self.max_passes = max_passes
@@ -126,9 +188,17 @@ class QStepSearch:
         names = tuple(self.modules)
         return names if pass_index == 0 else tuple(n for n in names if step_kind(n) != "arm")
 
-    def _pairs(self, name: str) -> list[tuple[float, float]]:
+    def _candidates(self, name: str) -> list[tuple[NetworkCoding, float, float]]:
+        """Every (coding, weight step, bias step) the search tries for a network: its own
+        coding at each step pair, and when it can be predicted, differences at each step pair
+        and the predicted network as it is."""
         weight_steps, bias_steps = Q_STEPS[step_kind(name)]
-        return list(product(weight_steps, bias_steps if self.modules[name][1] else (bias_steps[0],)))
+        pairs = list(product(weight_steps, bias_steps if self.modules[name][1] else (bias_steps[0],)))
+        candidates: list[tuple[NetworkCoding, float, float]] = [("own", w, b) for w, b in pairs]
+        prediction = self.predictions.get(name)
+        if prediction is not None:
+            candidates += [("delta", w, b) for w, b in pairs] + [("same", *prediction.steps)]
+        return candidates
 
     @property
     def current_module(self) -> str:
@@ -145,39 +215,51 @@ class QStepSearch:
     def _run(self, after_each: Callable[[], None]) -> dict[str, ModuleQuantization]:
         while not self.finished:
             name, position = self.current_module, self.position
-            weights, biases = self.modules[name]
             other_bits = sum(q.rate_bits for other, q in self.result.items() if other != name)
-            pairs = self._pairs(name)
-            while position.pair_index < len(pairs):
-                weight_step, bias_step = pairs[position.pair_index]
-                candidate = self._try(name, weight_step, bias_step, other_bits)
+            candidates = self._candidates(name)
+            while position.pair_index < len(candidates):
+                candidate = self._try(name, *candidates[position.pair_index], other_bits)
                 if candidate is not None and candidate[0] < position.best_loss:
                     position.best_loss, position.best = candidate
                 position.pair_index += 1
                 after_each()
             if position.best is None:
                 raise RuntimeError(f"every quantisation step overflows {MAX_QUANTIZED_MAGNITUDE} for the {name} module")
-            self._quantize(name, position.best)
+            self._apply(name, position.best)
             position.changed |= self.result.get(name) != position.best
             self.result[name] = position.best
             self._advance()
         return dict(self.result)
 
-    def _try(self, name: str, weight_step: float, bias_step: float,
+    def _try(self, name: str, coding: NetworkCoding, weight_step: float, bias_step: float,
              other_bits: int) -> tuple[float, ModuleQuantization] | None:
-        """Loss and description of one step pair; the module is back at full precision after."""
-        weights, biases = self.modules[name]
-        weight_ints, bias_ints = quantized_integers(weights, weight_step), quantized_integers(biases, bias_step)
-        if weight_ints is None or bias_ints is None:
-            return None
-        _load(weights, weight_ints, weight_step)
-        _load(biases, bias_ints, bias_step)
-        weight_order, weight_bits = best_expgolomb_order(weight_ints)
-        bias_order, bias_bits = best_expgolomb_order(bias_ints)
-        candidate = ModuleQuantization(weight_step, bias_step, weight_order, bias_order, weight_bits + bias_bits)
-        loss = self.evaluate_loss(other_bits + candidate.rate_bits)
+        """Loss and description of one way to code a network; the module is back at full
+        precision after."""
+        candidate = self._quantize(name, coding, weight_step, bias_step)
+        if candidate is not None:
+            loss = self.evaluate_loss(other_bits + candidate.rate_bits)
         self._restore_full_precision(name)
-        return loss, candidate
+        return None if candidate is None else (loss, candidate)
+
+    def _quantize(self, name: str, coding: NetworkCoding, weight_step: float,
+                  bias_step: float) -> ModuleQuantization | None:
+        """Load the module quantised this way and describe it; None (module left as it was
+        partly loaded) when a value overflows the coder or float32."""
+        weights, biases = self.modules[name]
+        prediction = self.predictions.get(name) if coding != "own" else None
+        if coding == "same":
+            _copy_values(weights + biases, prediction.weights + prediction.biases)
+            return ModuleQuantization.same_as(prediction.steps)
+        orders_and_bits = []
+        for params, step, predicted in ((weights, weight_step, prediction and prediction.weights),
+                                        (biases, bias_step, prediction and prediction.biases)):
+            integers = quantized_integers(params, step, predicted)
+            if integers is None or not _load(params, integers, step, predicted):
+                return None
+            orders_and_bits.append(best_expgolomb_order(integers))
+        (weight_order, weight_bits), (bias_order, bias_bits) = orders_and_bits
+        return ModuleQuantization(weight_step, bias_step, weight_order, bias_order, weight_bits + bias_bits, coding,
+                                  None if prediction is None else prediction.steps)
 
     def _advance(self) -> None:
         position = self.position
@@ -195,11 +277,9 @@ class QStepSearch:
         for parameter, original in zip(weights + biases, self.full_precision[name]):
             parameter.copy_(original)
 
-    def _quantize(self, name: str, choice: ModuleQuantization) -> None:
-        weights, biases = self.modules[name]
+    def _apply(self, name: str, choice: ModuleQuantization) -> None:
         self._restore_full_precision(name)
-        _load(weights, quantized_integers(weights, choice.weight_step), choice.weight_step)
-        _load(biases, quantized_integers(biases, choice.bias_step), choice.bias_step)
+        self._quantize(name, choice.coding, choice.weight_step, choice.bias_step)
 
     def state_dict(self) -> dict[str, Any]:
         position = asdict(self.position)
@@ -221,17 +301,27 @@ class QStepSearch:
         self.finished, self.max_passes = state["finished"], state["max_passes"]
         for name in self.modules:
             if name in self.result and (self.finished or name != self.current_module):
-                self._quantize(name, self.result[name])
+                self._apply(name, self.result[name])
             else:
                 self._restore_full_precision(name)
 
 
-def _load(params: list[Tensor], integers: Tensor, step: float) -> None:
-    offset = 0
-    for parameter in params:
-        count = parameter.numel()
-        parameter.copy_((integers[offset:offset + count] * step).view_as(parameter))
-        offset += count
+def _load(params: list[Tensor], integers: Tensor, step: float, predicted: list[Tensor] | None = None) -> bool:
+    """Set ``params`` to integers x step (+ the predicted values); False, leaving them
+    unchanged, when float32 cannot hold a value exactly."""
+    if not params:
+        return True
+    flat_predicted = torch.cat([p.reshape(-1) for p in predicted]) if predicted else None
+    values = dequantized(integers, step, flat_predicted)
+    if values is None:
+        return False
+    _copy_values(params, list(values.split([p.numel() for p in params])))
+    return True
+
+
+def _copy_values(params: list[Tensor], values: list[Tensor]) -> None:
+    for parameter, value in zip(params, values):
+        parameter.copy_(value.view_as(parameter))
 
 
 # The steps the q-step search most often picks near lambda 1e-3 (kodim15, hop5): what a
@@ -241,13 +331,22 @@ TYPICAL_STEPS = {"arm": (2.0**-5, 2.0**-5), "synthesis": (2.0**-7, 2.0**-8), "up
 
 def estimated_network_bits(model: QuantizableDecoder) -> int:
     """Exp-Golomb bits of the networks quantised at :data:`TYPICAL_STEPS`, without any
-    forward: how candidate decoders of different sizes are compared in a warm-up."""
+    forward: how candidate decoders of different sizes are compared in a warm-up. A network
+    that can be predicted costs the fewer of its own bits and those of its differences."""
     total = 0
+    predictions = model.network_predictions()
     for name, module in model.quantizable_modules().items():
-        for params, step in zip(split_weights_and_biases(module), TYPICAL_STEPS[step_kind(name)]):
-            if params:
-                values = torch.cat([torch.round(p.detach().reshape(-1) / step) for p in params])
-                total += best_expgolomb_order(values.clamp(-MAX_QUANTIZED_MAGNITUDE, MAX_QUANTIZED_MAGNITUDE))[1]
+        prediction = predictions.get(name)
+        bases = [(None, None)] + ([(prediction.weights, prediction.biases)] if prediction is not None else [])
+        costs = []
+        for base in bases:
+            bits = 0
+            for params, step, predicted in zip(split_weights_and_biases(module), TYPICAL_STEPS[step_kind(name)], base):
+                if params:
+                    values = _rounded(params, step, predicted).clamp(-MAX_QUANTIZED_MAGNITUDE, MAX_QUANTIZED_MAGNITUDE)
+                    bits += best_expgolomb_order(values)[1]
+            costs.append(bits)
+        total += min(costs)
     return total
 
 

@@ -13,12 +13,14 @@ raises the loss.
 Each try is one evaluation of the RD loss. Inside :func:`reusing_unchanged_results` an
 ARM try recomputes only the latent rate, a synthesis try only the synthesis (its input,
 the upsampled latents, is reused) and an upsampling try the image. The network rate of a
-try is updated from the lengths of the one code that changed.
+try is updated from the lengths of the one code that changed. A network coded as
+differences from a predicted one moves its differences; one sent as the predicted network
+itself has nothing to move.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -27,8 +29,8 @@ from torch import Tensor
 from coolchic_pl.model.evalcache import reusing_unchanged_results
 from coolchic_pl.nnquant.expgolomb import best_expgolomb_order, expgolomb_bits
 from coolchic_pl.nnquant.quantize import (
-    MAX_QUANTIZED_MAGNITUDE, ModuleQuantization, QuantizableDecoder, network_rate_bits, quantized_integers,
-    split_weights_and_biases,
+    MAX_QUANTIZED_MAGNITUDE, ModuleQuantization, NetworkPrediction, QuantizableDecoder, network_rate_bits,
+    quantized_integers, split_weights_and_biases,
 )
 
 MAX_OFFSET = 15
@@ -55,7 +57,11 @@ class Rdoq:
     def __init__(self, model: QuantizableDecoder, quantization: dict[str, ModuleQuantization],
                  evaluate_loss: Callable[[float], float], seed: int = 0, max_offset: int = MAX_OFFSET):
         self.modules = {name: split_weights_and_biases(module)
-                        for name, module in sorted(model.quantizable_modules().items())}
+                        for name, module in sorted(model.quantizable_modules().items())
+                        if quantization[name].coding != "same"}
+        predictions = model.network_predictions()
+        self.predicted: dict[str, NetworkPrediction | None] = {
+            name: predictions[name] if quantization[name].coding == "delta" else None for name in self.modules}
         self.quantization = dict(quantization)
         self.evaluate_loss = evaluate_loss
         self.seed, self.max_offset = seed, max_offset
@@ -80,19 +86,25 @@ class Rdoq:
         with reusing_unchanged_results():
             while not self.finished:
                 name = list(self.modules)[self.position.module_index]
-                params = self.modules[name][self.position.group]
-                self._visit_group(name, params, after_each, every)
+                self._visit_group(name, after_each, every)
                 self._next_group(name)
                 after_each()
         return dict(self.quantization)
 
-    def _visit_group(self, name: str, params: list[Tensor], after_each: Callable[[], None], every: int) -> None:
+    def _predicted(self, name: str, group: int) -> list[Tensor] | None:
+        prediction = self.predicted[name]
+        return None if prediction is None else (prediction.weights, prediction.biases)[group]
+
+    def _visit_group(self, name: str, after_each: Callable[[], None], every: int) -> None:
+        params = self.modules[name][self.position.group]
         if not params:
             return
         q = self.quantization[name]
         step = q.weight_step if self.position.group == 0 else q.bias_step
         order = q.weight_order if self.position.group == 0 else q.bias_order
         flat_views = [p.view(-1) for p in params]
+        predicted = self._predicted(name, self.position.group)
+        base_views = [p.reshape(-1) for p in predicted] if predicted is not None else None
         owners = torch.cat([torch.full((p.numel(),), i) for i, p in enumerate(params)])
         offsets = torch.cat([torch.arange(p.numel()) for p in params])
         visiting = self._visiting_order(len(owners))
@@ -100,39 +112,41 @@ class Rdoq:
         best_loss = self.evaluate_loss(bits)
         while self.position.index < len(visiting):
             element = int(visiting[self.position.index])
-            view, offset = flat_views[int(owners[element])], int(offsets[element])
-            best_loss, bits = self._visit(view, offset, step, order, best_loss, bits)
+            owner, offset = int(owners[element]), int(offsets[element])
+            base = 0.0 if base_views is None else float(base_views[owner][offset])
+            best_loss, bits = self._visit(flat_views[owner], offset, base, step, order, best_loss, bits)
             self.position.index += 1
             if self.position.index % every == 0:
                 self._set_group_bits(name, bits)
                 after_each()
         self._set_group_bits(name, bits)
 
-    def _visit(self, view: Tensor, offset: int, step: float, order: int, best_loss: float,
+    def _visit(self, view: Tensor, offset: int, base: float, step: float, order: int, best_loss: float,
                bits: int) -> tuple[float, int]:
-        start = round(float(view[offset]) / step)
+        """Move the integer of one parameter, whose value is ``base`` + integer x step."""
+        start = round((float(view[offset]) - base) / step)
         best_value, best_bits = start, bits
         start_code = int(expgolomb_bits(torch.tensor([start]), order))
         for sign in (-1, 1):
             for shift in range(1, self.max_offset + 1):
                 value = start + sign * shift
-                if abs(value) > MAX_QUANTIZED_MAGNITUDE:
+                exact = base + value * step
+                if abs(value) > MAX_QUANTIZED_MAGNITUDE or float(torch.tensor(exact, dtype=view.dtype)) != exact:
                     break
                 candidate_bits = bits - start_code + int(expgolomb_bits(torch.tensor([value]), order))
-                view[offset] = value * step
+                view[offset] = exact
                 self.tries += 1
                 loss = self.evaluate_loss(candidate_bits)
                 if loss >= best_loss:
                     break
                 best_loss, best_value, best_bits = loss, value, candidate_bits
-        view[offset] = best_value * step
+        view[offset] = base + best_value * step
         return best_loss, best_bits
 
     def _set_group_bits(self, name: str, bits: int) -> None:
         """Record the network rate after changes: the group's share is what changed."""
         q = self.quantization[name]
-        self.quantization[name] = ModuleQuantization(q.weight_step, q.bias_step, q.weight_order, q.bias_order,
-                                                     q.rate_bits + bits - network_rate_bits(self.quantization))
+        self.quantization[name] = replace(q, rate_bits=q.rate_bits + bits - network_rate_bits(self.quantization))
 
     def _next_group(self, name: str) -> None:
         """After a network's biases, choose its exp-Golomb orders again for its new integers."""
@@ -142,10 +156,11 @@ class Rdoq:
         q = self.quantization[name]
         weights, biases = self.modules[name]
         # RDOQ keeps every integer within MAX_QUANTIZED_MAGNITUDE, so neither is None.
-        weight_order, weight_bits = best_expgolomb_order(quantized_integers(weights, q.weight_step))
-        bias_order, bias_bits = best_expgolomb_order(quantized_integers(biases, q.bias_step))
-        self.quantization[name] = ModuleQuantization(q.weight_step, q.bias_step, weight_order, bias_order,
-                                                     weight_bits + bias_bits)
+        weight_order, weight_bits = best_expgolomb_order(quantized_integers(weights, q.weight_step,
+                                                                            self._predicted(name, 0)))
+        bias_order, bias_bits = best_expgolomb_order(quantized_integers(biases, q.bias_step, self._predicted(name, 1)))
+        self.quantization[name] = replace(q, weight_order=weight_order, bias_order=bias_order,
+                                          rate_bits=weight_bits + bias_bits)
         self.position = RdoqPosition(self.position.module_index + 1)
 
     def state_dict(self) -> dict[str, Any]:

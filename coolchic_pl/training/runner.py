@@ -291,6 +291,7 @@ class PhaseRunner:
             candidate = live[stage.candidate]
             quantization_s = self._train(candidate.module, warm.training_phase, name, resume)
             candidate.loss = self._ranking_loss(candidate.module)
+            self.state.setdefault("ranking", {})[f"{stage.index}:{candidate.id}"] = candidate.loss
             if stage.candidate == warm.candidates - 1:
                 live.sort(key=lambda c: c.loss)
             return quantization_s

@@ -45,19 +45,24 @@ from coolchic_pl.metrics import yuv_psnrs
 from coolchic_pl.model.architecture import (
     ARCHITECTURES, AUTO_MOTION_ARCHITECTURES, AUTO_RESIDUE_ARCHITECTURES, MOTION_ARCHITECTURES, CoolChicArchitecture,
 )
-from coolchic_pl.model.coolchic import NETWORK_NAMES, CoolChic, SharedNetworks
-from coolchic_pl.model.interframe import MOTION_OUTPUTS, InterCoolChic, InterFrameParameters
+from coolchic_pl.model.coolchic import NETWORK_NAMES, CoolChic, NetworkSource
+from coolchic_pl.model.interframe import (
+    FLOW_ACCURACY, MOTION_OUTPUTS, InterCoolChic, InterFrameParameters, MotionModel,
+)
 from coolchic_pl.model.warp import global_translation, shift
+from coolchic_pl.nnquant import ModuleQuantization
 from coolchic_pl.training.checkpoint import Checkpointer, StopReason
+from coolchic_pl.training.loss import mse
 from coolchic_pl.training.module import CoolChicModule
 from coolchic_pl.training.rng import derive_seed
 from coolchic_pl.training.runner import PhaseRunner
 from coolchic_pl.video.bitstream import (
-    CoolChicStore, FrameHeader, SequenceHeader, decode_frame, decode_video, encode_frame, encode_video, to_444,
+    DecodedSequence, FrameHeader, SequenceHeader, base_flows, decode_frame, decode_video, encode_frame, encode_video,
+    to_444,
 )
 from coolchic_pl.video.motion import (
-    FlowTargetModule, PredictionReport, decoded_motion_psnrs, estimate_motion, final_prediction_psnrs, flow_target,
-    initial_report,
+    FlowTargetModule, PredictionReport, decoded_motion_psnrs, estimate_motion, final_prediction_psnrs, fit_affine,
+    flow_target, initial_report, motion_predictions,
 )
 from coolchic_pl.video.policy import FrameSettings, resolve_settings, settings_row
 from coolchic_pl.video.structure import CodedFrame, build_coding_structure
@@ -70,29 +75,48 @@ StartKind = Literal["random", "flow", "warm", "reuse"]
 
 @dataclass(frozen=True)
 class CandidateStart:
-    """How one warm-up candidate of an inter frame starts: its decoders, and random
-    networks, the pre-trained motion, or the networks of frame ``source``."""
+    """How one warm-up candidate of an inter frame starts: its decoders (None for a
+    Cool-Chic the frame does not code), and random networks, the pre-trained motion, or the
+    networks of the earlier frames its networks are predicted from ("warm": trained from
+    there, "reuse": taken as they are, frozen)."""
 
-    residue: str
-    motion: str
+    residue: str | None
+    motion: str | None
     kind: StartKind
-    source: int | None = None
+
+    @property
+    def mode(self) -> str:
+        """Which Cool-Chics it codes: motion+residue, motion or residue."""
+        return "+".join(role for role, arch in (("motion", self.motion), ("residue", self.residue)) if arch)
 
     def label(self) -> str:
-        origin = f" of frame {self.source}" if self.source is not None else ""
-        return f"{self.residue}/{self.motion} {self.kind}{origin}"
+        decoders = "/".join(arch for arch in (self.residue, self.motion) if arch)
+        return f"{self.mode} {decoders} {self.kind}"
 
     @property
     def motion_key(self) -> str:
         """What its motion starts from: candidates with the same key share one pre-training."""
-        return f"{self.kind}_{self.motion}" if self.source is None else f"{self.kind}_{self.source}"
+        return f"{self.kind}_{self.motion}"
+
+
+@dataclass(frozen=True)
+class MotionBase:
+    """One motion model of an inter frame and the base flows it makes ([references, 2, H, W]
+    int64, 1/64 pel, relative to the shifted references; None for translation only)."""
+
+    model: MotionModel
+    flows: Tensor | None
+
+    @property
+    def pixels(self) -> Tensor | None:
+        return None if self.flows is None else self.flows.float() / FLOW_ACCURACY
 
 
 def _copy_of(coolchic: CoolChic, state: dict[str, Tensor]) -> CoolChic:
-    """A fresh Cool-Chic like ``coolchic`` (networks shared the same way) holding ``state``."""
+    """A fresh Cool-Chic like ``coolchic`` (networks predicted the same way) holding ``state``."""
     copy = CoolChic(coolchic.image_size, coolchic.architecture, coolchic.n_outputs)
-    if coolchic.shared_networks is not None:
-        copy.share_networks(coolchic, coolchic.shared_networks)
+    if coolchic.network_source is not None:
+        copy.predict_networks(coolchic.network_source, frozen=coolchic.networks_frozen, warm=False)
     copy.load_state_dict(state)
     return copy
 
@@ -142,7 +166,7 @@ def with_candidates(preset: Preset, n_candidates: int) -> Preset:
 def frame_table(structure: list[CodedFrame], config: FitConfig) -> str:
     """The structure with each frame's policy: lambda, decoders, iterations, lr, warp, tools."""
     header = ("coding", "display", "type", "depth", "refs", "lambda", "decoders", "itr main/warm/motion", "lr",
-              "warp", "tools")
+              "warp", "tools", "modes", "motion models")
     rows = []
     policy = config.frame_policy()
     for frame in structure:
@@ -150,19 +174,21 @@ def frame_table(structure: list[CodedFrame], config: FitConfig) -> str:
         preset = frame_preset(config, frame, settings)
         if frame.frame_type == "I":
             decoders = settings.arch or config.arch or "hop"
-            warp = tools = "-"
+            warp = tools = modes = models = "-"
         else:
             decoders = f"{settings.arch or 'lop'}/{settings.motion_arch or 'lop'}"
             warp = str(settings.warp_filter_size)
             tools = ",".join(name for name, on in (("flow", settings.motion_init == "flow"),
                                                    ("warm", settings.warm_start),
-                                                   ("reuse", settings.reuse_networks != "never")) if on) or "-"
+                                                   ("reuse", settings.reuse_networks != "never"),
+                                                   ("predict", settings.network_prediction)) if on) or "-"
+            modes, models = ",".join(settings.modes), ",".join(settings.motion_models)
         pretrain = preset.motion_pretrain.max_itr if preset.motion_pretrain is not None else 0
         warm = preset.warmup.phases[0].training_phase.max_itr if preset.warmup.phases else 0
         rows.append((str(frame.coding), str(frame.display), frame.frame_type, str(frame.depth),
                      ",".join(map(str, frame.refs)) or "-", f"{settings.lmbda(config.lmbda, frame.depth):.4g}",
                      decoders, f"{preset.all_phases[0].max_itr}/{warm}/{pretrain}",
-                     f"{settings.lr or config.start_lr:g}", warp, tools))
+                     f"{settings.lr or config.start_lr:g}", warp, tools, modes, models))
     widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
     lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
     lines.insert(1, "-+-".join("-" * width for width in widths))
@@ -183,6 +209,82 @@ def frame_preset(config: FitConfig, frame: CodedFrame, settings: FrameSettings) 
     return with_warmup_iterations(preset, settings.n_itr_warmup)
 
 
+@dataclass
+class _CodedFrame:
+    """A frame coded one way: its module, record (and the bits of its parts), decoded planes
+    and exact RD loss (MSE of the decoded planes + lambda x record bits per pixel)."""
+
+    module: CoolChicModule
+    record: bytes
+    part_bits: dict[str, int]
+    planes: tuple[Tensor, ...]
+    loss: float
+    bpp_estimated: float
+    seconds: float
+    mode: str = ""
+
+    @classmethod
+    def of(cls, frame: CodedFrame, module: CoolChicModule, metrics: dict[str, float] | None, bitdepth: int,
+           mode: str = "") -> "_CodedFrame":
+        started = time.perf_counter()
+        module.cpu()
+        decoder = module.coolchic
+        inter = decoder.frame_parameters if isinstance(decoder, InterCoolChic) else None
+        record, part_bits = encode_frame(FrameHeader(frame.display, frame.refs, inter), decoder, module.quantization,
+                                         bitdepth)
+        planes = module.decode()
+        bpp = 8 * len(record) / module.n_pixels
+        loss = mse(planes, module.target).item() + module.lmbda * bpp
+        return cls(module, record, part_bits, planes, loss, metrics["bpp"] if metrics else bpp,
+                   time.perf_counter() - started, mode)
+
+
+@dataclass
+class InterFramePlan:
+    """What a P or B frame tries: the parameters of its trained candidates (global
+    translations, warp, the base motion ``base_name`` that predicted best), their starts and
+    the factory of their modules, the frame coded by each motion model alone (``direct``),
+    the RD cost of every mode tried so far, and the prediction report."""
+
+    parameters: InterFrameParameters
+    base_name: str
+    starts: list[CandidateStart]
+    factory: Callable[[int], CoolChicModule]
+    report: PredictionReport
+    direct: dict[str, _CodedFrame]
+    costs: dict[str, float]
+    iterations: int
+    seconds: float
+
+    @property
+    def best_direct(self) -> str | None:
+        return min(self.direct, key=lambda name: self.direct[name].loss) if self.direct else None
+
+
+def _warmup_costs(runner: PhaseRunner, plan: InterFramePlan) -> dict[str, float]:
+    """The ranking loss of every candidate of the first warm-up phase, by mode and start."""
+    ranking = runner.state.get("ranking", {})
+    return {f"{plan.base_name}+{plan.starts[int(key.split(':')[1]) % len(plan.starts)].label()} (warm-up)": loss
+            for key, loss in ranking.items() if key.startswith("0:")}
+
+
+def _prediction_mse(target: Tensor, shifted_references: list[Tensor], base: MotionBase, filter_size: int) -> float:
+    """MSE (4:4:4) of the prediction a motion model gives alone (an even blend for B frames)."""
+    predictions = motion_predictions(None, shifted_references, filter_size, base.pixels)
+    prediction = sum(predictions) / len(predictions)
+    return torch.mean((prediction.clamp(0, 1) - target) ** 2).item()
+
+
+def _network_coding(coolchic: CoolChic, quantization: dict[str, ModuleQuantization], prefix: str) -> dict[str, Any]:
+    """Where a Cool-Chic's networks come from (the frame they are predicted from, if any) and
+    how each is coded: own, delta (differences from the predicted network) or same."""
+    codings = {**coolchic.frozen_quantization(), **{k[len(prefix):]: q for k, q in quantization.items()
+                                                     if k.startswith(prefix)}}
+    source = coolchic.network_source
+    return {"from": None if source is None else source.frame,
+            **{name: codings[name].coding for name in NETWORK_NAMES if name in codings}}
+
+
 class VideoEncoder:
     def __init__(self, config: FitConfig, structure: list[CodedFrame], run_dir: Path, checkpointer: Checkpointer,
                  loggers: list[Logger], callbacks: list[pl.Callback], stream: TextIO, device: str):
@@ -191,8 +293,7 @@ class VideoEncoder:
         self.policy = config.frame_policy()
         first = read_frame(config.input, config.frame_index)
         self.sequence = SequenceHeader(first.height, first.width, first.color_space, first.bitdepth, config.n_frames)
-        self.decoded: dict[int, FrameData] = {}
-        self.store: CoolChicStore = {}
+        self.state = DecodedSequence()
         self.records: list[bytes] = []
         self.results: dict[int, dict[str, Any]] = {}
 
@@ -210,14 +311,14 @@ class VideoEncoder:
 
     def _load_finished(self, frame: CodedFrame, folder: Path) -> None:
         """A frame coded before an interruption: its record (decoded again for the
-        Cool-Chics later frames may share), its decoded planes (the references of the later
-        frames, as the first run had them) and its results."""
+        Cool-Chics and motion later frames may predict from), its decoded planes (the
+        references of the later frames, as the first run had them) and its results."""
         record = (folder / "frame.bin").read_bytes()
-        decode_frame(record, self.sequence, self.decoded, self.store)
+        decode_frame(record, self.sequence, self.state)
         saved = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
         load_callback_states(self.user_callbacks, saved.get("user_callbacks", {}))
         planes = torch.load(folder / "decoded.pt", map_location="cpu", weights_only=True)
-        self.decoded[frame.display] = FrameData(tuple(planes), self.sequence.bitdepth, self.sequence.color_space)
+        self.state.frames[frame.display] = FrameData(tuple(planes), self.sequence.bitdepth, self.sequence.color_space)
         self.records.append(record)
         self.results[frame.display] = json.loads((folder / RESULTS_FILE).read_text())
 
@@ -235,121 +336,206 @@ class VideoEncoder:
         common = dict(seed=config.seed, accelerator=self.device, loggers=self.loggers,
                       user_callbacks=self.user_callbacks, report_stream=self.stream, checkpointer=checkpointer,
                       name_prefix=name_prefix)
+        inter = None
         if frame.frame_type == "I":
-            inter, motion, starts, report = None, {"seconds": 0.0, "iterations": 0}, None, None
             runner = PhaseRunner(target, config.resolved_architectures(settings.arch), preset, lmbda,
                                  n_loops=config.n_loops, **common)
         else:
-            inter, motion, starts, report, factory = self._prepare_inter(frame, folder, settings, target, lmbda, preset)
-            preset = with_candidates(preset, len(starts))
-            runner = PhaseRunner(target, residue_architecture(starts[0].residue), preset, lmbda, module_factory=factory,
-                                 rank_with_network_bits=True, **common)
+            inter = self._prepare_inter(frame, folder, settings, target, lmbda, preset)
+            preset = with_candidates(preset, len(inter.starts))
+            runner = PhaseRunner(target, residue_architecture(inter.starts[0].residue or "lop"), preset, lmbda,
+                                 module_factory=inter.factory, rank_with_network_bits=True, **common) \
+                if inter.starts else None
         print(f"frame {frame.display} ({frame.frame_type}, coding {frame.coding}, depth {frame.depth}, "
               f"lambda {lmbda:.4g})\n{preset.table()}", file=self.stream)
-        if starts is not None:
-            print("warm-up candidates: " + "; ".join(f"c{i} {s.label()}" for i, s in enumerate(starts)),
-                  file=self.stream)
-        checkpoint = checkpointer.load()
-        if checkpoint is not None:
-            print(f"resuming frame {frame.display} at {runner.describe(checkpoint)}", file=self.stream)
-        module, metrics = runner.run(checkpoint)
-        winner = starts[runner.state["best"]["candidate_id"] % len(starts)] if starts is not None else None
-        seconds = {"motion": motion["seconds"], **runner.seconds}
-        self._finish(frame, folder, settings, target, module, metrics, inter, lmbda, winner, report,
-                     runner.global_iteration + motion["iterations"], seconds, time.perf_counter() - started)
+        if inter is not None:
+            print("warm-up candidates: " + ("; ".join(f"c{i} {s.label()}" for i, s in enumerate(inter.starts))
+                                            or "none") + f"; base motion {inter.base_name}", file=self.stream)
+        chosen = None if inter is None else inter.direct.get(inter.best_direct)
+        seconds = {"motion": 0.0 if inter is None else inter.seconds}
+        iterations = 0 if inter is None else inter.iterations
+        winner = None
+        if runner is not None:
+            checkpoint = checkpointer.load()
+            if checkpoint is not None:
+                print(f"resuming frame {frame.display} at {runner.describe(checkpoint)}", file=self.stream)
+            module, metrics = runner.run(checkpoint)
+            seconds.update(runner.seconds)
+            iterations += runner.global_iteration
+            coded = _CodedFrame.of(frame, module, metrics, self.sequence.bitdepth)
+            if inter is not None:
+                winner = inter.starts[runner.state["best"]["candidate_id"] % len(inter.starts)]
+                coded.mode = f"{inter.base_name}+{winner.mode}"
+                inter.costs.update(_warmup_costs(runner, inter))
+                inter.costs[coded.mode + " (final)"] = coded.loss
+            if chosen is None or coded.loss <= chosen.loss:
+                chosen = coded
+            else:
+                winner = None
+        self._finish(frame, folder, settings, target, chosen, inter, lmbda, winner, iterations, seconds,
+                     time.perf_counter() - started)
         checkpointer.remove()
 
     def _prepare_inter(self, frame: CodedFrame, folder: Path, settings: FrameSettings, target: FrameData,
-                       lmbda: float, preset: Preset
-                       ) -> tuple[InterFrameParameters, dict, list[CandidateStart], PredictionReport, Callable]:
-        """References, global translations, flows, motion pre-training and the warm-up
-        candidates of a P or B frame; the last item builds candidate ``c``'s module."""
+                       lmbda: float, preset: Preset) -> "InterFramePlan":
+        """References, global translations, flows, motion models, the frame coded by each
+        model alone (no Cool-Chic), motion pre-training and the warm-up candidates of a P or
+        B frame."""
         started = time.perf_counter()
         target_444 = to_444(target)
-        references = [to_444(self.decoded[r]) for r in frame.refs]
+        references = [to_444(self.state.frames[r]) for r in frame.refs]
         use_flow = settings.motion_init == "flow" and preset.motion_pretrain is not None
-        if use_flow:
+        if use_flow or "affine" in settings.motion_models:
             translations, flows = (tuple(parts) for parts in zip(*(estimate_motion(target_444, r) for r in references)))
         else:
             translations, flows = tuple(global_translation(r, target_444) for r in references), None
-        inter = InterFrameParameters(translations, settings.warp_filter_size)
         shifted = [shift(r, dx, dy) for r, (dx, dy) in zip(references, translations)]
         report = initial_report(frame.refs, target_444, references, translations, flows and list(flows),
-                                inter.warp_filter_size)
-        starts = self._candidate_starts(frame, settings, residue_names(settings), motion_names(settings), use_flow)
+                                settings.warp_filter_size)
+        bases = self._motion_bases(frame, settings, translations, flows)
+        for name, base in bases.items():
+            if name != "translation":
+                report.add(name, decoded_motion_psnrs(None, target_444, shifted, settings.warp_filter_size,
+                                                      base.pixels))
+        base_name = min(bases, key=lambda name: _prediction_mse(target_444, shifted, bases[name],
+                                                                settings.warp_filter_size))
         size = (target.height, target.width)
+        direct = {}
+        if "prediction" in settings.modes:
+            for name, base in bases.items():
+                parameters = InterFrameParameters(translations, settings.warp_filter_size, base.model)
+                decoder = InterCoolChic(size, references, parameters, None, None, base.flows)
+                direct[name] = _CodedFrame.of(frame, CoolChicModule(target, decoder, lmbda), None,
+                                              self.sequence.bitdepth, mode=name)
+        base = bases[base_name]
+        inter = InterFrameParameters(translations, settings.warp_filter_size, base.model)
+        starts = self._candidate_starts(frame, settings, residue_names(settings), motion_names(settings), use_flow)
         n_outputs = MOTION_OUTPUTS[len(frame.refs)]
         motions: dict[str, CoolChic] = {}
         iterations = 0
+        targets = None if flows is None else [f - b for f, b in zip(
+            flows, [torch.zeros_like(f) for f in flows] if base.flows is None else base.pixels.split(1))]
         for index, start in enumerate(starts):
-            if start.kind == "random" or start.motion_key in motions:
+            if start.motion is None or start.kind == "random" or start.motion_key in motions:
                 continue
             with torch.random.fork_rng(devices=[]):  # its own stream: a resumed encode draws the same networks
                 torch.manual_seed(derive_seed(self.config.seed, frame.display, index))
                 motion = CoolChic(size, MOTION_ARCHITECTURES[start.motion], n_outputs)
-            if start.kind in ("warm", "reuse"):
-                self._take_networks(motion, "motion", start)
-            if flows is not None:
-                iterations += self._pretrain_motion(frame, folder, flow_target(flows), motion, start.motion_key,
+            self._predict_networks(frame, motion, "motion", settings, start.kind)
+            if targets is not None:
+                iterations += self._pretrain_motion(frame, folder, flow_target(targets), motion, start.motion_key,
                                                     preset, lmbda)
                 report.add(f"pretrained {start.motion_key}",
-                           decoded_motion_psnrs(motion, target_444, shifted, inter.warp_filter_size))
+                           decoded_motion_psnrs(motion, target_444, shifted, inter.warp_filter_size, base.pixels))
             motions[start.motion_key] = motion
 
         def factory(candidate: int) -> CoolChicModule:
             start = starts[candidate % len(starts)]  # a preset with more candidates starts some twice
-            decoder = InterCoolChic(size, references, inter, residue_architecture(start.residue),
-                                    MOTION_ARCHITECTURES[start.motion])
-            if start.kind in ("warm", "reuse"):
-                self._take_networks(decoder.residue, "residue", start)
-                self._take_networks(decoder.motion, "motion", start)
-            if start.kind != "random":
+            decoder = InterCoolChic(size, references, inter, start.residue and residue_architecture(start.residue),
+                                    start.motion and MOTION_ARCHITECTURES[start.motion], base.flows)
+            for role, coolchic in decoder.coolchics.items():
+                self._predict_networks(frame, coolchic, role, settings, start.kind)
+            if start.motion is not None and start.kind != "random":
                 decoder.motion.load_state_dict(motions[start.motion_key].state_dict())
             return CoolChicModule(target, decoder, lmbda)
 
-        motion = {"seconds": time.perf_counter() - started, "iterations": iterations}
-        return inter, motion, starts, report, factory
+        costs = {f"{name} (exact)": coded.loss for name, coded in direct.items()}
+        return InterFramePlan(inter, base_name, starts, factory, report, direct, costs, iterations,
+                              time.perf_counter() - started)
+
+    def _motion_bases(self, frame: CodedFrame, settings: FrameSettings, translations: tuple[tuple[int, int], ...],
+                      flows: tuple[Tensor, ...] | None) -> dict[str, MotionBase]:
+        """The motion models the policy allows: translation only, the affine model fitted to
+        each reference's flow, and the motion derived from the earlier frame (and reference)
+        whose decoded motion predicts this frame best."""
+        size = (self.sequence.height, self.sequence.width)
+        bases = {"translation": MotionBase(MotionModel(), None)} if "translation" in settings.motion_models else {}
+        if "affine" in settings.motion_models and flows is not None:
+            model = MotionModel("affine", affine=tuple(fit_affine(f) for f in flows))
+            bases["affine"] = MotionBase(model, base_flows(InterFrameParameters(translations, 2, model),
+                                                           frame.display, frame.refs, size, self.state.motion))
+        if "derived" in settings.motion_models:
+            derived = self._derived_base(frame, settings, translations)
+            if derived is not None:
+                bases["derived"] = derived
+        if not bases:  # a model that cannot be built here (no flow, no earlier motion): translation
+            bases["translation"] = MotionBase(MotionModel(), None)
+        return bases
+
+    def _derived_base(self, frame: CodedFrame, settings: FrameSettings,
+                      translations: tuple[tuple[int, int], ...]) -> MotionBase | None:
+        target = to_444(read_frame(self.config.input, self.config.frame_index + frame.display))
+        shifted = [shift(to_444(self.state.frames[r]), dx, dy) for r, (dx, dy) in zip(frame.refs, translations)]
+        size = (self.sequence.height, self.sequence.width)
+        best, best_mse = None, float("inf")
+        for source, motion in self.state.motion.items():
+            for slot in range(len(motion.refs)):
+                model = MotionModel("derived", source=(source, slot))
+                base = MotionBase(model, base_flows(InterFrameParameters(translations, 2, model), frame.display,
+                                                    frame.refs, size, self.state.motion))
+                mse = _prediction_mse(target, shifted, base, settings.warp_filter_size)
+                if mse < best_mse:
+                    best, best_mse = base, mse
+        return best
 
     def _candidate_starts(self, frame: CodedFrame, settings: FrameSettings, residues: tuple[str, ...],
                           motions: tuple[str, ...], use_flow: bool) -> list[CandidateStart]:
-        """Each residue decoder with the first motion decoder and each motion decoder with
-        the first residue one, from random networks and from the pre-trained motion; then
-        the warm start and the reuse of the previous inter frame of the same type (alone
-        when the policy reuses its networks always)."""
-        pairs = [(residues[0], m) for m in motions] + [(r, motions[0]) for r in residues[1:]]
-        starts = []
-        for residue, motion in pairs:
-            starts.append(CandidateStart(residue, motion, "random"))
-            if use_flow:
-                starts.append(CandidateStart(residue, motion, "flow"))
-        source = self._previous_inter(frame)
-        if source is None:
-            return starts
-        reuse = CandidateStart(source["residue_arch"], source["motion_arch"], "reuse", source["display"])
+        """For the motion+residue mode, each residue decoder with the first motion decoder and
+        each motion decoder with the first residue one, from random networks and from the
+        pre-trained motion, then the warm start and the reuse of earlier networks (alone when
+        the policy reuses them always); for the motion mode, each motion decoder from the
+        pre-trained motion (random without a flow); for the residue mode, each residue decoder
+        from random networks."""
+        modes = settings.modes
         if settings.reuse_networks == "always":
-            return [reuse]
-        if settings.warm_start:
-            starts.append(CandidateStart(source["residue_arch"], source["motion_arch"], "warm", source["display"]))
-        if settings.reuse_networks == "compete":
-            starts.append(reuse)
+            return [CandidateStart(residues[0], motions[0], "reuse")]
+        starts = []
+        if "motion+residue" in modes:
+            for residue, motion in [(residues[0], m) for m in motions] + [(r, motions[0]) for r in residues[1:]]:
+                starts.append(CandidateStart(residue, motion, "random"))
+                if use_flow:
+                    starts.append(CandidateStart(residue, motion, "flow"))
+            if settings.warm_start and self._has_earlier_inter(frame):
+                starts.append(CandidateStart(residues[0], motions[0], "warm"))
+            if settings.reuse_networks == "compete" and self._has_earlier_inter(frame):
+                starts.append(CandidateStart(residues[0], motions[0], "reuse"))
+        if "motion" in modes:
+            starts += [CandidateStart(None, m, "flow" if use_flow else "random") for m in motions]
+        if "residue" in modes:
+            starts += [CandidateStart(r, None, "random") for r in residues]
         return starts
 
-    def _previous_inter(self, frame: CodedFrame) -> dict[str, Any] | None:
-        """Results of the last frame coded before ``frame`` with the same type (P or B)."""
-        earlier = [self.results[f.display] for f in self.structure
-                   if f.coding < frame.coding and f.frame_type == frame.frame_type]
-        return earlier[-1] if earlier else None
+    def _has_earlier_inter(self, frame: CodedFrame) -> bool:
+        return any(f.coding < frame.coding and f.frame_type != "I" for f in self.structure)
 
-    def _take_networks(self, coolchic: CoolChic, role: str, start: CandidateStart) -> None:
-        """A warm start loads the trained (quantised) networks of frame ``start.source``;
-        a reuse shares them, frozen, as the decoder will."""
-        source = self.store[start.source][role]
-        if start.kind == "reuse":
-            coolchic.share_networks(source.model, SharedNetworks(start.source, source.network_quantization))
+    def _network_source(self, frame: CodedFrame, role: str, coolchic: CoolChic) -> NetworkSource | None:
+        """The Cool-Chic of the same role of the last coded inter frame, preferring one of the
+        same architecture and outputs (all its networks can be predicted)."""
+        earlier = sorted((f for f in self.structure if f.coding < frame.coding and f.frame_type != "I"),
+                         key=lambda f: f.coding, reverse=True)
+        candidates = [(f.display, self.state.coolchics[f.display][role]) for f in earlier
+                      if role in self.state.coolchics.get(f.display, {})]
+        for display, part in candidates:
+            if part.model.architecture == coolchic.architecture and part.model.n_outputs == coolchic.n_outputs:
+                return NetworkSource(display, part.model, part.network_quantization)
+        if candidates:
+            display, part = candidates[0]
+            return NetworkSource(display, part.model, part.network_quantization)
+        return None
+
+    def _predict_networks(self, frame: CodedFrame, coolchic: CoolChic, role: str, settings: FrameSettings,
+                          kind: StartKind) -> None:
+        """Give a candidate's Cool-Chic the earlier networks its own may be predicted from:
+        started from them for a warm start, taken as they are for a reuse."""
+        if not settings.network_prediction and kind not in ("warm", "reuse"):
             return
-        with torch.no_grad():
-            for name in NETWORK_NAMES:
-                getattr(coolchic, name).load_state_dict(getattr(source.model, name).state_dict())
+        source = self._network_source(frame, role, coolchic)
+        if source is None:
+            return
+        if kind == "reuse" and not all(source.predicts(n, getattr(coolchic, n)) for n in NETWORK_NAMES):
+            raise ValueError(f"frame {frame.display}: the {role} networks of frame {source.frame} cannot be reused "
+                             "by a decoder of another architecture")
+        coolchic.predict_networks(source, frozen=kind == "reuse", warm=kind == "warm")
 
     def _pretrain_motion(self, frame: CodedFrame, folder: Path, flow: Tensor, motion: CoolChic, key: str,
                          preset: Preset, lmbda: float) -> int:
@@ -380,57 +566,58 @@ class VideoEncoder:
         return state["iterations"]
 
     def _finish(self, frame: CodedFrame, folder: Path, settings: FrameSettings, target: FrameData,
-                module: CoolChicModule, metrics: dict[str, float], inter: InterFrameParameters | None, lmbda: float,
-                winner: CandidateStart | None, report: PredictionReport | None, iterations: int,
-                seconds: dict[str, float], total_seconds: float) -> None:
-        """Code the frame, decode the record back (it must give the encoder's own
-        reconstruction, which later frames reference), save what a resume needs."""
-        module.cpu()
+                chosen: "_CodedFrame", plan: "InterFramePlan | None", lmbda: float, winner: CandidateStart | None,
+                iterations: int, seconds: dict[str, float], total_seconds: float) -> None:
+        """Save the chosen coding of the frame after decoding its record back (it must give the
+        encoder's own reconstruction, which later frames reference)."""
+        module = chosen.module
         bitstream_started = time.perf_counter()
-        record, part_bytes = encode_frame(FrameHeader(frame.display, frame.refs, inter), module.coolchic,
-                                          module.quantization, self.sequence.bitdepth)
-        _, decoded = decode_frame(record, self.sequence, self.decoded, self.store)
-        if not all(torch.equal(a, b) for a, b in zip(decoded.planes, module.decode())):
+        _, decoded = decode_frame(chosen.record, self.sequence, self.state)
+        if not all(torch.equal(a, b) for a, b in zip(decoded.planes, chosen.planes)):
             raise RuntimeError(f"frame {frame.display}: decoding its record does not reproduce the encoder's "
                                "reconstruction")
-        seconds["bitstream"] = time.perf_counter() - bitstream_started
+        seconds["bitstream"] = chosen.seconds + time.perf_counter() - bitstream_started
         n_pixels = target.n_pixels
-        coolchics = {"residue": module.coolchic} if inter is None else module.coolchic.coolchics
+        decoder = module.coolchic
+        inter = None if plan is None else decoder.frame_parameters
+        coolchics = {"residue": decoder} if inter is None else decoder.coolchics
         network_bits = {role: sum(q.rate_bits for k, q in module.quantization.items()
                                   if inter is None or k.startswith(f"{role}.")) for role in coolchics}
         result = {
             "display": frame.display, "coding": frame.coding, "type": frame.frame_type, "depth": frame.depth,
             "refs": list(frame.refs), "lmbda": lmbda, **yuv_psnrs(decoded.planes, target.planes),
-            "bpp": 8 * len(record) / n_pixels, "bits": 8 * len(record),
-            **{f"bits_{name}": 8 * count for name, count in part_bytes.items()},
+            "bpp": 8 * len(chosen.record) / n_pixels, "bits": 8 * len(chosen.record),
+            **{f"bits_{name}": count for name, count in chosen.part_bits.items()},
             **{f"bits_network_{name}": bits for name, bits in network_bits.items()},
-            "networks": {role: ("own" if c.shared_networks is None else f"frame {c.shared_networks.frame}")
+            "networks": {role: _network_coding(c, module.quantization, "" if inter is None else f"{role}.")
                          for role, c in coolchics.items()},
-            "bpp_estimated": metrics["bpp"], "loss": metrics["loss"],
+            "bpp_estimated": chosen.bpp_estimated, "loss": chosen.loss,
             "translations": [list(t) for t in inter.translations] if inter else [],
-            "mac_per_pixel": round(module.coolchic.mac_per_pixel(), 1),
+            "mac_per_pixel": round(decoder.mac_per_pixel(), 1),
             "n_iterations": iterations, "encoding_time_s": round(total_seconds, 2),
             "seconds": {k: round(v, 2) for k, v in seconds.items()},
             "policy": settings_row(settings),
         }
-        if winner is not None:
-            report.add("final", final_prediction_psnrs(module.coolchic, to_444(target)))
-            result.update(residue_arch=winner.residue, motion_arch=winner.motion, start=winner.label(),
-                          prediction_psnr_y=report.as_dict())
-            self._log_prediction(frame, report)
+        if plan is not None:
+            plan.report.add("final", final_prediction_psnrs(decoder, to_444(target)))
+            result.update(mode=chosen.mode, motion_model=decoder.frame_parameters.motion_model.kind,
+                          modes={name: round(loss, 8) for name, loss in plan.costs.items()},
+                          prediction_psnr_y=plan.report.as_dict())
+            if winner is not None:
+                result.update(residue_arch=winner.residue, motion_arch=winner.motion, start=winner.label())
+            self._log_prediction(frame, plan.report)
         with atomic_write(folder / "frame.bin") as tmp:
-            tmp.write_bytes(record)
+            tmp.write_bytes(chosen.record)
         with atomic_write(folder / "decoded.pt") as tmp:
             torch.save(list(decoded.planes), tmp)
         with atomic_write(folder / "model.pt") as tmp:
             torch.save({"lmbda": lmbda, "inter": None if inter is None else inter.translations,
                         "user_callbacks": callback_states(self.user_callbacks), **module.codec_state()}, tmp)
         write_text(folder / RESULTS_FILE, json.dumps(result, indent=2) + "\n")
-        self.decoded[frame.display] = decoded
-        self.records.append(record)
+        self.records.append(chosen.record)
         self.results[frame.display] = result
-        start = f", {winner.label()}" if winner is not None else ""
-        print(f"frame {frame.display} ({frame.frame_type}{start}): {result['psnr_yuv']:.3f} dB YUV at "
+        how = f", {chosen.mode}" if plan is not None else ""
+        print(f"frame {frame.display} ({frame.frame_type}{how}): {result['psnr_yuv']:.3f} dB YUV at "
               f"{result['bpp']:.4f} bpp ({iterations} iterations, {total_seconds:.1f} s)", file=self.stream)
 
     def _log_prediction(self, frame: CodedFrame, report: PredictionReport) -> None:
@@ -447,7 +634,7 @@ class VideoEncoder:
         stem = Path(self.config.input).stem
         data = encode_video(self.sequence, self.records)
         path = self.run_dir / f"{stem}.cool"
-        frames = [self.decoded[i] for i in range(self.sequence.n_frames)]
+        frames = [self.state.frames[i] for i in range(self.sequence.n_frames)]
         with atomic_write(path) as tmp:
             tmp.write_bytes(data)
             _, check = decode_video(data)
@@ -507,7 +694,7 @@ def encode_video_sequence(config: FitConfig, stream: TextIO | None = None,
         encoder.run()
         for logger in loggers:
             if isinstance(logger, TensorBoardLogger):
-                for display, frame in encoder.decoded.items():
+                for display, frame in encoder.state.frames.items():
                     logger.experiment.add_image("decoded/luma", frame.planes[0][0], display)
     finally:
         close_loggers(loggers)

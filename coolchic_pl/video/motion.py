@@ -1,5 +1,6 @@
-"""The motion side of an inter frame before its warm-up: where its motion starts, how good
-the predictions are at each step, and the pre-training of the motion Cool-Chic.
+"""The motion side of an inter frame before its warm-up: where its motion starts (global
+translation, dense flow, an affine model fitted to it), how good the predictions are at each
+step, and the pre-training of the motion Cool-Chic.
 
 For every reference the encoder measures the luma PSNR of the prediction with zero motion,
 with the global translation, with the estimated flow, with the pre-trained motion
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from coolchic_pl.fixedpoint.motionmodel import AFFINE_SCALE_BITS
+from coolchic_pl.fixedpoint.warp import FLOW_PRECISION_BITS
 from coolchic_pl.io import FrameData
 from coolchic_pl.model.coolchic import CoolChic
 from coolchic_pl.model.interframe import FLOW_ACCURACY, InterCoolChic, blend_weight
@@ -35,6 +38,28 @@ def estimate_motion(target: Tensor, reference: Tensor) -> tuple[tuple[int, int],
     return translation, estimate_flow(target, shift(reference, *translation))
 
 
+def fit_affine(flow: Tensor, iterations: int = 8, scale_px: float = 1.0) -> tuple[int, ...]:
+    """The six integer parameters (:mod:`coolchic_pl.fixedpoint.motionmodel`) of the affine
+    motion closest to a dense flow [1, 2, H, W] (pixels): iteratively reweighted least squares
+    with Cauchy weights of scale ``scale_px`` pixels, so that the camera's motion is fitted
+    and objects moving on their own, whose flow disagrees with it, count less and less."""
+    _, _, height, width = flow.shape
+    xs = torch.arange(width, dtype=torch.float64) - width // 2
+    ys = torch.arange(height, dtype=torch.float64) - height // 2
+    basis = torch.stack([torch.ones(height, width, dtype=torch.float64), xs.expand(height, width),
+                         ys.view(-1, 1).expand(height, width)], dim=-1).reshape(-1, 3)
+    targets = flow[0].detach().double().reshape(2, -1).t()
+    weights = torch.ones(len(basis), 1, dtype=torch.float64)
+    for _ in range(iterations):
+        solution = torch.linalg.lstsq(basis * weights.sqrt(), targets * weights.sqrt()).solution  # [3, 2]
+        residual = (basis @ solution - targets).norm(dim=1, keepdim=True)
+        weights = 1.0 / (1.0 + (residual / scale_px) ** 2)
+    linear = 2**(FLOW_PRECISION_BITS + AFFINE_SCALE_BITS)
+    (a0, b0), (a1, b1), (a2, b2) = solution.tolist()
+    return (round(a0 * FLOW_ACCURACY), round(a1 * linear), round(a2 * linear),
+            round(b0 * FLOW_ACCURACY), round(b1 * linear), round(b2 * linear))
+
+
 def luma_psnr(prediction: Tensor, target: Tensor) -> float:
     """PSNR (dB) of the luma (channel 0) of two [1, 3, H, W] frames in [0, 1]."""
     mse = torch.mean((prediction[:, :1].clamp(0, 1) - target[:, :1]) ** 2).item()
@@ -49,10 +74,15 @@ def flow_target(flows: list[Tensor]) -> Tensor:
     return torch.cat(flows, dim=1)
 
 
-def motion_predictions(motion: Tensor, references: list[Tensor], filter_size: int) -> list[Tensor]:
-    """Each (shifted) reference warped by its flow in a motion Cool-Chic's output, flows at 1/64 pel."""
-    flows = quantize_flow(motion, FLOW_ACCURACY)
-    return [warp(reference, flows[:, 2 * i:2 * i + 2], filter_size) for i, reference in enumerate(references)]
+def motion_predictions(motion: Tensor | None, references: list[Tensor], filter_size: int,
+                       base: Tensor | None = None) -> list[Tensor]:
+    """Each (shifted) reference warped by its base flow ([references, 2, H, W] pixels, None:
+    zero) plus its flow in a motion Cool-Chic's output (None: none), flows at 1/64 pel."""
+    flows = [torch.zeros_like(r[:, :2]) if base is None else base[i:i + 1] for i, r in enumerate(references)]
+    if motion is not None:
+        quantized = quantize_flow(motion, FLOW_ACCURACY)
+        flows = [f + quantized[:, 2 * i:2 * i + 2] for i, f in enumerate(flows)]
+    return [warp(reference, f, filter_size) for reference, f in zip(references, flows)]
 
 
 @dataclass
@@ -89,15 +119,18 @@ def initial_report(refs: tuple[int, ...], target: Tensor, references: list[Tenso
 
 
 @torch.no_grad()
-def decoded_motion_psnrs(motion: CoolChic, target: Tensor, shifted_references: list[Tensor],
-                         filter_size: int) -> list[float]:
-    """Per reference, then the blend for a B frame: the predictions a motion Cool-Chic gives."""
-    motion.eval()
-    output = motion().image
-    predictions = motion_predictions(output, shifted_references, filter_size)
+def decoded_motion_psnrs(motion: CoolChic | None, target: Tensor, shifted_references: list[Tensor],
+                         filter_size: int, base: Tensor | None = None) -> list[float]:
+    """Per reference, then the blend for a B frame: the predictions a motion Cool-Chic (None:
+    none) gives on top of the base flows (pixels)."""
+    output = None
+    if motion is not None:
+        motion.eval()
+        output = motion().image
+    predictions = motion_predictions(output, shifted_references, filter_size, base)
     psnrs = [luma_psnr(p, target) for p in predictions]
     if len(predictions) == 2:
-        beta = blend_weight(quantize_flow(output, FLOW_ACCURACY)[:, 4:5])
+        beta = 0.5 if output is None else blend_weight(quantize_flow(output, FLOW_ACCURACY)[:, 4:5])
         psnrs.append(luma_psnr(beta * predictions[0] + (1 - beta) * predictions[1], target))
     return psnrs
 
@@ -105,7 +138,8 @@ def decoded_motion_psnrs(motion: CoolChic, target: Tensor, shifted_references: l
 def final_prediction_psnrs(decoder: InterCoolChic, target: Tensor) -> list[float]:
     """The decoded motion's predictions of a trained (quantised) inter frame."""
     references = [getattr(decoder, f"reference_{i}") for i in range(decoder.n_references)]
-    return decoded_motion_psnrs(decoder.motion, target, references, decoder.frame_parameters.warp_filter_size)
+    return decoded_motion_psnrs(decoder.motion, target, references, decoder.frame_parameters.warp_filter_size,
+                                decoder.base_flow)
 
 
 class FlowTargetModule(CoolChicModule):

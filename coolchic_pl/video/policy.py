@@ -30,6 +30,9 @@ from coolchic_pl.video.structure import CodedFrame
 FrameSelector = Literal["I", "P", "B", "inter", "all"]
 MotionInit = Literal["flow", "none"]
 NetworkReuse = Literal["never", "compete", "always"]
+# The Cool-Chics an inter frame may code: none (the prediction alone), one of them, or both.
+FRAME_MODES = ("prediction", "residue", "motion", "motion+residue")
+MOTION_MODELS = ("translation", "affine", "derived")
 
 
 @dataclass
@@ -52,6 +55,13 @@ class FrameRule:
         warm_start: A warm-up candidate starts from the networks of the previous inter frame of the same type.
         reuse_networks: Networks of the previous inter frame of the same type, frozen and not sent again: never,
             compete (one warm-up candidate reuses them) or always (the frame trains its latents only).
+        modes: The Cool-Chics a P/B frame may code, competing on RD cost: prediction (none), residue, motion,
+            motion+residue.
+        motion_models: What a P/B frame's motion may start from, on top of the global translation: translation
+            (nothing more), affine (six parameters per reference), derived (an earlier frame's decoded motion scaled
+            by temporal distance); the best prediction is the base of the trained modes.
+        network_prediction: A P/B frame's networks may be sent as differences from, or as, those of the last coded
+            frame's Cool-Chic of the same role (chosen per network by the quantisation search).
     """
 
     frames: FrameSelector = "all"
@@ -68,9 +78,20 @@ class FrameRule:
     motion_init: Optional[MotionInit] = None
     warm_start: Optional[bool] = None
     reuse_networks: Optional[NetworkReuse] = None
+    modes: Optional[list[str]] = None
+    motion_models: Optional[list[str]] = None
+    network_prediction: Optional[bool] = None
 
     def __post_init__(self) -> None:
         problems = []
+        for name, known in (("modes", FRAME_MODES), ("motion_models", MOTION_MODELS)):
+            values = getattr(self, name)
+            if values is None:
+                continue
+            setattr(self, name, list(values))
+            unknown = [v for v in values if v not in known]
+            if unknown or not values:
+                problems.append(f"{name} must be a non-empty list of {', '.join(known)}, got {list(values)}")
         if self.frames not in ("I", "P", "B", "inter", "all"):
             problems.append(f"frames must be I, P, B, inter or all, got {self.frames!r}")
         if self.depth is not None and self.depth < 0:
@@ -98,8 +119,9 @@ class FrameRule:
         return kind in wanted and (self.depth is None or self.depth == frame.depth)
 
     def settings(self) -> dict:
-        """The fields this rule sets."""
-        return {k: v for k, v in asdict(self).items() if k not in ("frames", "depth") and v is not None}
+        """The fields this rule sets (lists as tuples, as :class:`FrameSettings` holds them)."""
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in asdict(self).items()
+                if k not in ("frames", "depth") and v is not None}
 
 
 @dataclass(frozen=True)
@@ -120,6 +142,9 @@ class FrameSettings:
     motion_init: MotionInit = "flow"
     warm_start: bool = False
     reuse_networks: NetworkReuse = "never"
+    modes: tuple[str, ...] = ("motion+residue",)
+    motion_models: tuple[str, ...] = ("translation",)
+    network_prediction: bool = False
 
     def lmbda(self, sequence_lmbda: float, depth: int) -> float:
         return sequence_lmbda * self.lmbda_factor * self.lmbda_depth_base**depth
@@ -137,7 +162,8 @@ POLICIES: dict[str, tuple[FrameRule, ...]] = {
     "default": _rules({"frames": "I", "lmbda_factor": 0.33}, {"frames": "P", "lmbda_factor": 1.5},
                       {"frames": "B", "lmbda_depth_base": 1.5},
                       {"frames": "inter", "arch": "lop5", "motion_arch": "vlop", "warp_filter_size": 4,
-                       "warm_start": True}),
+                       "warm_start": True, "modes": list(FRAME_MODES), "motion_models": list(MOTION_MODELS),
+                       "network_prediction": True}),
 }
 PolicyName = Literal["default", "v3.4", "v4.2"]
 
