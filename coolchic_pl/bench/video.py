@@ -119,8 +119,20 @@ def coolchic_points(args: argparse.Namespace, lmbdas: list[float], output: Path)
         points.append({"setting": f"lambda {job.lmbda:g}", "bpp": result["bpp"], "psnr_yuv": result["psnr_yuv"],
                        "psnr_y": result["psnr_y"], "encoding_time_s": result["encoding_time_s"],
                        **split_by_frame_type([f["type"] for f in frames], [f["psnr_yuv"] for f in frames],
-                                             intra_bits, inter_bits, result["height"] * result["width"])})
+                                             intra_bits, inter_bits, result["height"] * result["width"]),
+                       **inter_frame_coding(frames)})
     return points
+
+
+def inter_frame_coding(frames: list[dict[str, Any]]) -> dict[str, Any]:
+    """The share of the inter frames' bits spent on networks, and the mode each inter frame
+    chose (display order, e.g. "P4 affine+motion+residue")."""
+    inter = [f for f in frames if f["type"] != "I"]
+    network_bits = sum(f.get("bits_network_residue") or 0 for f in inter) + sum(
+        f.get("bits_network_motion") or 0 for f in inter)
+    total = sum(f["bits"] for f in inter)
+    return {"inter_network_share": network_bits / total if total else None,
+            "modes": " ".join(f"{f['type']}{f['display']} {f.get('mode', 'motion+residue')}" for f in inter)}
 
 
 def classical_points(args: argparse.Namespace, codec: str, layout: GopLayout, output: Path) -> list[dict]:
@@ -161,8 +173,8 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as error:  # a structure this encoder cannot build
             print(f"{codec} skipped: {error}", file=sys.stderr)
     columns = ("bpp", "psnr_yuv", "psnr_y", "encoding_time_s", "bpp_intra", "psnr_yuv_intra", "bpp_inter",
-               "psnr_yuv_inter")
-    rows = [(name, p["setting"], *(p[c] for c in columns)) for name, points in curves.items() for p in points]
+               "psnr_yuv_inter", "inter_network_share")
+    rows = [(name, p["setting"], *(p.get(c) for c in columns)) for name, points in curves.items() for p in points]
     (output / "points.tsv").write_text("\t".join(("codec", "setting", *columns)) + "\n" +
                                        "".join("\t".join(str(v) for v in row) + "\n" for row in rows))
     for name, points in curves.items():
@@ -181,10 +193,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"{Path(args.input).name}, {args.n_frames} frames {''.join(types)} (display order); intra and inter: "
           "bits per pixel of one frame of that kind, mean PSNR YUV")
     print(f"{'codec':<12} {'setting':<14} {'bpp':>8} {'PSNR YUV':>9} {'PSNR Y':>8} {'time s':>8} "
-          f"{'intra bpp':>9} {'PSNR':>7} {'inter bpp':>9} {'PSNR':>7}")
+          f"{'intra bpp':>9} {'PSNR':>7} {'inter bpp':>9} {'PSNR':>7} {'inter nets':>10}")
     for row in rows:
+        share = "-" if row[10] is None else f"{100 * row[10]:.1f} %"
         print(f"{row[0]:<12} {row[1]:<14} {row[2]:>8.4f} {row[3]:>9.3f} {row[4]:>8.3f} {row[5]:>8.1f} "
-              f"{_cell(row[6], 9, 4)} {_cell(row[7], 7, 2)} {_cell(row[8], 9, 4)} {_cell(row[9], 7, 2)}")
+              f"{_cell(row[6], 9, 4)} {_cell(row[7], 7, 2)} {_cell(row[8], 9, 4)} {_cell(row[9], 7, 2)} {share:>10}")
+    print("modes of the inter frames (display order):")
+    for name, points in curves.items():
+        for p in points:
+            print(f"  {name} {p['setting']}: {p.get('modes') or p.get('frame_types', '')}")
     for codec, values in summary.items():
         print(f"coolchic_pl vs {codec}: BD-rate {values['bd_rate_percent']:+.1f} %, "
               f"BD-PSNR {values['bd_psnr_db']:+.2f} dB")

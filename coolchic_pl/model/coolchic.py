@@ -122,6 +122,7 @@ class CoolChic(nn.Module):
         self._eval_image: VersionedCache[Tensor] = VersionedCache()
         self.network_source: NetworkSource | None = None
         self.networks_frozen = False
+        self.networks_warm_started = False
 
     def predict_networks(self, source: NetworkSource, frozen: bool = False, warm: bool = True) -> None:
         """Predict the networks from ``source``'s, so that the quantisation may code each of
@@ -137,7 +138,7 @@ class CoolChic(nn.Module):
         if frozen:
             for name in NETWORK_NAMES:
                 getattr(self, name).requires_grad_(False)
-        self.network_source, self.networks_frozen = source, frozen
+        self.network_source, self.networks_frozen, self.networks_warm_started = source, frozen, warm and not frozen
 
     @property
     def n_outputs(self) -> int:
@@ -171,6 +172,13 @@ class CoolChic(nn.Module):
                                    for group in split_weights_and_biases(getattr(source.coolchic, name)))
                 predictions[name] = NetworkPrediction(weights, biases, source.quantization[name].value_steps)
         return predictions
+
+    def difference_rate_terms(self) -> list[tuple[Tensor, Tensor, float]]:
+        """What the training loss counts of networks trained from those they are predicted from
+        (warm-started): see :func:`~coolchic_pl.nnquant.quantize.difference_bits`."""
+        from coolchic_pl.nnquant.quantize import prediction_terms
+
+        return prediction_terms(self) if self.networks_warm_started else []
 
     def frozen_quantization(self) -> dict[str, ModuleQuantization]:
         """How reused (frozen) networks are coded: each as its source's, for no bits."""

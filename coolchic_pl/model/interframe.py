@@ -115,6 +115,9 @@ class InterCoolChic(nn.Module):
         return {f"{key}.{name}": prediction for key, coolchic in self.coolchics.items()
                 for name, prediction in coolchic.network_predictions().items()}
 
+    def difference_rate_terms(self) -> list[tuple[Tensor, Tensor, float]]:
+        return [term for coolchic in self.coolchics.values() for term in coolchic.difference_rate_terms()]
+
     def prediction(self, flows: Tensor | None) -> Tensor:
         """Motion-compensated prediction from the base flows and the motion Cool-Chic's
         output (None without one)."""

@@ -350,5 +350,25 @@ def estimated_network_bits(model: QuantizableDecoder) -> int:
     return total
 
 
+def prediction_terms(model: QuantizableDecoder) -> list[tuple[Tensor, Tensor, float]]:
+    """(parameter, predicted value, typical step) of every network of ``model`` that can be
+    predicted, for :func:`difference_bits`."""
+    terms = []
+    for name, prediction in model.network_predictions().items():
+        module = model.quantizable_modules()[name]
+        for params, predicted, step in zip(split_weights_and_biases(module), (prediction.weights, prediction.biases),
+                                           TYPICAL_STEPS[step_kind(name)]):
+            terms += [(p, q, step) for p, q in zip(params, predicted)]
+    return terms
+
+
+def difference_bits(terms: list[tuple[Tensor, Tensor, float]]) -> Tensor | float:
+    """A smooth count of the bits of networks sent as differences from their predictions:
+    2 log2(1 + |difference| / step) per parameter, about the exp-Golomb length of a
+    difference of that many steps. In the training loss, it makes moving a network away from
+    the one it is predicted from cost what sending the move would."""
+    return sum(2 * torch.log2(1 + (p - q).abs() / step).sum() for p, q, step in terms)
+
+
 def network_rate_bits(quantization: dict[str, ModuleQuantization]) -> int:
     return sum(q.rate_bits for q in quantization.values())

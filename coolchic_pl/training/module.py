@@ -26,6 +26,7 @@ from coolchic_pl.model.coolchic import CoolChic, CoolChicOutput
 from coolchic_pl.model.interframe import InterCoolChic
 from coolchic_pl.model.latents import ENCODER_GAIN
 from coolchic_pl.nnquant import ModuleQuantization, network_rate_bits
+from coolchic_pl.nnquant.quantize import difference_bits
 from coolchic_pl.training.loss import mse, output_planes, rate_distortion_loss
 
 GRADIENT_CLIP_NORM = 0.1
@@ -81,6 +82,7 @@ class CoolChicModule(pl.LightningModule):
         self.last_metrics: dict[str, float] = {}
         self._phase_end_requested = False
         self._clipped_parameters: list[torch.nn.Parameter] = []
+        self._difference_terms: list[tuple[Tensor, Tensor, float]] = []
         self.automatic_optimization = False
 
     @property
@@ -104,6 +106,7 @@ class CoolChicModule(pl.LightningModule):
         params = self.coolchic.module_parameters(phase.optimized_module)
         self._clipped_parameters = (self.coolchic.module_parameters(["all.arm", "all.upsampling", "all.synthesis"])
                                     if phase.optimizer == "soap" else list(self.coolchic.parameters()))
+        self._difference_terms = self.coolchic.difference_rate_terms()
         if phase.optimizer == "adam":
             return torch.optim.Adam(params, lr=phase.lr, fused=self.device.type in ("cpu", "cuda"))
         latents = {id(p) for p in self.coolchic.module_parameters(["all.latent"])}
@@ -118,14 +121,19 @@ class CoolChicModule(pl.LightningModule):
         return SOAP([g for g in groups if g["params"]], lr=phase.lr)
 
     def training_loss(self) -> Tensor:
-        """D + lambda * R_latent / N with the phase's quantiser. The network rate is
-        constant during training and never back-propagated, so it is left out."""
+        """D + lambda * R_latent / N with the phase's quantiser. A network's own rate is
+        left out (the reference's choice: it does not depend on training much); the rate of
+        networks trained from those of an earlier frame, sent as differences from them, is
+        counted (:func:`~coolchic_pl.nnquant.quantize.difference_bits`)."""
         phase = self.phase
         out = self.decoder_forward(
             phase.quantizer_type, self.temperature, phase.quantizer_noise_type, self.noise_parameter
         )
         decoded = self.planes(out.image, rounded=False)
-        return rate_distortion_loss(mse(decoded, self.target), out.rate_bits.sum(), self.lmbda, self.n_pixels)
+        rate = out.rate_bits.sum()
+        if self._difference_terms:
+            rate = rate + difference_bits(self._difference_terms)
+        return rate_distortion_loss(mse(decoded, self.target), rate, self.lmbda, self.n_pixels)
 
     def clip_gradients(self) -> None:
         """Cool-Chic 4 clips the norm over every parameter, Cool-Chic 5 (SOAP phases) over

@@ -485,7 +485,8 @@ class VideoEncoder:
         pre-trained motion, then the warm start and the reuse of earlier networks (alone when
         the policy reuses them always); for the motion mode, each motion decoder from the
         pre-trained motion (random without a flow); for the residue mode, each residue decoder
-        from random networks."""
+        from random networks. The last two start from earlier networks instead where the policy
+        warm-starts and an earlier inter frame has them."""
         modes = settings.modes
         if settings.reuse_networks == "always":
             return [CandidateStart(residues[0], motions[0], "reuse")]
@@ -499,20 +500,21 @@ class VideoEncoder:
                 starts.append(CandidateStart(residues[0], motions[0], "warm"))
             if settings.reuse_networks == "compete" and self._has_earlier_inter(frame):
                 starts.append(CandidateStart(residues[0], motions[0], "reuse"))
+        warm = settings.warm_start and self._has_earlier_inter(frame)
         if "motion" in modes:
-            starts += [CandidateStart(None, m, "flow" if use_flow else "random") for m in motions]
+            starts += [CandidateStart(None, m, "warm" if warm else "flow" if use_flow else "random") for m in motions]
         if "residue" in modes:
-            starts += [CandidateStart(r, None, "random") for r in residues]
+            starts += [CandidateStart(r, None, "warm" if warm else "random") for r in residues]
         return starts
 
     def _has_earlier_inter(self, frame: CodedFrame) -> bool:
         return any(f.coding < frame.coding and f.frame_type != "I" for f in self.structure)
 
     def _network_source(self, frame: CodedFrame, role: str, coolchic: CoolChic) -> NetworkSource | None:
-        """The Cool-Chic of the same role of the last coded inter frame, preferring one of the
-        same architecture and outputs (all its networks can be predicted)."""
-        earlier = sorted((f for f in self.structure if f.coding < frame.coding and f.frame_type != "I"),
-                         key=lambda f: f.coding, reverse=True)
+        """The Cool-Chic of the same role (an I frame's is a residue's) of the last coded frame
+        with one of the same architecture and outputs (all its networks can be predicted),
+        else of the last coded frame (those of its networks of the same shapes can)."""
+        earlier = sorted((f for f in self.structure if f.coding < frame.coding), key=lambda f: f.coding, reverse=True)
         candidates = [(f.display, self.state.coolchics[f.display][role]) for f in earlier
                       if role in self.state.coolchics.get(f.display, {})]
         for display, part in candidates:
