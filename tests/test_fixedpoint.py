@@ -27,7 +27,10 @@ from coolchic_pl.model.interframe import InterCoolChic, InterFrameParameters
 from coolchic_pl.model.warp import shift
 from coolchic_pl.model.warp import warp as float_warp
 from coolchic_pl.training.loss import output_planes
-from coolchic_pl.video.bitstream import MAX_WARP_FILTER, to_444
+from coolchic_pl.bitstream.codec import ByteReader, check_container
+from coolchic_pl.video.bitstream import (
+    MAX_WARP_FILTER, VIDEO_FORMAT_VERSION, VIDEO_MAGIC, DecodedSequence, SequenceHeader, decode_frame, to_444,
+)
 from golden import GOLDEN, samples_sha256
 
 HASHES = json.loads((GOLDEN / "golden.json").read_text())
@@ -50,8 +53,11 @@ def test_golden_files_decode_to_their_samples_with_any_threads_and_backend(threa
     assert decoded == HASHES
 
 
-@pytest.mark.parametrize("name, output_name, n_frames", [("hop5.cool", "192x128_yuv420_10b.yuv", 1),
-                                                         ("bqsquare_3frames.cool", "224x128_yuv420_8b.yuv", 3)])
+VIDEOS = {name: 4 if name == "bqsquare_reuse.cool" else 3 for name in HASHES if name.startswith("bqsquare")}
+
+
+@pytest.mark.parametrize("name, output_name, n_frames", [("hop5.cool", "192x128_yuv420_10b.yuv", 1)] + [
+    (name, "224x128_yuv420_8b.yuv", n_frames) for name, n_frames in VIDEOS.items()])
 def test_golden_files_decode_through_the_cli_on_one_and_two_threads(name: str, output_name: str, n_frames: int,
                                                                     tmp_path: Path) -> None:
     for threads in ("1", "2"):
@@ -60,6 +66,30 @@ def test_golden_files_decode_through_the_cli_on_one_and_two_threads(name: str, o
                                 capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": threads})
         assert result.returncode == 0, result.stderr
         assert samples_sha256([read_frame(output, index) for index in range(n_frames)]) == HASHES[name]
+
+
+def test_the_golden_videos_hold_every_inter_frame_mode_and_network_coding() -> None:
+    """Between them, the golden videos of format 4 code an inter frame as the prediction alone
+    (translation, affine, derived motion), with a motion, a residue or both Cool-Chics, and
+    networks of their own, as differences from an earlier frame's and as that frame's."""
+    modes, models, codings = set(), set(), set()
+    for name in VIDEOS:
+        data = (GOLDEN / name).read_bytes()
+        if data[4] < 4:
+            continue
+        state = DecodedSequence()
+        reader = check_container(data, VIDEO_MAGIC, VIDEO_FORMAT_VERSION, "video")
+        fields = ByteReader(reader.bytes(reader.varints(1)[0]))
+        sequence = SequenceHeader(*fields.varints(2), "yuv420", *fields.varints(3)[1:])
+        for _ in range(sequence.n_frames):
+            frame, _ = decode_frame(reader.bytes(reader.varints(1)[0]), sequence, state)
+            if frame.inter is not None:
+                parts = state.coolchics[frame.display]
+                modes.add("+".join(role for role in ("motion", "residue") if role in parts) or "prediction")
+                models.add(frame.inter.motion_model.kind)
+                codings |= {q.coding for part in parts.values() for q in part.network_quantization.values()}
+    assert modes == {"prediction", "motion", "residue", "motion+residue"}
+    assert models == {"translation", "affine", "derived"} and codings == {"own", "delta", "same"}
 
 
 def test_a_layer_sums_to_the_same_value_in_any_order() -> None:

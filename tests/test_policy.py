@@ -81,6 +81,10 @@ def test_the_frame_table_shows_each_frames_settings() -> None:
     (["--frame_rules", '[{"frames": "B", "reuse_networks": "sometimes"}]'], "reuse_networks"),
     (["--coding_policy", "v9"], "coding_policy"),
     (["--warp_filter_size", "5"], "warp_filter_size must be even"),
+    (["--frame_rules", '[{"frames": "B", "modes": ["residue", "skip"]}]'],
+     "modes must be a non-empty list of prediction, residue, motion, motion\\+residue, got \\['residue', 'skip'\\]"),
+    (["--frame_rules", '[{"frames": "P", "motion_models": []}]'],
+     "motion_models must be a non-empty list of translation, affine, derived"),
 ])
 def test_impossible_policies_fail_in_one_line(args: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -96,4 +100,15 @@ def test_an_unknown_decoder_in_a_rule_stops_the_encode_before_any_work(data_dir,
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: unknown motion decoder 'hop5', expected one of vlop, lop, mop or auto"]
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_bad_mode_setting_is_one_error_line_before_any_work(data_dir, tmp_path) -> None:
+    clip = data_dir / "video" / "BQSquare_224x128_60p_5frames_yuv420_8b.yuv"
+    done = subprocess.run([sys.executable, "-m", "coolchic_pl.fit", "--config", "configs/debug.yaml",
+                           "--input", str(clip), "--n_frames", "3", "--p_pos", "-1", "--output_dir", str(tmp_path),
+                           "--frame_rules", '[{"frames": "inter", "modes": ["skip"]}]'],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith("error:") and "modes must be a non-empty list of prediction" in done.stderr
     assert not any(tmp_path.iterdir())

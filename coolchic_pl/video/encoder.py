@@ -47,7 +47,7 @@ from coolchic_pl.model.architecture import (
 )
 from coolchic_pl.model.coolchic import NETWORK_NAMES, CoolChic, NetworkSource
 from coolchic_pl.model.interframe import (
-    FLOW_ACCURACY, MOTION_OUTPUTS, InterCoolChic, InterFrameParameters, MotionModel,
+    FLOW_ACCURACY, MOTION_OUTPUTS, RESIDUE_OUTPUTS, InterCoolChic, InterFrameParameters, MotionModel,
 )
 from coolchic_pl.model.warp import global_translation, shift
 from coolchic_pl.nnquant import ModuleQuantization
@@ -483,24 +483,27 @@ class VideoEncoder:
         """For the motion+residue mode, each residue decoder with the first motion decoder and
         each motion decoder with the first residue one, from random networks and from the
         pre-trained motion, then the warm start and the reuse of earlier networks (alone when
-        the policy reuses them always); for the motion mode, each motion decoder from the
-        pre-trained motion (random without a flow); for the residue mode, each residue decoder
-        from random networks. The last two start from earlier networks instead where the policy
-        warm-starts and an earlier inter frame has them."""
+        the policy reuses them always and earlier frames have networks of both decoders); for
+        the motion mode, each motion decoder from the pre-trained motion (random without a
+        flow); for the residue mode, each residue decoder from random networks. The last two
+        start from earlier networks instead where the policy warm-starts and an earlier inter
+        frame has them."""
         modes = settings.modes
-        if settings.reuse_networks == "always":
-            return [CandidateStart(residues[0], motions[0], "reuse")]
+        reuse = CandidateStart(residues[0], motions[0], "reuse")
+        reusable = settings.reuse_networks != "never" and self._reusable(frame, reuse)
+        if settings.reuse_networks == "always" and reusable:
+            return [reuse]
         starts = []
+        warm = settings.warm_start and self._has_earlier_inter(frame)
         if "motion+residue" in modes:
             for residue, motion in [(residues[0], m) for m in motions] + [(r, motions[0]) for r in residues[1:]]:
                 starts.append(CandidateStart(residue, motion, "random"))
                 if use_flow:
                     starts.append(CandidateStart(residue, motion, "flow"))
-            if settings.warm_start and self._has_earlier_inter(frame):
+            if warm:
                 starts.append(CandidateStart(residues[0], motions[0], "warm"))
-            if settings.reuse_networks == "compete" and self._has_earlier_inter(frame):
-                starts.append(CandidateStart(residues[0], motions[0], "reuse"))
-        warm = settings.warm_start and self._has_earlier_inter(frame)
+            if reusable:
+                starts.append(reuse)
         if "motion" in modes:
             starts += [CandidateStart(None, m, "warm" if warm else "flow" if use_flow else "random") for m in motions]
         if "residue" in modes:
@@ -510,17 +513,32 @@ class VideoEncoder:
     def _has_earlier_inter(self, frame: CodedFrame) -> bool:
         return any(f.coding < frame.coding and f.frame_type != "I" for f in self.structure)
 
-    def _network_source(self, frame: CodedFrame, role: str, coolchic: CoolChic) -> NetworkSource | None:
+    def _decoder_architectures(self, frame: CodedFrame, start: CandidateStart) -> dict[str, tuple]:
+        """(architecture, outputs) of each Cool-Chic a start codes, by role."""
+        size = (self.sequence.height, self.sequence.width)
+        decoders = {"residue": start.residue and (residue_architecture(start.residue), RESIDUE_OUTPUTS),
+                    "motion": start.motion and (MOTION_ARCHITECTURES[start.motion], MOTION_OUTPUTS[len(frame.refs)])}
+        return {role: (arch.for_image(size), outputs) for role, (arch, outputs) in
+                ((r, d) for r, d in decoders.items() if d)}
+
+    def _reusable(self, frame: CodedFrame, start: CandidateStart) -> bool:
+        """Whether earlier frames have every network of the start's decoders to reuse."""
+        return all(self._network_source(frame, role, *decoder, exact=True) is not None
+                   for role, decoder in self._decoder_architectures(frame, start).items())
+
+    def _network_source(self, frame: CodedFrame, role: str, architecture: CoolChicArchitecture, n_outputs: int,
+                        exact: bool = False) -> NetworkSource | None:
         """The Cool-Chic of the same role (an I frame's is a residue's) of the last coded frame
         with one of the same architecture and outputs (all its networks can be predicted),
-        else of the last coded frame (those of its networks of the same shapes can)."""
+        else, unless ``exact``, of the last coded frame (those of its networks of the same
+        shapes can)."""
         earlier = sorted((f for f in self.structure if f.coding < frame.coding), key=lambda f: f.coding, reverse=True)
         candidates = [(f.display, self.state.coolchics[f.display][role]) for f in earlier
                       if role in self.state.coolchics.get(f.display, {})]
         for display, part in candidates:
-            if part.model.architecture == coolchic.architecture and part.model.n_outputs == coolchic.n_outputs:
+            if part.model.architecture == architecture and part.model.n_outputs == n_outputs:
                 return NetworkSource(display, part.model, part.network_quantization)
-        if candidates:
+        if candidates and not exact:
             display, part = candidates[0]
             return NetworkSource(display, part.model, part.network_quantization)
         return None
@@ -531,13 +549,9 @@ class VideoEncoder:
         started from them for a warm start, taken as they are for a reuse."""
         if not settings.network_prediction and kind not in ("warm", "reuse"):
             return
-        source = self._network_source(frame, role, coolchic)
-        if source is None:
-            return
-        if kind == "reuse" and not all(source.predicts(n, getattr(coolchic, n)) for n in NETWORK_NAMES):
-            raise ValueError(f"frame {frame.display}: the {role} networks of frame {source.frame} cannot be reused "
-                             "by a decoder of another architecture")
-        coolchic.predict_networks(source, frozen=kind == "reuse", warm=kind == "warm")
+        source = self._network_source(frame, role, coolchic.architecture, coolchic.n_outputs, exact=kind == "reuse")
+        if source is not None:
+            coolchic.predict_networks(source, frozen=kind == "reuse", warm=kind == "warm")
 
     def _pretrain_motion(self, frame: CodedFrame, folder: Path, flow: Tensor, motion: CoolChic, key: str,
                          preset: Preset, lmbda: float) -> int:
