@@ -45,8 +45,14 @@ def test_three_frames_results(three_frames: Path) -> None:
     for frame in frames:
         assert 20 < frame["psnr_y"] < 60 and frame["bpp"] > 0
         assert frame["psnr_yuv"] == pytest.approx((6 * frame["psnr_y"] + frame["psnr_u"] + frame["psnr_v"]) / 8)
-    header_bits = frames[2]["bits"] - frames[2]["bits_residue"] - frames[2]["bits_motion"]
-    assert 8 * 5 <= header_bits <= 8 * 12  # display, references, translations, filter
+    for frame in frames[1:]:  # display, references, translations, filter, motion model: a few bytes
+        parts = [frame.get(f"bits_{role}") or 0 for role in ("residue", "motion")]
+        assert frame["bits_frame"] + sum(parts) == frame["bits"] and 8 * 4 <= frame["bits_frame"] <= 8 * 40
+        assert frame["mode"] == "+".join([frame["motion_model"], *(r for r in ("motion", "residue")
+                                                                    if frame.get(f"bits_{r}"))])
+        assert f"{frame['mode']} (final)" in frame["modes"] or f"{frame['mode']} (exact)" in frame["modes"]
+        final = [loss for mode, loss in frame["modes"].items() if mode.endswith(("(final)", "(exact)"))]
+        assert min(final) == pytest.approx(frame["loss"], abs=1e-8)  # the results keep 8 decimals
     assert (three_frames / "BQSquare_224x128_60p_5frames_yuv420_8b.cool").stat().st_size * 8 == pytest.approx(
         results["bpp"] * 224 * 128 * 3)
     assert (three_frames / DECODED).stat().st_size == 3 * 224 * 128 * 3 // 2
@@ -90,15 +96,16 @@ def test_frames_reusing_networks_decode_bit_exactly_through_the_cli(bqsquare: Pa
     """I0 P4 B2 B1 B3 with B frames reusing the networks of the B frame before them: B1
     shares B2's, B3 shares B1's (a chain); they send no networks and the decoder rebuilds
     every frame exactly."""
+    rules = [{"frames": "B", "modes": ["motion+residue"]}, {"frames": "B", "depth": 3, "reuse_networks": "always"}]
     code, err = run(fit_command(*DEBUG, "--input", str(bqsquare), "--n_frames", "5", "--p_pos", "-1",
-                                "--frame_rules", '[{"frames": "B", "reuse_networks": "always"}]',
-                                "--output_dir", str(tmp_path)), timeout=TIMEOUT)
+                                "--frame_rules", json.dumps(rules), "--output_dir", str(tmp_path)), timeout=TIMEOUT)
     assert code == 0, err
     run_dir = tmp_path / RUN_NAME
     frames = {f["display"]: f for f in json.loads((run_dir / "results.json").read_text())["frames"]}
-    assert frames[2]["networks"] == {"residue": "own", "motion": "own"} and frames[2]["bits_network_residue"] > 0
-    assert frames[1]["networks"] == {"residue": "frame 2", "motion": "frame 2"}
-    assert frames[3]["networks"] == {"residue": "frame 1", "motion": "frame 1"}
+    assert frames[2]["bits_network_residue"] > 0 and frames[2]["bits_network_motion"] > 0
+    reused = {"arm": "same", "synthesis": "same", "upsampling": "same"}
+    assert frames[1]["networks"] == {"residue": {"from": 2, **reused}, "motion": {"from": 2, **reused}}
+    assert frames[3]["networks"] == {"residue": {"from": 1, **reused}, "motion": {"from": 1, **reused}}
     assert frames[1]["bits_network_residue"] == frames[3]["bits_network_motion"] == 0
     output = tmp_path / "out_224x128_yuv420_8b.yuv"
     done = subprocess.run([sys.executable, "-m", "coolchic_pl.decode", str(run_dir / "BQSquare_224x128_60p_5frames_yuv420_8b.cool"),

@@ -241,12 +241,11 @@ class _CodedFrame:
 
 @dataclass
 class InterFramePlan:
-    """What a P or B frame tries: the parameters of its trained candidates (global
-    translations, warp, the base motion ``base_name`` that predicted best), their starts and
-    the factory of their modules, the frame coded by each motion model alone (``direct``),
-    the RD cost of every mode tried so far, and the prediction report."""
+    """What a P or B frame tries: its trained candidates (on the motion model ``base_name``
+    that predicted best), their starts and the factory of their modules, the frame coded by
+    each motion model alone (``direct``), the RD cost of every mode tried so far, and the
+    prediction report."""
 
-    parameters: InterFrameParameters
     base_name: str
     starts: list[CandidateStart]
     factory: Callable[[int], CoolChicModule]
@@ -336,16 +335,16 @@ class VideoEncoder:
         common = dict(seed=config.seed, accelerator=self.device, loggers=self.loggers,
                       user_callbacks=self.user_callbacks, report_stream=self.stream, checkpointer=checkpointer,
                       name_prefix=name_prefix)
-        inter = None
+        inter, runner = None, None
         if frame.frame_type == "I":
             runner = PhaseRunner(target, config.resolved_architectures(settings.arch), preset, lmbda,
                                  n_loops=config.n_loops, **common)
         else:
             inter = self._prepare_inter(frame, folder, settings, target, lmbda, preset)
             preset = with_candidates(preset, len(inter.starts))
-            runner = PhaseRunner(target, residue_architecture(inter.starts[0].residue or "lop"), preset, lmbda,
-                                 module_factory=inter.factory, rank_with_network_bits=True, **common) \
-                if inter.starts else None
+            if inter.starts:  # none when the policy allows the prediction alone only
+                runner = PhaseRunner(target, residue_architecture(inter.starts[0].residue or "lop"), preset, lmbda,
+                                     module_factory=inter.factory, rank_with_network_bits=True, **common)
         print(f"frame {frame.display} ({frame.frame_type}, coding {frame.coding}, depth {frame.depth}, "
               f"lambda {lmbda:.4g})\n{preset.table()}", file=self.stream)
         if inter is not None:
@@ -413,8 +412,9 @@ class VideoEncoder:
         n_outputs = MOTION_OUTPUTS[len(frame.refs)]
         motions: dict[str, CoolChic] = {}
         iterations = 0
-        targets = None if flows is None else [f - b for f, b in zip(
-            flows, [torch.zeros_like(f) for f in flows] if base.flows is None else base.pixels.split(1))]
+        targets = None  # what the motion Cool-Chic is pre-trained to output: the flows' difference from the base
+        if use_flow:
+            targets = list(flows) if base.flows is None else [f - b for f, b in zip(flows, base.pixels.split(1))]
         for index, start in enumerate(starts):
             if start.motion is None or start.kind == "random" or start.motion_key in motions:
                 continue
@@ -440,7 +440,7 @@ class VideoEncoder:
             return CoolChicModule(target, decoder, lmbda)
 
         costs = {f"{name} (exact)": coded.loss for name, coded in direct.items()}
-        return InterFramePlan(inter, base_name, starts, factory, report, direct, costs, iterations,
+        return InterFramePlan(base_name, starts, factory, report, direct, costs, iterations,
                               time.perf_counter() - started)
 
     def _motion_bases(self, frame: CodedFrame, settings: FrameSettings, translations: tuple[tuple[int, int], ...],
