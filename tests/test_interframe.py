@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,10 @@ from coolchic_pl.model.architecture import ARCHITECTURES, MOTION_ARCHITECTURES
 from coolchic_pl.model.coolchic import NetworkSource
 from coolchic_pl.model.interframe import InterCoolChic, InterFrameParameters, MotionModel
 from coolchic_pl.model.warp import shift, warp
+from coolchic_pl.config import make_preset
 from coolchic_pl.nnquant import network_rate_bits, quantize_networks
+from coolchic_pl.nnquant.quantize import TYPICAL_STEPS, difference_bits
+from coolchic_pl.training.module import CoolChicModule
 from coolchic_pl.video.bitstream import (
     DecodedSequence, FrameHeader, SequenceHeader, base_flows, decode_frame, decode_video, encode_frame, encode_video,
     to_444,
@@ -266,3 +270,31 @@ def test_a_file_of_video_format_1_still_decodes(data_dir: Path) -> None:
     psnrs = [yuv_psnrs(frame.planes, read_frame(source, index).planes)["psnr_yuv"]
              for index, frame in enumerate(decoded)]
     assert psnrs == pytest.approx([30.8150, 28.8381, 28.4004], abs=2e-3)
+
+
+def test_training_counts_the_differences_of_warm_started_networks(frames: list[FrameData]) -> None:
+    """A Cool-Chic started from an earlier frame's networks pays, in its training loss, about
+    the exp-Golomb bits of its networks' differences from them: nothing while they are equal,
+    more as they move apart; one started from random networks does not."""
+    first, record, sequence, state = _coded(frames, 2, lmbda=1e-7)
+    decode_frame(record, sequence, state)
+    target = FrameData(frames[1].planes, 8, "yuv420")
+
+    def module(warm: bool) -> CoolChicModule:
+        decoder = _randomised(_decoder(frames, 2)).train()
+        for role, coolchic in decoder.coolchics.items():
+            part = state.coolchics[2][role]
+            coolchic.predict_networks(NetworkSource(2, part.model, part.network_quantization), warm=warm)
+        trained = CoolChicModule(target, decoder, lmbda=1e-2)
+        trained.phase = make_preset("debug", 50).all_phases[0]
+        trained.configure_optimizers()
+        return trained
+
+    warm, cold = module(warm=True), module(warm=False)
+    assert warm._difference_terms and not cold._difference_terms
+    assert float(difference_bits(warm._difference_terms).detach()) == 0.0
+    with torch.no_grad():
+        warm.coolchic.residue.synthesis.layers[0].weight.add_(0.05)
+    moved = float(difference_bits(warm._difference_terms).detach())
+    n_weights = warm.coolchic.residue.synthesis.layers[0].weight.numel()
+    assert moved == pytest.approx(n_weights * 2 * math.log2(1 + 0.05 / TYPICAL_STEPS["synthesis"][0]), rel=1e-4)

@@ -13,6 +13,8 @@ import pytest
 
 from test_interrupts import KILL_AT, REPO, fit_command, run
 
+from coolchic_pl.bench.video import inter_frame_coding
+
 pytestmark = pytest.mark.slow
 # A debug encode of three frames takes 2 to 3 minutes on 2 idle cores.
 TIMEOUT = 1200
@@ -56,6 +58,16 @@ def test_three_frames_results(three_frames: Path) -> None:
     assert (three_frames / "BQSquare_224x128_60p_5frames_yuv420_8b.cool").stat().st_size * 8 == pytest.approx(
         results["bpp"] * 224 * 128 * 3)
     assert (three_frames / DECODED).stat().st_size == 3 * 224 * 128 * 3 // 2
+
+
+def test_bench_video_reads_the_network_share_and_modes_of_the_inter_frames(three_frames: Path) -> None:
+    frames = sorted(json.loads((three_frames / "results.json").read_text())["frames"], key=lambda f: f["display"])
+    coding = inter_frame_coding(frames)
+    inter = [f for f in frames if f["type"] != "I"]
+    network_bits = sum((f.get("bits_network_residue") or 0) + (f.get("bits_network_motion") or 0) for f in inter)
+    assert coding["inter_network_share"] == pytest.approx(network_bits / sum(f["bits"] for f in inter))
+    assert 0 <= coding["inter_network_share"] < 1
+    assert coding["modes"] == f"B1 {frames[1]['mode']} P2 {frames[2]['mode']}"
 
 
 def test_decoder_cli_reproduces_the_encoder_frames(three_frames: Path, tmp_path: Path) -> None:
