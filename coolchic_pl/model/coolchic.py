@@ -132,13 +132,19 @@ class CoolChic(nn.Module):
         predicted = [name for name in NETWORK_NAMES if source.predicts(name, getattr(self, name))]
         if frozen and len(predicted) < len(NETWORK_NAMES):
             raise ValueError("networks can only be reused between Cool-Chics of the same architecture and outputs")
-        with torch.no_grad():
-            for name in predicted if warm or frozen else ():
-                getattr(self, name).load_state_dict(getattr(source.coolchic, name).state_dict())
+        if warm or frozen:
+            self.start_networks_from(source)
         if frozen:
             for name in NETWORK_NAMES:
                 getattr(self, name).requires_grad_(False)
         self.network_source, self.networks_frozen, self.networks_warm_started = source, frozen, warm and not frozen
+
+    def start_networks_from(self, source: NetworkSource) -> None:
+        """Load the source's networks that have the shapes of this Cool-Chic's (a warm start)."""
+        with torch.no_grad():
+            for name in NETWORK_NAMES:
+                if source.predicts(name, getattr(self, name)):
+                    getattr(self, name).load_state_dict(getattr(source.coolchic, name).state_dict())
 
     @property
     def n_outputs(self) -> int:

@@ -546,11 +546,16 @@ class VideoEncoder:
     def _predict_networks(self, frame: CodedFrame, coolchic: CoolChic, role: str, settings: FrameSettings,
                           kind: StartKind) -> None:
         """Give a candidate's Cool-Chic the earlier networks its own may be predicted from:
-        started from them for a warm start, taken as they are for a reuse."""
+        started from them for a warm start, taken as they are for a reuse. Without network
+        prediction, a warm start only starts from them (its networks are coded as its own)."""
         if not settings.network_prediction and kind not in ("warm", "reuse"):
             return
         source = self._network_source(frame, role, coolchic.architecture, coolchic.n_outputs, exact=kind == "reuse")
-        if source is not None:
+        if source is None:
+            return
+        if kind == "warm" and not settings.network_prediction:
+            coolchic.start_networks_from(source)
+        else:
             coolchic.predict_networks(source, frozen=kind == "reuse", warm=kind == "warm")
 
     def _pretrain_motion(self, frame: CodedFrame, folder: Path, flow: Tensor, motion: CoolChic, key: str,
