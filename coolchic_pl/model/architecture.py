@@ -137,8 +137,6 @@ MOTION_N_FT_PER_RES = (0, 0, 1, 1, 1, 1, 1)
 MOTION_ARCHITECTURES: dict[str, CoolChicArchitecture] = {
     "vlop": CoolChicArchitecture(n_ft_per_res=MOTION_N_FT_PER_RES, dim_arm=8, n_hidden_layers_arm=1,
                                  layers_synthesis="8-1-linear-relu,X-1-linear-none"),
-    "vlop8": CoolChicArchitecture(n_ft_per_res=(0, 0, 0, 1, 1, 1, 1), dim_arm=8, n_hidden_layers_arm=1,
-                                  layers_synthesis="8-1-linear-relu,X-1-linear-none"),
     "lop": CoolChicArchitecture(n_ft_per_res=MOTION_N_FT_PER_RES, dim_arm=8, n_hidden_layers_arm=1,
                                 layers_synthesis="8-1-linear-relu,X-1-linear-none,X-3-residual-none"),
     "mop": CoolChicArchitecture(n_ft_per_res=MOTION_N_FT_PER_RES, dim_arm=8, n_hidden_layers_arm=2,
