@@ -42,6 +42,8 @@ from coolchic_pl.video import bitstream as video_bitstream
 # (module, function name, part of the decode it belongs to): patched only while timing.
 _TIMED = ((codec, "decode_networks", "entropy"), (codec, "decode_latents", "entropy"),
           (video_bitstream, "decode_networks", "entropy"), (video_bitstream, "decode_latents", "entropy"),
+          (video_bitstream, "read_network_parameters", "entropy"),
+          (video_bitstream, "decode_coolchic_latents", "entropy"),
           (samples, "raw_output", "synthesis"), (samples, "warp", "warps"))
 
 

@@ -362,7 +362,7 @@ def _decode_compact(reader: ByteReader, display: int, refs: tuple[int, ...], seq
         except BitstreamError as error:
             raise BitstreamError(f"{role} Cool-Chic: {error}") from None
     for role, (model, quantization, _) in described.items():
-        _read_network_parameters(bits, model, quantization, role)
+        read_network_parameters(bits, model, quantization, role)
     decoder_state = range_decoder(coded)
     for role, (model, quantization, coded_grids) in described.items():
         decode_coolchic_latents(model, quantization["arm"], coded_grids, decoder_state, bits)
@@ -453,7 +453,7 @@ def _read_coolchic_fields(bits: BitReader, size: tuple[int, int], n_outputs: int
     return model, quantization, coded_grids
 
 
-def _read_network_parameters(bits: BitReader, model: CoolChic, quantization: dict[str, ModuleQuantization],
+def read_network_parameters(bits: BitReader, model: CoolChic, quantization: dict[str, ModuleQuantization],
                              role: str) -> None:
     """Set the model's networks from the bit section (each as its coding says)."""
     source = model.network_source
