@@ -58,7 +58,7 @@ from coolchic_pl.model.interframe import (
     MOTION_MODEL_KINDS, MOTION_OUTPUTS, RESIDUE_OUTPUTS, InterCoolChic, InterFrameParameters, MotionModel,
 )
 from coolchic_pl.nnquant import EXPGOLOMB_ORDERS, Q_STEPS, ModuleQuantization
-from coolchic_pl.nnquant.quantize import NETWORK_CODINGS, dequantized, split_weights_and_biases
+from coolchic_pl.nnquant.quantize import NETWORK_CODINGS, dequantized, quantized_integers, split_weights_and_biases
 
 VIDEO_MAGIC = b"CCPV"
 # 2: Cool-Chic 5 decoders and networks shared between frames; 3: laid out as 2, decoded in
@@ -247,19 +247,18 @@ def _non_empty_grids(model: CoolChic) -> list[int]:
 
 
 def _write_network_parameters(bits: BitWriter, model: CoolChic, quantization: dict[str, ModuleQuantization]) -> None:
-    source = model.network_source
+    """Each network's integers: of its values (own) or of their differences from its source's (delta)."""
     for name in NETWORK_NAMES:
         q = quantization[name]
         if q.coding == "same":
             continue
         groups = split_weights_and_biases(getattr(model, name))
-        predicted = (split_weights_and_biases(getattr(source.coolchic, name)) if q.coding == "delta"
-                     else ([None] * len(groups[0]), [None] * len(groups[1])))
-        for params, bases, step, order in zip(groups, predicted, (q.weight_step, q.bias_step),
-                                              (q.weight_order, q.bias_order)):
-            for param, base in zip(params, bases):
-                value = param.detach().cpu().double() - (0 if base is None else base.detach().cpu().double())
-                bits.write_signed(*torch.round(value / step).to(torch.int64).reshape(-1).tolist(), order=order)
+        predicted = (split_weights_and_biases(getattr(model.network_source.coolchic, name)) if q.coding == "delta"
+                     else (None, None))
+        for params, base, step, order in zip(groups, predicted, (q.weight_step, q.bias_step),
+                                             (q.weight_order, q.bias_order)):
+            if params:
+                bits.write_signed(*quantized_integers(params, step, base).to(torch.int64).tolist(), order=order)
 
 
 def _encode_latents(model: CoolChic, arm_quantization: ModuleQuantization,
