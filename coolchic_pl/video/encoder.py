@@ -478,7 +478,7 @@ class VideoEncoder:
         when the policy reuses them always and earlier frames have networks of both
         decoders). For the motion mode, each motion decoder from the pre-trained motion
         (random without a flow); for the residue mode, each residue decoder from random
-        networks; both warm-started instead where the motion+residue mode is."""
+        networks; both warm-started instead under the same condition."""
         modes = settings.modes
         reuse = CandidateStart(residues[0], motions[0], "reuse")
         reusable = settings.reuse_networks != "never" and self._reusable(frame, reuse)
