@@ -20,6 +20,13 @@ def expgolomb_bits(values: Tensor, order: int) -> Tensor:
     return bits.sum()
 
 
+def expgolomb_length(value: int, order: int) -> int:
+    """Bits of one signed integer, as :func:`expgolomb_bits` counts them, in integer
+    arithmetic: RDOQ prices one parameter at a time, where a tensor costs more than the sum."""
+    magnitude = abs(value)
+    return 2 * ((magnitude + (1 << order)).bit_length() - 1) - order + 1 + (magnitude != 0)
+
+
 def best_expgolomb_order(values: Tensor) -> tuple[int, int]:
     """(order, bits) minimising the code length over orders 0..12; ties go to the lowest order.
 
@@ -28,7 +35,7 @@ def best_expgolomb_order(values: Tensor) -> tuple[int, int]:
     """
     if values.numel() == 0:
         return 0, 0
-    orders = torch.tensor(EXPGOLOMB_ORDERS, dtype=torch.float64)
+    orders = torch.tensor(EXPGOLOMB_ORDERS, dtype=torch.float64, device=values.device)
     magnitude = values.detach().abs().to(torch.float64).reshape(-1, 1)
     _, exponent = torch.frexp(magnitude + torch.exp2(orders))
     costs = (2 * (exponent - 1) + (magnitude > 0)).sum(dim=0) - values.numel() * (orders - 1)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from coolchic_pl.model.evalcache import reusing_unchanged_results
-from coolchic_pl.nnquant.expgolomb import best_expgolomb_order, expgolomb_bits
+from coolchic_pl.nnquant.expgolomb import best_expgolomb_order, expgolomb_length
 from coolchic_pl.nnquant.quantize import (
     MAX_QUANTIZED_MAGNITUDE, ModuleQuantization, NetworkPrediction, QuantizableDecoder, network_rate_bits,
     quantized_integers, split_weights_and_biases,
@@ -77,7 +77,7 @@ class Rdoq:
         so a resumed run visits the same parameters in the same order."""
         generator = torch.Generator().manual_seed(self.seed * 1000 + 2 * self.position.module_index
                                                   + self.position.group)
-        return torch.randperm(n, generator=generator)
+        return torch.randperm(n, generator=generator, device="cpu")
 
     @torch.no_grad()
     def run(self, after_each: Callable[[], None] = lambda: None, every: int = 64) -> dict[str, ModuleQuantization]:
@@ -105,14 +105,15 @@ class Rdoq:
         flat_views = [p.view(-1) for p in params]
         predicted = self._predicted(name, self.position.group)
         base_views = [p.reshape(-1) for p in predicted] if predicted is not None else None
-        owners = torch.cat([torch.full((p.numel(),), i) for i, p in enumerate(params)])
-        offsets = torch.cat([torch.arange(p.numel()) for p in params])
-        visiting = self._visiting_order(len(owners))
+        # Bookkeeping read one element at a time by Python: on the CPU, whatever the model's device.
+        owners = [i for i, p in enumerate(params) for _ in range(p.numel())]
+        offsets = [offset for p in params for offset in range(p.numel())]
+        visiting = self._visiting_order(len(owners)).tolist()
         bits = network_rate_bits(self.quantization)
         best_loss = self.evaluate_loss(bits)
         while self.position.index < len(visiting):
-            element = int(visiting[self.position.index])
-            owner, offset = int(owners[element]), int(offsets[element])
+            element = visiting[self.position.index]
+            owner, offset = owners[element], offsets[element]
             base = 0.0 if base_views is None else float(base_views[owner][offset])
             best_loss, bits = self._visit(flat_views[owner], offset, base, step, order, best_loss, bits)
             self.position.index += 1
@@ -126,14 +127,14 @@ class Rdoq:
         """Move the integer of one parameter, whose value is ``base`` + integer x step."""
         start = round((float(view[offset]) - base) / step)
         best_value, best_bits = start, bits
-        start_code = int(expgolomb_bits(torch.tensor([start]), order))
+        start_code = expgolomb_length(start, order)
         for sign in (-1, 1):
             for shift in range(1, self.max_offset + 1):
                 value = start + sign * shift
                 exact = base + value * step
-                if abs(value) > MAX_QUANTIZED_MAGNITUDE or float(torch.tensor(exact, dtype=view.dtype)) != exact:
+                if abs(value) > MAX_QUANTIZED_MAGNITUDE or float(torch.tensor(exact, dtype=view.dtype, device="cpu")) != exact:
                     break
-                candidate_bits = bits - start_code + int(expgolomb_bits(torch.tensor([value]), order))
+                candidate_bits = bits - start_code + expgolomb_length(value, order)
                 view[offset] = exact
                 self.tries += 1
                 loss = self.evaluate_loss(candidate_bits)

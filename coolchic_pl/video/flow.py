@@ -65,8 +65,8 @@ def estimate_flow(frame: Tensor, reference: Tensor, *, rgb: bool = False, min_si
     with torch.no_grad():
         targets = _pyramid(_luma(frame.float(), rgb), min_size)
         sources = _pyramid(_luma(reference.float(), rgb), min_size)
-        solver = _Solver(_gaussian_kernel(window_sigma).to(frame.device),
-                         _gaussian_kernel(smoothness_sigma).to(frame.device), regularisation, iterations)
+        solver = _Solver(_gaussian_kernel(window_sigma, frame.device),
+                         _gaussian_kernel(smoothness_sigma, frame.device), regularisation, iterations)
         flow = torch.zeros(1, 2, *targets[-1].shape[-2:], device=frame.device)
         for target, source in zip(reversed(targets), reversed(sources)):
             flow = _refine_level(target, source, _upsample_flow(flow, target.shape[-2:]), solver)
@@ -80,9 +80,9 @@ def _luma(image: Tensor, rgb: bool) -> Tensor:
     return (image * weights).sum(1, keepdim=True)
 
 
-def _gaussian_kernel(sigma: float) -> Tensor:
+def _gaussian_kernel(sigma: float, device: torch.device) -> Tensor:
     radius = max(1, math.ceil(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
     kernel = torch.exp(-0.5 * (x / sigma) ** 2)
     return kernel / kernel.sum()
 
@@ -100,7 +100,7 @@ def _separable(image: Tensor, kernel: Tensor) -> Tensor:
 def _pyramid(image: Tensor, min_size: int) -> list[Tensor]:
     """Finest first; each level is blurred (against aliasing) and area-downsampled by 2."""
     levels = [image]
-    blur = _gaussian_kernel(1.0).to(image.device)
+    blur = _gaussian_kernel(1.0, image.device)
     while min(levels[-1].shape[-2:]) // 2 >= min_size:
         h, w = levels[-1].shape[-2:]
         levels.append(F.interpolate(_separable(levels[-1], blur), size=((h + 1) // 2, (w + 1) // 2), mode="area"))

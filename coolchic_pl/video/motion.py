@@ -44,12 +44,13 @@ def fit_affine(flow: Tensor, iterations: int = 8, scale_px: float = 1.0) -> tupl
     with Cauchy weights of scale ``scale_px`` pixels, so that the camera's motion is fitted
     and objects moving on their own, whose flow disagrees with it, count less and less."""
     _, _, height, width = flow.shape
-    xs = torch.arange(width, dtype=torch.float64) - width // 2
-    ys = torch.arange(height, dtype=torch.float64) - height // 2
-    basis = torch.stack([torch.ones(height, width, dtype=torch.float64), xs.expand(height, width),
+    double = dict(dtype=torch.float64, device=flow.device)
+    xs = torch.arange(width, **double) - width // 2
+    ys = torch.arange(height, **double) - height // 2
+    basis = torch.stack([torch.ones(height, width, **double), xs.expand(height, width),
                          ys.view(-1, 1).expand(height, width)], dim=-1).reshape(-1, 3)
     targets = flow[0].detach().double().reshape(2, -1).t()
-    weights = torch.ones(len(basis), 1, dtype=torch.float64)
+    weights = torch.ones(len(basis), 1, **double)
     for _ in range(iterations):
         solution = torch.linalg.lstsq(basis * weights.sqrt(), targets * weights.sqrt()).solution  # [3, 2]
         residual = (basis @ solution - targets).norm(dim=1, keepdim=True)
