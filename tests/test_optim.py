@@ -40,24 +40,28 @@ def _step(module: CoolChicModule, optimizer: torch.optim.Optimizer, clip) -> Non
 
 
 def test_soap_phase_steps_as_the_library_with_cool_chic_5_settings(frame) -> None:
-    ours = _module(frame, "soap")
-    optimizer = ours.configure_optimizers()
-    reference = _module(frame, "soap")
-    latents = list(reference.coolchic.latent.parameters())
-    networks = [p for name, p in reference.coolchic.named_parameters() if not name.startswith("latent.")]
+    """Our SOAP (:mod:`coolchic_pl.training.soap`) given the gradients of a real training
+    moves the parameters as ``pytorch_optimizer.SOAP`` does, through two eigenbasis refreshes,
+    to float rounding: a training phase's gradients are applied to two copies of the
+    decoder's parameters, one stepped by each."""
+    module = _module(frame, "soap")
+    optimizer = module.configure_optimizers()
+    names = [name for name, _ in module.coolchic.named_parameters()]
+    copy = [p.detach().clone().requires_grad_() for p in module.coolchic.parameters()]
     library = SOAP([
-        dict(params=networks, betas=(0.95, 0.95), precondition_frequency=10, max_precondition_dim=256,
-             weight_decay=0.01),
-        dict(params=latents, betas=(0.9, 0.999), max_precondition_dim=0, weight_decay=0.0),
-    ], lr=ours.phase.lr)
-    start = [p.detach().clone() for p in ours.coolchic.parameters()]
-    for _ in range(12):  # past the first preconditioner refresh
-        torch.manual_seed(1)
-        _step(ours, optimizer, ours.clip_gradients)
-        torch.manual_seed(1)
-        _step(reference, library, lambda: torch.nn.utils.clip_grad_norm_(networks, GRADIENT_CLIP_NORM))
-    for (name, mine), theirs, before in zip(ours.coolchic.named_parameters(), reference.coolchic.parameters(), start):
-        assert torch.equal(mine, theirs), name
+        dict(params=[p for n, p in zip(names, copy) if not n.startswith("latent.")], betas=(0.95, 0.95),
+             precondition_frequency=10, max_precondition_dim=256, weight_decay=0.01),
+        dict(params=[p for n, p in zip(names, copy) if n.startswith("latent.")], betas=(0.9, 0.999),
+             max_precondition_dim=0, weight_decay=0.0),
+    ], lr=module.phase.lr)
+    start = [p.detach().clone() for p in copy]
+    for _ in range(22):
+        _step(module, optimizer, module.clip_gradients)
+        for theirs, mine in zip(copy, module.coolchic.parameters()):
+            theirs.grad = mine.grad.clone()
+        library.step()
+    for name, mine, theirs, before in zip(names, module.coolchic.parameters(), copy, start):
+        assert torch.allclose(mine, theirs, rtol=1e-4, atol=1e-6), name
         assert not torch.equal(mine, before), f"{name} did not move"
 
 

@@ -14,7 +14,6 @@ from typing import Any, Callable, Union
 
 import lightning.pytorch as pl
 import torch
-from pytorch_optimizer import SOAP
 from torch import Tensor
 
 from coolchic_pl.config import TrainerPhase
@@ -28,6 +27,7 @@ from coolchic_pl.model.latents import ENCODER_GAIN
 from coolchic_pl.nnquant import ModuleQuantization, network_rate_bits
 from coolchic_pl.nnquant.quantize import difference_bits
 from coolchic_pl.training.loss import mse, output_planes, rate_distortion_loss
+from coolchic_pl.training.soap import Soap
 
 GRADIENT_CLIP_NORM = 0.1
 # Cool-Chic 5's SOAP settings for the network parameters.
@@ -118,7 +118,7 @@ class CoolChicModule(pl.LightningModule):
             dict(params=[p for p in params if id(p) in latents], betas=phase.betas_latent, max_precondition_dim=0,
                  weight_decay=0.0),
         ]
-        return SOAP([g for g in groups if g["params"]], lr=phase.lr)
+        return Soap([g for g in groups if g["params"]], lr=phase.lr)
 
     def training_loss(self) -> Tensor:
         """D + lambda * R_latent / N with the phase's quantiser. A network's own rate is
