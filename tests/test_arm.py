@@ -149,3 +149,33 @@ def test_ifce_matches_cool_chic_5_formulation() -> None:
         out = (x @ layer.weight.T + layer.bias).permute(2, 0, 1)[None]
         expected = torch.nn.functional.interpolate(out, scale_factor=2, mode="nearest")[..., :height, :width]
         assert torch.allclose(features[grid], expected[0].permute(1, 2, 0).reshape(-1, 2), atol=1e-5)
+
+
+@pytest.mark.parametrize("arch, chunk", [("lop5", 8192), ("hop5", 1000), ("hop", 777)])
+def test_fused_training_rate_matches_the_layer_by_layer_rate(arch: str, chunk: int) -> None:
+    """The training path's one-node rate (chunked, recomputing its forward in the backward)
+    gives the evaluation path's bits and the gradients autograd takes through it, for
+    decoders with and without IFCE and stabiliser, chunks splitting grids anywhere."""
+    from coolchic_pl.model.architecture import architecture_from_name
+    from coolchic_pl.model.armrate import ArmPlan, arm_rate_bits
+
+    torch.manual_seed(0)
+    model = CoolChic((40, 56), architecture_from_name(arch))
+    with torch.no_grad():
+        for p in model.arm.parameters():
+            p.normal_().mul_(0.3)
+    latents = (torch.randn(model.latent.n_latents) * 3).round().requires_grad_()
+    weights = torch.rand(model.latent.n_latents)
+    results = []
+    for rate in (lambda: model._rate(latents),
+                 lambda: arm_rate_bits(ArmPlan.build(model.context_index, chunk), model.arm, latents,
+                                       model.arm.ifce(latents) if model.arm.ifce is not None else None)):
+        tensors = [latents, *model.arm.parameters()]
+        for t in tensors:
+            t.grad = None
+        bits = rate()
+        bits.backward(weights)
+        results.append([bits.detach(), *(t.grad for t in tensors)])
+    for ours, reference in zip(results[1], results[0]):
+        assert torch.allclose(ours, reference, rtol=1e-4, atol=1e-4 * reference.abs().max().item())
+    assert results[0][1].abs().sum() > 0

@@ -10,16 +10,28 @@ the checkpoints of an N-iteration phase that writes one after every iteration. W
 ``--copies 1 2 5`` each image is also timed as that many copies side by side: a step over K
 copies does the arithmetic of K warm-up candidates with the per-step overhead of one, so it
 bounds what training the candidates batched could gain. Peak memory
-is the process's maximum resident size. This is a benchmark, not a test: it prints figures.
+is the process's maximum resident size. With ``--preset intra5`` the steps are those of
+Cool-Chic 5's core phase (SOAP) instead of c3x_intra's main phase (Adam).
+
+With ``--against REV [REV ...]`` the steps of this checkout and of each earlier commit (its
+files taken with ``git archive``) are timed by one worker process per source tree
+(:mod:`coolchic_pl.bench.step_worker`), block after block in turn, so that a speed-up is
+a ratio measured in one sitting on one machine state. This is a benchmark, not a test: it
+prints figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import resource
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -169,9 +181,83 @@ def decode_time(frame: FrameData, arch: str, train_steps: int, repeats: int, fol
     return {"decode_s": round(statistics.median(times), 3), "bitstream_bytes": len(data)}
 
 
+WORKER = Path(__file__).with_name("step_worker.py")
+THIS_TREE = Path(__file__).resolve().parents[2]
+
+
+class StepWorker:
+    """One :mod:`~coolchic_pl.bench.step_worker` process running the package of ``tree``."""
+
+    def __init__(self, label: str, tree: Path, threads: int):
+        self.label = label
+        command = [sys.executable, "-c", f"import runpy; runpy.run_path({str(WORKER)!r}, run_name='__main__')",
+                   str(threads)]
+        self.process = subprocess.Popen(command, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, **request) -> dict:
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the step worker of {self.label} stopped (its error is above)")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def source_tree(revision: str, folder: Path) -> Path:
+    """The files of ``revision`` of this checkout, extracted under ``folder``."""
+    repo = ["git", "-C", str(THIS_TREE)]
+    found = subprocess.run([*repo, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
+                           capture_output=True, text=True)
+    if found.returncode:
+        raise ValueError(f"{revision!r} is not a commit of the checkout at {THIS_TREE}")
+    archive = subprocess.run([*repo, "archive", found.stdout.strip()], capture_output=True, check=True).stdout
+    tree = folder / revision.replace("/", "_")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as files:
+        files.extractall(tree, filter="data")
+    return tree
+
+
+def compare_revisions(args: argparse.Namespace) -> list[dict]:
+    """ms/step of this checkout and of each ``--against`` commit, alternating blocks."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="coolchic_speed_") as folder:
+        workers = [StepWorker("this checkout", THIS_TREE, args.threads or 1)]
+        try:
+            workers += [StepWorker(rev, source_tree(rev, Path(folder)), args.threads or 1) for rev in args.against]
+            for image in args.images:
+                image = str(Path(image).resolve())
+                for arch in args.archs:
+                    key = [image, arch, args.preset]
+                    for worker in workers:
+                        worker.ask(prepare=[*key, args.warmup])
+                    blocks: dict[str, list[float]] = {w.label: [] for w in workers}
+                    for repeat in range(args.repeats):
+                        for worker in workers[repeat % len(workers):] + workers[:repeat % len(workers)]:
+                            blocks[worker.label].append(worker.ask(time=[*key, args.steps])["ms_per_step"])
+                    medians = {label: statistics.median(times) for label, times in blocks.items()}
+                    ours = medians["this checkout"]
+                    line = f"{Path(image).name:24s} {arch:5s} {args.preset:9s} this checkout {ours:8.2f} ms/step"
+                    for rev in args.against:
+                        line += f" | {rev} {medians[rev]:8.2f} ms/step ({medians[rev] / ours:.2f}x slower)"
+                    print(line, flush=True)
+                    results.append({"image": image, "arch": arch, "preset": args.preset,
+                                    "ms_per_step": {label: round(m, 3) for label, m in medians.items()},
+                                    "blocks": blocks})
+        finally:
+            for worker in workers:
+                worker.close()
+    return results
+
+
 def _measure(image: str, frame: FrameData, arch: str, args: argparse.Namespace) -> tuple[dict, str]:
     """Everything the command line asks for about one decoder on one frame, and its line."""
-    blocks = step_times(frame, arch, args.steps, args.warmup, args.repeats)
+    phase = make_preset(args.preset, 2000).all_phases[0]
+    blocks = step_times(frame, arch, args.steps, args.warmup, args.repeats, phase)
     result = {"image": str(image), "height": frame.height, "width": frame.width, "arch": arch,
               "ms_per_step": round(statistics.median(blocks), 2), "best_ms_per_step": round(min(blocks), 2)}
     line = (f"{Path(image).name:24s} {frame.height:4d}x{frame.width:<4d} {arch:4s} "
@@ -206,7 +292,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time the checkpoints of an N-iteration phase that checkpoints every iteration")
     parser.add_argument("--copies", type=int, nargs="+", default=[1], metavar="K",
                         help="time each image as K copies side by side (bound on batching K candidates)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's; 1 with --against)")
+    parser.add_argument("--preset", default="c3x_intra", choices=["c3x_intra", "intra5"],
+                        help="whose first main phase the steps are (intra5: SOAP)")
+    parser.add_argument("--against", nargs="+", default=[], metavar="REV",
+                        help="also time these earlier commits of this checkout, alternating blocks")
     parser.add_argument("--default-allocator", action="store_true",
                         help="skip configure_cpu_allocator(), to measure what it gains")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
@@ -219,6 +310,15 @@ def main(argv: list[str] | None = None) -> int:
         configure_cpu_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.against:
+        try:
+            results = compare_revisions(args)
+        except (ValueError, RuntimeError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     results = []
     try:

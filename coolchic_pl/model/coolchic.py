@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from coolchic_pl.model.architecture import CoolChicArchitecture
 from coolchic_pl.model.arm import Arm, clamped_log_scale, context_index, context_offsets
+from coolchic_pl.model.armrate import ArmPlan, arm_rate_bits
 from coolchic_pl.model.evalcache import VersionedCache
 from coolchic_pl.model.ifce import InterFeatureContext
 from coolchic_pl.model.laplace import laplace_rate_bits
@@ -116,6 +117,7 @@ class CoolChic(nn.Module):
         # 768x512); its context pattern is checked now, so an impossible ARM fails here.
         context_offsets(architecture.dim_arm, architecture.context_order)
         self.register_buffer("_context_index", None, persistent=False)
+        self._arm_plan: ArmPlan | None = None
         self._eval_latents: VersionedCache[Tensor] = VersionedCache()
         self._eval_rate: VersionedCache[Tensor] = VersionedCache()
         self._eval_upsampled: VersionedCache[Tensor] = VersionedCache()
@@ -211,7 +213,7 @@ class CoolChic(nn.Module):
         """
         if self.training:
             latents = self.latent(quantizer_type, temperature, noise_type, noise_parameter)
-            return CoolChicOutput(image=self._image(latents), rate_bits=self._rate(latents), latents=latents)
+            return CoolChicOutput(image=self._image(latents), rate_bits=self._training_rate(latents), latents=latents)
         grids = list(self.latent.parameters())
         latents = self._eval_latents.get(grids, lambda: self.latent(quantizer_type, temperature, noise_type,
                                                                     noise_parameter))
@@ -229,6 +231,14 @@ class CoolChic(nn.Module):
             index = context_index(shapes, self.architecture.dim_arm, self.architecture.context_order)
             self._context_index = index.t().contiguous().to(self.latent.grids[0].device)
         return self._context_index
+
+    def _training_rate(self, latents: Tensor) -> Tensor:
+        """The rate as one autograd node that keeps no intermediate (:mod:`coolchic_pl.model.armrate`)."""
+        index = self.context_index
+        if self._arm_plan is None or self._arm_plan.device != index.device:
+            self._arm_plan = ArmPlan.build(index)
+        features = self.arm.ifce(latents) if self.arm.ifce is not None else None
+        return arm_rate_bits(self._arm_plan, self.arm, latents, features)
 
     def _rate(self, latents: Tensor) -> Tensor:
         mu, raw_log_scale = self.arm(self.arm.contexts(latents, self.context_index))
