@@ -77,3 +77,33 @@ def test_parameter_counts_from_the_layer_string_match_the_built_synthesis(name: 
     biases = sum(layer.bias.numel() for layer in [*synthesis.layers, *filter(None, [synthesis.stabiliser])])
     counts = synthesis_parameter_counts(n_inputs, arch.layers_synthesis, 3, arch.synthesis_stabiliser)
     assert counts == (synthesis.macs_per_pixel(), biases)
+
+
+@pytest.mark.parametrize("arch", ["lop5", "hop5", "hop"])
+def test_training_runs_the_leading_1x1_layers_as_the_evaluation_does(arch: str, monkeypatch) -> None:
+    """The chunked one-node 1x1 layers of training (:mod:`coolchic_pl.model.pointwise`) give
+    the layer-by-layer output and the gradients autograd takes through it."""
+    from coolchic_pl.model import pointwise
+    from coolchic_pl.model.architecture import architecture_from_name
+
+    monkeypatch.setattr(pointwise, "CHUNK_PIXELS", 1000)  # chunks that split rows
+    architecture = architecture_from_name(arch)
+    torch.manual_seed(0)
+    synthesis = Synthesis(7, architecture.layers_synthesis, 3, architecture.synthesis_stabiliser)
+    with torch.no_grad():
+        for p in synthesis.parameters():
+            p.normal_().mul_(0.3)
+    latents = torch.randn(1, 7, 40, 56, requires_grad=True)
+    weights = torch.randn(1, 3, 40, 56)
+    assert synthesis.n_pointwise == 2
+    results = []
+    for fused in (2, 0):
+        monkeypatch.setattr(synthesis, "n_pointwise", fused)
+        tensors = [latents, *synthesis.parameters()]
+        for t in tensors:
+            t.grad = None
+        out = synthesis(latents)
+        out.backward(weights)
+        results.append([out.detach(), *(t.grad for t in tensors)])
+    for ours, reference in zip(*results):
+        assert torch.allclose(ours, reference, rtol=1e-4, atol=1e-5 * reference.abs().max().item())

@@ -125,8 +125,10 @@ class _ArmRate(torch.autograd.Function):
         rate_terms, weights = saved[:RATE_TERMS], saved[RATE_TERMS:]
         layers = _Layers(ctx.n_hidden, ctx.has_stabiliser, tuple(weights))
         grad_y, grad_mu, grad_log_scale = laplace_rate_backward(rate_terms, grad_bits)
-        shifted = raw[1] - LOG_SCALE_SHIFT
-        grad_raw = torch.where((shifted >= LOG_SCALE_MIN) & (shifted <= LOG_SCALE_MAX), grad_log_scale, 0.0)
+        # The clamp's gradient, in one vectorised kernel (it differs from the clamp's own only
+        # where the log-scale lands exactly on a bound).
+        grad_raw = torch.ops.aten.hardtanh_backward(grad_log_scale, raw[1] - LOG_SCALE_SHIFT, LOG_SCALE_MIN,
+                                                    LOG_SCALE_MAX)
         grad_raw_out = torch.stack([grad_mu, grad_raw])
         padded = torch.cat([latents, latents.new_zeros(1)])
         grad_padded = torch.cat([grad_y, grad_y.new_zeros(1)])
