@@ -64,3 +64,47 @@ def test_rejects_bad_kernel_sizes_and_layouts() -> None:
         Upsampling(_shapes(8, 8, (1, 1)), 8, 6)
     with pytest.raises(ValueError, match="only the finest"):
         Upsampling(_shapes(8, 8, (1, 0, 1)), 8, 7)
+
+
+@pytest.mark.parametrize("ups_k, refine_k", [(8, 7), (4, 1), (12, 3)])
+def test_banded_matrix_levels_match_the_convolution_levels(ups_k: int, refine_k: int, monkeypatch) -> None:
+    """Large levels run as banded matrix products, small ones as convolutions: forced on
+    every level, the banded passes give the convolutions' output and gradients, at odd sizes
+    that leave partial blocks."""
+    from coolchic_pl.model import upsampling
+
+    shapes = [(1, h, w) for h, w in grid_sizes((75, 101), 6)]
+    grids = [torch.randn(1, *shape, requires_grad=True) for shape in shapes]
+    results = []
+    for banded_above in (10_000, 0):
+        monkeypatch.setattr(upsampling, "BANDED_ABOVE", banded_above)
+        torch.manual_seed(0)
+        module = Upsampling(shapes, ups_k, refine_k)
+        with torch.no_grad():
+            module.upsampling_half_kernels.add_(torch.randn_like(module.upsampling_half_kernels) * 0.1)
+            module.refine_half_kernels.add_(torch.randn_like(module.refine_half_kernels) * 0.1)
+        assert len(module.banded_levels) == (0 if banded_above else 5)
+        tensors = [*grids, *module.parameters()]
+        for t in tensors:
+            t.grad = None
+        out = module(grids)
+        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+        results.append([out.detach(), *(t.grad.clone() for t in tensors)])
+    for banded, convolution in zip(results[1], results[0]):
+        assert torch.allclose(banded, convolution, atol=1e-5 * convolution.abs().max().item())
+
+
+@pytest.mark.parametrize("dim", [-1, -2])
+def test_banded_pass_gradients(dim: int) -> None:
+    from coolchic_pl.model.upsampling import BLOCK, banded_pass, block_selection
+
+    x = torch.randn(2, 1, 23, 37, dtype=torch.double, requires_grad=True)
+    kernels = torch.randn(2, 5, dtype=torch.double, requires_grad=True)
+    selection = block_selection(2, 5).double()
+    length = x.shape[dim] - 4
+
+    def apply(x, kernels):
+        return banded_pass(x, (selection @ kernels.reshape(-1)).view(2 * BLOCK, -1), dim, length)
+
+    assert apply(x, kernels).shape[dim] == 2 * length
+    assert torch.autograd.gradcheck(apply, (x, kernels))
