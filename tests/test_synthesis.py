@@ -84,9 +84,11 @@ def test_training_runs_the_leading_1x1_layers_as_the_evaluation_does(arch: str, 
     """The chunked one-node 1x1 layers of training (:mod:`coolchic_pl.model.pointwise`) give
     the layer-by-layer output and the gradients autograd takes through it."""
     from coolchic_pl.model import pointwise
+    from coolchic_pl.model import synthesis as synthesis_module
     from coolchic_pl.model.architecture import architecture_from_name
 
     monkeypatch.setattr(pointwise, "CHUNK_PIXELS", 1000)  # chunks that split rows
+    monkeypatch.setattr(synthesis_module, "MIN_HIDDEN_FLOATS", 0)  # a frame this small runs layer by layer
     architecture = architecture_from_name(arch)
     torch.manual_seed(0)
     synthesis = Synthesis(7, architecture.layers_synthesis, 3, architecture.synthesis_stabiliser)

@@ -3,7 +3,8 @@
 ``bench speed --against REV`` starts one per source tree (this checkout and each earlier
 commit), so that the same steps of two versions are timed alternately, block by block, in
 the same sitting. It is run by path and uses only what every version since the first
-Cool-Chic 5 presets has (CoolChicModule, make_preset, read_frame, architecture_from_name),
+Cool-Chic 5 presets has (CoolChicModule, make_preset, read_frame, architecture_from_name,
+configure_cpu_allocator),
 so that it can drive older trees. Protocol: one JSON request per line on standard input,
 one JSON answer per line on standard output.
 
@@ -23,6 +24,7 @@ import torch
 from coolchic_pl.config import make_preset
 from coolchic_pl.io import read_frame
 from coolchic_pl.model.architecture import architecture_from_name
+from coolchic_pl.runtime import configure_cpu_allocator
 from coolchic_pl.training.module import CoolChicModule
 
 
@@ -44,6 +46,7 @@ def _step(module: CoolChicModule, optimizer: torch.optim.Optimizer) -> None:
 
 def main() -> None:
     torch.set_num_threads(int(sys.argv[1]))
+    configure_cpu_allocator()  # as every entry point does: without it, large steps page-fault
     decoders: dict[tuple[str, str, str], tuple[CoolChicModule, torch.optim.Optimizer]] = {}
     for line in sys.stdin:
         request = json.loads(line)

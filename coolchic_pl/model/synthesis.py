@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coolchic_pl.model.evalcache import VersionedCache
-from coolchic_pl.model.pointwise import pointwise_layers
+from coolchic_pl.model.pointwise import MIN_HIDDEN_FLOATS, pointwise_layers
 
 _LAYER = re.compile(r"^(?P<out>\d+|X)-(?P<kernel>\d+)-(?P<mode>linear|residual)-(?P<act>none|relu)$")
 LAYER_SYNTAX = "<out_ch|X>-<kernel>-<linear|residual>-<none|relu>"
@@ -136,8 +136,10 @@ class Synthesis(nn.Module):
         specs = parse_synthesis_layers(layers, n_inputs, n_outputs)
         in_channels = [n_inputs] + [s.out_channels for s in specs[:-1]]
         self.layers = nn.ModuleList(SynthesisConv(c, s) for c, s in zip(in_channels, specs))
-        # The leading 1x1 layers that training runs as one chunked node (:mod:`coolchic_pl.model.pointwise`).
+        # The leading 1x1 layers that training runs as one chunked node on large frames
+        # (:mod:`coolchic_pl.model.pointwise`), and their widest output.
         self.n_pointwise = next((i for i, s in enumerate(specs) if s.kernel_size != 1 or s.residual), len(specs))
+        self.pointwise_width = max((s.out_channels for s in specs[:self.n_pointwise]), default=0)
         linear = SynthesisLayerSpec(n_outputs, kernel_size=1, residual=False, relu=False)
         self.stabiliser = SynthesisConv(n_inputs, linear) if stabiliser else None
         self.register_buffer("output_scale", torch.ones(n_outputs, 1, 1))
@@ -159,7 +161,9 @@ class Synthesis(nn.Module):
 
     def forward(self, latents: Tensor) -> Tensor:
         x, layers = latents, list(self.layers)
-        if self.training and self.n_pointwise and latents.shape[0] == 1:
+        pixels = latents.shape[-2] * latents.shape[-1]
+        if (self.training and self.n_pointwise and latents.shape[0] == 1
+                and pixels * self.pointwise_width >= MIN_HIDDEN_FLOATS):
             pointwise, layers = layers[:self.n_pointwise], layers[self.n_pointwise:]
             _, channels, height, width = latents.shape
             x = pointwise_layers(latents.reshape(channels, height * width),
