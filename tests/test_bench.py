@@ -205,3 +205,23 @@ def test_decode_bench_prints_its_parts(tmp_path: Path) -> None:
     assert float(rows["hop.cool"][3]) > 0 and float(rows["bqsquare_3frames.cool"][5]) > 0  # entropy, warps
     assert float(rows["bqsquare_3frames.cool"][3]) > 0  # a video of format 4 has its entropy decoding timed too
     assert rows["bqsquare_3frames.cool"][1] == "3"
+
+
+def test_speed_against_an_earlier_commit_times_both_trees(kodim15: Path, tmp_path: Path, capsys) -> None:
+    """``--against``: this checkout and the files of a commit (here the checkout's own HEAD,
+    so the test needs no particular history) are timed by two worker processes, and each
+    line holds both figures and their ratio."""
+    result = tmp_path / "speed.json"
+    assert speed_main(["--images", str(kodim15), "--archs", "lop5", "--preset", "intra5", "--against", "HEAD",
+                       "--steps", "1", "--repeats", "2", "--warmup", "0", "--json", str(result)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "this checkout" in line and "| HEAD" in line and "x slower" in line
+    [timing] = json.loads(result.read_text())
+    assert set(timing["ms_per_step"]) == {"this checkout", "HEAD"}
+    assert all(len(blocks) == 2 and min(blocks) > 0 for blocks in timing["blocks"].values())
+
+
+def test_speed_against_an_unknown_commit_is_one_error_line(capsys) -> None:
+    assert speed_main(["--against", "no-such-commit"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: 'no-such-commit' is not a commit of the checkout at "
+                                               f"{Path(__file__).resolve().parents[1]}")
