@@ -168,8 +168,7 @@ def test_fused_training_rate_matches_the_layer_by_layer_rate(arch: str, chunk: i
     weights = torch.rand(model.latent.n_latents)
     results = []
     for rate in (lambda: model._rate(latents),
-                 lambda: arm_rate_bits(ArmPlan.build(model.context_index, chunk), model.arm, latents,
-                                       model.arm.ifce(latents) if model.arm.ifce is not None else None)):
+                 lambda: arm_rate_bits(ArmPlan.build(model.context_index, model.arm.ifce, chunk), model.arm, latents)):
         tensors = [latents, *model.arm.parameters()]
         for t in tensors:
             t.grad = None

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from coolchic_pl.model.arm import LOG_SCALE_MAX, LOG_SCALE_MIN, LOG_SCALE_SHIFT, Arm
+from coolchic_pl.model.ifce import InterFeatureContext
 from coolchic_pl.model.laplace import laplace_rate_backward, laplace_rate_forward
 
 # Latents per chunk: a chunk's contexts and hidden layers (width <= 46 rows of 4-byte
@@ -29,53 +30,91 @@ RATE_TERMS = 6  # tensors laplace_rate_forward keeps for the backward
 
 
 @dataclass(frozen=True)
+class Chunk:
+    """Latents [start, end) of one grid segment, the flat positions of their spatial contexts
+    then (in a grid with an IFCE) of their IFCE inputs, [(dim_arm + inputs) * n], and that
+    IFCE's layer (None elsewhere, where the inter-feature contexts are zero)."""
+
+    start: int
+    end: int
+    index: Tensor
+    ifce_layer: int | None
+
+
+@dataclass(frozen=True)
 class ArmPlan:
-    """The fixed part of the computation: each chunk's range and flattened context index."""
+    """The fixed part of the computation: the chunks, which never straddle an IFCE grid."""
 
     n_latents: int
     n_spatial: int
-    chunks: tuple[tuple[int, int, Tensor], ...]
+    n_features: int
+    chunks: tuple[Chunk, ...]
 
     @property
     def device(self) -> torch.device:
-        return self.chunks[0][2].device
+        return self.chunks[0].index.device
 
     @staticmethod
-    def build(context_index: Tensor, chunk: int = CHUNK_LATENTS) -> "ArmPlan":
-        """``context_index`` [dim_arm, N] as :func:`~coolchic_pl.model.arm.context_index` builds it (transposed)."""
+    def build(context_index: Tensor, ifce: InterFeatureContext | None, chunk: int = CHUNK_LATENTS) -> "ArmPlan":
+        """``context_index`` [dim_arm, N] as :attr:`~coolchic_pl.model.coolchic.CoolChic.context_index` holds it."""
         n_spatial, n_latents = context_index.shape
-        chunks = tuple((start, min(start + chunk, n_latents), context_index[:, start:start + chunk].reshape(-1))
-                       for start in range(0, n_latents, chunk))
-        return ArmPlan(n_latents, n_spatial, chunks)
+        segments: list[tuple[int, int, int | None]] = [(0, n_latents, None)]
+        if ifce is not None:
+            starts = [sum(ifce.numels[:g]) for g in range(len(ifce.numels) + 1)]
+            segments = [(starts[g], starts[g + 1], position) for position, g in enumerate(ifce.grids)]
+            segments.append((starts[len(ifce.grids)], n_latents, None))
+        chunks = []
+        for first, last, layer in segments:
+            for start in range(first, last, chunk):
+                end = min(start + chunk, last)
+                index = context_index[:, start:end]
+                if layer is not None:
+                    inputs = ifce.gather_index(layer).t()[:, start - first:end - first]
+                    index = torch.cat([index, inputs])
+                chunks.append(Chunk(start, end, index.reshape(-1), layer))
+        return ArmPlan(n_latents, n_spatial, ifce.n_features if ifce is not None else 0, tuple(chunks))
 
 
-def arm_rate_bits(plan: ArmPlan, arm: Arm, latents: Tensor, features: Tensor | None) -> Tensor:
+def arm_rate_bits(plan: ArmPlan, arm: Arm, latents: Tensor) -> Tensor:
     """-log2 P of every latent under the ARM's Laplace, as ``laplace_rate_bits(latents, mu,
-    clamped_log_scale(raw))`` of ``arm(contexts)`` computes it. ``features`` are the
-    inter-feature contexts [n_features, N] (None without an IFCE), differentiated by autograd."""
-    stabiliser = arm.stabiliser
+    clamped_log_scale(raw))`` of ``arm(arm.contexts(latents, ...))`` computes it."""
+    stabiliser, ifce = arm.stabiliser, arm.ifce
     weights = [t for layer in arm.hidden for t in (layer.weight, layer.bias)] + [arm.output.weight, arm.output.bias]
     if stabiliser is not None:
         weights += [stabiliser.weight, stabiliser.bias]
-    return _ArmRate.apply(plan, len(arm.hidden), stabiliser is not None, latents, features, *weights)
+    if ifce is not None:
+        weights += [t for layer in ifce.layers for t in (layer.weight, layer.bias)]
+    return _ArmRate.apply(plan, len(arm.hidden), stabiliser is not None, latents, *weights)
 
 
 class _Layers:
-    """The MLP's matrices as a chunk multiplies them: residual ones with the identity added,
+    """The matrices as a chunk multiplies them: residual ones with the identity added,
     biases as columns."""
 
     def __init__(self, n_hidden: int, has_stabiliser: bool, weights: tuple[Tensor, ...]):
-        hidden = weights[:2 * n_hidden]
-        width = weights[2 * n_hidden].shape[1]
+        columns = [w.unsqueeze(1) if w.dim() == 1 else w for w in weights]
+        width = columns[2 * n_hidden].shape[1]
         eye = torch.eye(width, dtype=weights[0].dtype, device=weights[0].device)
-        self.hidden = [(hidden[2 * k] + eye, hidden[2 * k + 1].unsqueeze(1)) for k in range(n_hidden)]
-        self.output = (weights[2 * n_hidden], weights[2 * n_hidden + 1].unsqueeze(1))
-        self.stabiliser = (weights[2 * n_hidden + 2], weights[2 * n_hidden + 3].unsqueeze(1)) if has_stabiliser else None
+        self.hidden = [(columns[2 * k] + eye, columns[2 * k + 1]) for k in range(n_hidden)]
+        self.output = (columns[2 * n_hidden], columns[2 * n_hidden + 1])
+        rest = columns[2 * n_hidden + 2:]
+        self.stabiliser = (rest[0], rest[1]) if has_stabiliser else None
+        rest = rest[2:] if has_stabiliser else rest
+        self.ifce = [(rest[2 * k], rest[2 * k + 1]) for k in range(len(rest) // 2)]
 
 
-def _chunk_forward(layers: _Layers, contexts: Tensor) -> tuple[list[Tensor], Tensor]:
-    """Hidden activations (contexts first) and the [2, n] raw output (mu, log-scale before
-    its shift) of one chunk."""
+def _chunk_forward(plan: ArmPlan, layers: _Layers, padded: Tensor, chunk: Chunk) -> tuple[list[Tensor], Tensor]:
+    """Hidden activations (contexts first, then the IFCE inputs when the chunk has them) and
+    the [2, n] raw output (mu, log-scale before its shift) of one chunk."""
+    n = chunk.end - chunk.start
+    gathered = torch.index_select(padded, 0, chunk.index).view(-1, n)
+    spatial = gathered[:plan.n_spatial]
+    if chunk.ifce_layer is not None:
+        weight, bias = layers.ifce[chunk.ifce_layer]
+        features = torch.addmm(bias, weight, gathered[plan.n_spatial:])
+    else:
+        features = padded.new_zeros(plan.n_features, n)
+    contexts = torch.cat([spatial, features]) if plan.n_features else spatial
     activations = [contexts]
     for weight, bias in layers.hidden:
         activations.append(torch.relu_(torch.addmm(bias, weight, activations[-1])))
@@ -84,13 +123,9 @@ def _chunk_forward(layers: _Layers, contexts: Tensor) -> tuple[list[Tensor], Ten
     if layers.stabiliser is not None:
         weight, bias = layers.stabiliser
         out = out + torch.addmm(bias, weight, contexts)
+    if chunk.ifce_layer is not None:
+        activations.append(gathered[plan.n_spatial:])
     return activations, out
-
-
-def _contexts(plan: ArmPlan, padded: Tensor, features: Tensor | None, start: int, end: int,
-              index: Tensor) -> Tensor:
-    spatial = torch.index_select(padded, 0, index).view(plan.n_spatial, end - start)
-    return spatial if features is None else torch.cat([spatial, features[:, start:end]])
 
 
 def _log_scale(raw: Tensor) -> Tensor:
@@ -99,24 +134,23 @@ def _log_scale(raw: Tensor) -> Tensor:
 
 class _ArmRate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, plan: ArmPlan, n_hidden: int, has_stabiliser: bool, latents: Tensor,
-                features: Tensor | None, *weights: Tensor) -> Tensor:
+    def forward(ctx, plan: ArmPlan, n_hidden: int, has_stabiliser: bool, latents: Tensor, *weights: Tensor) -> Tensor:
         layers = _Layers(n_hidden, has_stabiliser, weights)
         padded = torch.cat([latents, latents.new_zeros(1)])
         raw = latents.new_empty(2, plan.n_latents)
         ctx.activations = []
-        for start, end, index in plan.chunks:
-            activations, raw[:, start:end] = _chunk_forward(layers, _contexts(plan, padded, features, start, end, index))
+        for chunk in plan.chunks:
+            activations, raw[:, chunk.start:chunk.end] = _chunk_forward(plan, layers, padded, chunk)
             ctx.activations.append(activations)
         bits, rate_terms = laplace_rate_forward(latents, raw[0], _log_scale(raw[1]))
         ctx.plan, ctx.n_hidden, ctx.has_stabiliser = plan, n_hidden, has_stabiliser
-        ctx.save_for_backward(features, raw, *rate_terms, *weights)
+        ctx.save_for_backward(raw, *rate_terms, *weights)
         return bits
 
     @staticmethod
     def backward(ctx, grad_bits: Tensor):
         plan: ArmPlan = ctx.plan
-        features, raw, *saved = ctx.saved_tensors
+        raw, *saved = ctx.saved_tensors
         rate_terms, weights = saved[:RATE_TERMS], saved[RATE_TERMS:]
         layers = _Layers(ctx.n_hidden, ctx.has_stabiliser, tuple(weights))
         grad_y, grad_mu, grad_log_scale = laplace_rate_backward(rate_terms, grad_bits)
@@ -126,13 +160,14 @@ class _ArmRate(torch.autograd.Function):
                                                     LOG_SCALE_MAX)
         grad_raw_out = torch.stack([grad_mu, grad_raw])
         grad_padded = torch.cat([grad_y, grad_y.new_zeros(1)])
-        grad_features = torch.zeros_like(features) if features is not None else None
         grad_hidden = [(torch.zeros_like(w), torch.zeros_like(b)) for w, b in layers.hidden]
-        grad_output = [torch.zeros_like(layers.output[0]), torch.zeros_like(layers.output[1])]
-        grad_stabiliser = ([torch.zeros_like(t) for t in layers.stabiliser] if layers.stabiliser is not None else None)
-        for (start, end, index), activations in zip(plan.chunks, ctx.activations):
+        grad_output = [torch.zeros_like(t) for t in layers.output]
+        grad_stabiliser = [torch.zeros_like(t) for t in layers.stabiliser] if layers.stabiliser is not None else []
+        grad_ifce = [(torch.zeros_like(w), torch.zeros_like(b)) for w, b in layers.ifce]
+        for chunk, activations in zip(plan.chunks, ctx.activations):
+            inputs = activations.pop() if chunk.ifce_layer is not None else None
             contexts = activations[0]
-            grad_out = grad_raw_out[:, start:end]
+            grad_out = grad_raw_out[:, chunk.start:chunk.end]
             grad_out_columns = grad_out.sum(dim=1, keepdim=True)
             grad_output[0].addmm_(grad_out, activations[-1].t())
             grad_output[1].add_(grad_out_columns)
@@ -142,14 +177,17 @@ class _ArmRate(torch.autograd.Function):
                 grad_hidden[k][0].addmm_(grad_pre, activations[k].t())
                 grad_hidden[k][1].add_(grad_pre.sum(dim=1, keepdim=True))
                 grad_x = layers.hidden[k][0].t() @ grad_pre
-            if grad_stabiliser is not None:
+            if grad_stabiliser:
                 grad_stabiliser[0].addmm_(grad_out, contexts.t())
                 grad_stabiliser[1].add_(grad_out_columns)
                 grad_x.addmm_(layers.stabiliser[0].t(), grad_out)
-            grad_padded.index_add_(0, index, grad_x[:plan.n_spatial].reshape(-1))
-            if grad_features is not None:
-                grad_features[:, start:end] = grad_x[plan.n_spatial:]
-        grads = [g for w, b in grad_hidden for g in (w, b.squeeze(1))] + [grad_output[0], grad_output[1].squeeze(1)]
-        if grad_stabiliser is not None:
-            grads += [grad_stabiliser[0], grad_stabiliser[1].squeeze(1)]
-        return None, None, None, grad_padded[:-1], grad_features, *grads
+            grad_gathered = grad_x[:plan.n_spatial]
+            if inputs is not None:
+                grad_features = grad_x[plan.n_spatial:]
+                weight_grad, bias_grad = grad_ifce[chunk.ifce_layer]
+                weight_grad.addmm_(grad_features, inputs.t())
+                bias_grad.add_(grad_features.sum(dim=1, keepdim=True))
+                grad_gathered = torch.cat([grad_gathered, layers.ifce[chunk.ifce_layer][0].t() @ grad_features])
+            grad_padded.index_add_(0, chunk.index, grad_gathered.reshape(-1))
+        grads = [g for pair in [*grad_hidden, grad_output, grad_stabiliser, *grad_ifce] for g in pair]
+        return None, None, None, grad_padded[:-1], *(g.view_as(w) for g, w in zip(grads, weights))

@@ -236,9 +236,8 @@ class CoolChic(nn.Module):
         """The rate as one autograd node that keeps no intermediate (:mod:`coolchic_pl.model.armrate`)."""
         index = self.context_index
         if self._arm_plan is None or self._arm_plan.device != index.device:
-            self._arm_plan = ArmPlan.build(index)
-        features = self.arm.ifce(latents) if self.arm.ifce is not None else None
-        return arm_rate_bits(self._arm_plan, self.arm, latents, features)
+            self._arm_plan = ArmPlan.build(index, self.arm.ifce)
+        return arm_rate_bits(self._arm_plan, self.arm, latents)
 
     def _rate(self, latents: Tensor) -> Tensor:
         mu, raw_log_scale = self.arm(self.arm.contexts(latents, self.context_index))
