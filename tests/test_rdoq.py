@@ -110,3 +110,14 @@ def test_reused_layer_outputs_give_the_loss_of_a_fresh_evaluation(quantised: Coo
                 assert reused == fresh, f"{name}.{parameter_name}"
                 changed += reused != unchanged
     assert changed >= 10, "too few parameter changes moved the loss for this check to mean anything"
+
+
+def test_one_integer_is_priced_as_the_tensor_pricing_does() -> None:
+    """RDOQ prices one parameter at a time in integer arithmetic; every order, both signs,
+    zero and the powers of two where the code length steps up agree with the tensor count."""
+    from coolchic_pl.nnquant.expgolomb import EXPGOLOMB_ORDERS, expgolomb_bits, expgolomb_length
+
+    values = sorted({0, *(s * (2**k + d) for k in range(14) for d in (-1, 0, 1) for s in (-1, 1))})
+    for order in EXPGOLOMB_ORDERS:
+        assert [expgolomb_length(v, order) for v in values] == [
+            int(expgolomb_bits(torch.tensor([v]), order)) for v in values]

@@ -233,7 +233,7 @@ class CoolChic(nn.Module):
         return self._context_index
 
     def _training_rate(self, latents: Tensor) -> Tensor:
-        """The rate as one autograd node that keeps no intermediate (:mod:`coolchic_pl.model.armrate`)."""
+        """The rate as one autograd node, differentiated by hand (:mod:`coolchic_pl.model.armrate`)."""
         index = self.context_index
         if self._arm_plan is None or self._arm_plan.device != index.device:
             self._arm_plan = ArmPlan.build(index, self.arm.ifce)
