@@ -14,6 +14,7 @@ from pytorch_optimizer import SOAP
 from coolchic_pl.config import make_preset
 from coolchic_pl.io import read_frame
 from coolchic_pl.model.architecture import V5_ARCHITECTURES
+from coolchic_pl.training import soap
 from coolchic_pl.training.module import GRADIENT_CLIP_NORM, CoolChicModule
 
 
@@ -39,11 +40,15 @@ def _step(module: CoolChicModule, optimizer: torch.optim.Optimizer, clip) -> Non
     optimizer.step()
 
 
-def test_soap_phase_steps_as_the_library_with_cool_chic_5_settings(frame) -> None:
+@pytest.mark.parametrize("kronecker_max_numel", [soap.KRONECKER_MAX_NUMEL, 0])
+def test_soap_phase_steps_as_the_library_with_cool_chic_5_settings(frame, kronecker_max_numel: int,
+                                                                    monkeypatch) -> None:
     """Our SOAP (:mod:`coolchic_pl.training.soap`) given the gradients of a real training
     moves the parameters as ``pytorch_optimizer.SOAP`` does, through two eigenbasis refreshes,
     to float rounding: a training phase's gradients are applied to two copies of the
-    decoder's parameters, one stepped by each."""
+    decoder's parameters, one stepped by each. With a Kronecker limit of 0 every tensor takes
+    the per-dimension contractions instead."""
+    monkeypatch.setattr(soap, "KRONECKER_MAX_NUMEL", kronecker_max_numel)
     module = _module(frame, "soap")
     optimizer = module.configure_optimizers()
     names = [name for name, _ in module.coolchic.named_parameters()]

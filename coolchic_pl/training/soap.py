@@ -10,8 +10,9 @@ tensors stepped thousands of times:
 
 - dimensions of size 1 are not preconditioned: their eigenbasis is the 1x1 identity, which
   the QR refresh keeps, so rotating along them changes no value;
-- a tensor with two preconditioned dimensions (every linear layer) is rotated by two matrix
-  products, not by tensor contractions with their permutes and copies;
+- a tensor is rotated by the Kronecker product of its eigenbases, one matrix-vector product,
+  not by a tensor contraction per dimension with its permutes and copies (up to
+  ``KRONECKER_MAX_NUMEL`` elements; larger ones keep the contractions);
 - the tensors with no preconditioned dimension (biases, and the latents, whose largest
   preconditioned size is 0) take their Adam step together, in a handful of ``_foreach``
   kernels.
@@ -24,6 +25,11 @@ from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
+
+
+# Tensors up to this many elements are rotated by one [numel, numel] matrix (4 MB at most);
+# Cool-Chic's largest network tensor holds 576.
+KRONECKER_MAX_NUMEL = 1024
 
 
 class Soap(torch.optim.Optimizer):
@@ -104,21 +110,38 @@ class Soap(torch.optim.Optimizer):
         product of its bases, one matrix-vector product where a contraction per dimension
         would take a few operations each; the moments of every tensor are updated together."""
         beta1, beta2 = group["betas"]
-        states = [self.state[p] for p in params]
+        rotations = [self._rotation(p, group) for p in params]
         grads = [p.grad.view(-1) for p in params]
-        bases = [state["rotation"] for state in states]
-        exp_avgs = [state["exp_avg"].view(-1) for state in states]
-        exp_avg_sqs = [state["exp_avg_sq"].view(-1) for state in states]
-        projected = [torch.mv(basis.t(), grad) for basis, grad in zip(bases, grads)]
+        exp_avgs = [self.state[p]["exp_avg"].view(-1) for p in params]
+        exp_avg_sqs = [self.state[p]["exp_avg_sq"].view(-1) for p in params]
+        projected = [rotate(grad, into=True) for rotate, grad in zip(rotations, grads)]
         torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
         torch._foreach_lerp_(exp_avg_sqs, torch._foreach_mul(projected, projected), 1.0 - beta2)
         denominators = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_add_(denominators, group["eps"])
-        ratios = torch._foreach_div([torch.mv(basis.t(), m) for basis, m in zip(bases, exp_avgs)], denominators)
-        directions = [torch.mv(basis, ratio) for basis, ratio in zip(bases, ratios)]
+        ratios = torch._foreach_div([rotate(m, into=True) for rotate, m in zip(rotations, exp_avgs)], denominators)
+        directions = [rotate(ratio, into=False) for rotate, ratio in zip(rotations, ratios)]
         torch._foreach_add_([p.view(-1) for p in params], directions, alpha=-step_size)
         if group["weight_decay"]:
             torch._foreach_mul_(params, 1.0 - group["weight_decay"] * group["lr"])
+
+    def _rotation(self, p: Tensor, group: dict[str, Any]) -> Callable[..., Tensor]:
+        """The flattened tensor into its eigenbases (``into``) or back: one matrix-vector
+        product by the Kronecker product of the bases, or, for a tensor too large for that
+        matrix, one contraction per dimension."""
+        state = self.state[p]
+        kronecker = state["rotation"]
+        if kronecker is not None:
+            return lambda x, into: torch.mv(kronecker.t() if into else kronecker, x)
+        shape = self._squeezed(p).shape
+        dims = self._rotated_dims(p.shape, group["max_precondition_dim"])
+
+        def contract(x: Tensor, into: bool) -> Tensor:
+            x = x.view(shape)
+            for basis, d in zip(state["Q"], dims):
+                x = torch.movedim(torch.tensordot(x, basis, dims=([d], [0 if into else 1])), -1, d)
+            return x.reshape(-1)
+        return contract
 
     def _update_preconditioners(self, params: list[Tensor], group: dict[str, Any], step: int) -> None:
         _, beta2 = group["betas"]
@@ -164,9 +187,12 @@ class Soap(torch.optim.Optimizer):
         state["exp_avg_sq"] = exp_avg_sq.reshape(p.shape)
 
 
-def _kronecker(shape: torch.Size, dims: list[int], bases: list[Tensor]) -> Tensor:
+def _kronecker(shape: torch.Size, dims: list[int], bases: list[Tensor]) -> Tensor | None:
     """[numel, numel] rotation of a flattened tensor of ``shape`` by ``bases`` along ``dims``
-    (identity along the others): rotated = R^T x, back = R x."""
+    (identity along the others): rotated = R^T x, back = R x. None above
+    ``KRONECKER_MAX_NUMEL`` elements, where the matrix would cost more than it saves."""
+    if math.prod(shape) > KRONECKER_MAX_NUMEL:
+        return None
     factors = dict(zip(dims, bases))
     rotation = None
     for d, size in enumerate(shape):
