@@ -176,8 +176,10 @@ class Upsampling(nn.Module):
         self.replicate_padding = (-first, last)
         self.register_buffer("upsampling_selection", block_selection(2, index.shape[1]), persistent=False)
         self.register_buffer("refine_selection", block_selection(1, refine_k_size), persistent=False)
+        # A block's halo (taps - 1 samples) must fit in the next block: longer filters keep the convolutions.
+        fits_blocks = max(index.shape[1], refine_k_size) - 1 <= BLOCK
         self.banded_levels = {level for level, target in enumerate(range(len(grid_shapes) - 2, first_used - 1, -1))
-                              if max(grid_shapes[target + 1][1:]) > BANDED_ABOVE}
+                              if fits_blocks and max(grid_shapes[target + 1][1:]) > BANDED_ABOVE}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
