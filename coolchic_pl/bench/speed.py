@@ -39,6 +39,7 @@ from typing import Callable
 
 import torch
 
+from coolchic_pl.bench.step_worker import train_step
 from coolchic_pl.bitstream import encode_coolchic
 from coolchic_pl.callbacks.checkpoint import StageCheckpoint
 from coolchic_pl.config import TrainerPhase, make_preset
@@ -74,25 +75,18 @@ def side_by_side(frame: FrameData, copies: int) -> FrameData:
     return replace(frame, planes=tuple(plane.repeat(1, 1, 1, copies) for plane in frame.planes))
 
 
-def _raw_step(module: CoolChicModule, optimizer: torch.optim.Optimizer) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    module.training_loss().backward()
-    module.clip_gradients()
-    optimizer.step()
-
-
 def step_times(frame: FrameData, arch: str | CoolChicArchitecture, steps: int, warmup: int, repeats: int,
                phase: TrainerPhase | None = None) -> list[float]:
     """ms/step of ``repeats`` blocks of ``steps`` raw training steps after ``warmup`` untimed ones."""
     module = _fresh_module(frame, arch, steps, phase=phase)
     optimizer = module.configure_optimizers()
     for _ in range(warmup):
-        _raw_step(module, optimizer)
+        train_step(module, optimizer)
     blocks = []
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(steps):
-            _raw_step(module, optimizer)
+            train_step(module, optimizer)
         blocks.append((time.perf_counter() - start) / steps * 1e3)
     return blocks
 
@@ -102,7 +96,7 @@ def _raw_phase(module: CoolChicModule) -> None:
     phase = module.phase
     optimizer = module.configure_optimizers()
     for iteration in range(phase.max_itr):
-        _raw_step(module, optimizer)
+        train_step(module, optimizer)
         if (iteration + 1) % phase.freq_valid == 0 or iteration + 1 == phase.max_itr:
             module.evaluate()
 
@@ -160,7 +154,7 @@ def quick_bitstream(frame: FrameData, arch: str, train_steps: int) -> bytes:
     module = _fresh_module(frame, arch, train_steps)
     optimizer = module.configure_optimizers()
     for _ in range(train_steps):
-        _raw_step(module, optimizer)
+        train_step(module, optimizer)
     module.quantization = quantize_networks(module.coolchic, module.evaluate_loss, max_passes=1)
     return encode_coolchic(module.coolchic, module.quantization, frame.color_space, frame.bitdepth)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from coolchic_pl.model.arm import LOG_SCALE_MAX, LOG_SCALE_MIN, LOG_SCALE_SHIFT, Arm
+from coolchic_pl.model.arm import LOG_SCALE_MAX, LOG_SCALE_MIN, LOG_SCALE_SHIFT, Arm, clamped_log_scale
 from coolchic_pl.model.ifce import InterFeatureContext
 from coolchic_pl.model.laplace import laplace_rate_backward, laplace_rate_forward
 
@@ -128,10 +128,6 @@ def _chunk_forward(plan: ArmPlan, layers: _Layers, padded: Tensor, chunk: Chunk)
     return activations, out
 
 
-def _log_scale(raw: Tensor) -> Tensor:
-    return torch.clamp(raw - LOG_SCALE_SHIFT, LOG_SCALE_MIN, LOG_SCALE_MAX)
-
-
 class _ArmRate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, plan: ArmPlan, n_hidden: int, has_stabiliser: bool, latents: Tensor, *weights: Tensor) -> Tensor:
@@ -142,7 +138,7 @@ class _ArmRate(torch.autograd.Function):
         for chunk in plan.chunks:
             activations, raw[:, chunk.start:chunk.end] = _chunk_forward(plan, layers, padded, chunk)
             ctx.activations.append(activations)
-        bits, rate_terms = laplace_rate_forward(latents, raw[0], _log_scale(raw[1]))
+        bits, rate_terms = laplace_rate_forward(latents, raw[0], clamped_log_scale(raw[1]))
         ctx.plan, ctx.n_hidden, ctx.has_stabiliser = plan, n_hidden, has_stabiliser
         ctx.save_for_backward(raw, *rate_terms, *weights)
         return bits
@@ -165,7 +161,9 @@ class _ArmRate(torch.autograd.Function):
         grad_stabiliser = [torch.zeros_like(t) for t in layers.stabiliser] if layers.stabiliser is not None else []
         grad_ifce = [(torch.zeros_like(w), torch.zeros_like(b)) for w, b in layers.ifce]
         for chunk, activations in zip(plan.chunks, ctx.activations):
-            inputs = activations.pop() if chunk.ifce_layer is not None else None
+            inputs = activations[-1] if chunk.ifce_layer is not None else None
+            if inputs is not None:
+                activations = activations[:-1]
             contexts = activations[0]
             grad_out = grad_raw_out[:, chunk.start:chunk.end]
             grad_out_columns = grad_out.sum(dim=1, keepdim=True)
