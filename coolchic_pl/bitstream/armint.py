@@ -89,7 +89,31 @@ class IntegerArm:
         self._fast_stabiliser = None if self.stabiliser_weight is None else self.stabiliser_weight.T * scale
         self._fast_stabiliser_bias = None if self.stabiliser_bias is None else self.stabiliser_bias * scale
         self._fast_input_limit = self._largest_exact_input()
+        self._native: tuple | None = None
         self._first_layer_cache: dict[int, tuple[np.ndarray | None, np.ndarray, np.ndarray | None]] = {}
+
+    def native_tables(self) -> tuple:
+        """The network as :func:`coolchic_pl._native.decode_grid` takes it: width, depth, the
+        float64 path's bound, then its folded weights ([in, out]) and the int64 weights ([out, in])."""
+        if self._native is None:
+            empty_float, empty_int = np.zeros(0), np.zeros(0, dtype=np.int64)
+
+            def flat(arrays: list[np.ndarray], dtype: type) -> np.ndarray:
+                return np.ascontiguousarray(np.concatenate([np.asarray(a, dtype).reshape(-1) for a in arrays])
+                                            if arrays else np.zeros(0, dtype))
+
+            stabilised = self.stabiliser_weight is not None
+            self._native = (
+                self.output_weight.shape[1], len(self.hidden_weights), float(self._fast_input_limit),
+                flat(self._fast_hidden, np.float64), flat(self._fast_hidden_bias, np.float64),
+                flat([self._fast_output], np.float64), flat([self._fast_output_bias], np.float64),
+                flat([self._fast_stabiliser], np.float64) if stabilised else empty_float,
+                flat([self._fast_stabiliser_bias], np.float64) if stabilised else empty_float,
+                flat(self.hidden_weights, np.int64), flat(self.hidden_biases, np.int64),
+                flat([self.output_weight], np.int64), flat([self.output_bias], np.int64),
+                flat([self.stabiliser_weight], np.int64) if stabilised else empty_int,
+                flat([self.stabiliser_bias], np.int64) if stabilised else empty_int)
+        return self._native
 
     def _largest_exact_input(self) -> float:
         """The largest input magnitude (1/256 units) for which no sum of the float64 path

@@ -29,11 +29,12 @@ import torch
 from coolchic_pl.bitstream.armint import IntegerArm
 from coolchic_pl.bitstream.errors import BitstreamError
 from coolchic_pl.bitstream.expgolomb import decode_signed, encode_signed
-from coolchic_pl.bitstream.latents import decode_grid, encode_grid
+from coolchic_pl.bitstream.latents import GridIfce, decode_grid, encode_grid
 from coolchic_pl.fixedpoint.image import check_bounds
 from coolchic_pl.io import COLOR_SPACES, ColorSpace
 from coolchic_pl.model.architecture import CoolChicArchitecture
 from coolchic_pl.model.coolchic import NETWORK_NAMES, CoolChic
+from coolchic_pl.model.ifce import ifce_sources
 from coolchic_pl.model.synthesis import parse_synthesis_layers, synthesis_parameter_counts
 from coolchic_pl.nnquant import EXPGOLOMB_ORDERS, Q_STEPS, ModuleQuantization
 from coolchic_pl.nnquant.quantize import split_weights_and_biases
@@ -166,6 +167,22 @@ def ifce_features(model: CoolChic, arm: IntegerArm, flat: np.ndarray, grid: int)
         return np.zeros((model.latent.numels[grid], ifce.n_features), dtype=np.int64)
     layer = ifce.grids.index(position_in_coded)
     return arm.ifce_features(layer, flat[ifce.gather_index(layer).numpy()])
+
+
+def grid_ifce(model: CoolChic, arm: IntegerArm, flat: np.ndarray, grid: int) -> GridIfce | None:
+    """What the decoder computes grid ``grid``'s inter-feature contexts from (the counterpart
+    of :func:`ifce_features`, whose arithmetic the compiled decoder repeats latent by latent)."""
+    ifce = model.arm.ifce
+    if ifce is None:
+        return None
+    position_in_coded = model.latent.coded_grids().index(grid)
+    if position_in_coded not in ifce.grids:
+        empty = np.zeros(0, dtype=np.int64)
+        return GridIfce(ifce.n_features, empty, empty, flat, ())
+    layer = ifce.grids.index(position_in_coded)
+    sources = tuple(ifce_sources(ifce.sizes, ifce.resolutions, position_in_coded))
+    return GridIfce(ifce.n_features, np.ascontiguousarray(arm.ifce_weights[layer]),
+                    np.ascontiguousarray(arm.ifce_biases[layer]), flat, sources)
 
 
 def encode_model(model: CoolChic, quantization: dict[str, ModuleQuantization],
@@ -474,7 +491,7 @@ def decode_latents(model: CoolChic, arm_quantization: ModuleQuantization, header
                 grid_h, grid_w = latent.sizes[grid_index]
                 try:
                     latents = decode_grid(coded, escapes, grid_h, grid_w, arm, architecture.dim_arm,
-                                          architecture.context_order, ifce_features(model, arm, flat, grid_index))
+                                          architecture.context_order, grid_ifce(model, arm, flat, grid_index))
                 except BitstreamError as error:
                     raise BitstreamError(f"latent grid {grid_index}: {error}") from None
                 flat[starts[grid_index]:starts[grid_index + 1]] = latents.reshape(-1)

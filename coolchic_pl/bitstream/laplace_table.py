@@ -71,10 +71,29 @@ def load_rows() -> np.ndarray:
     return load_table().reshape(N_OFFSETS * N_SCALES, ALPHABET)
 
 
+@functools.lru_cache(maxsize=1)
+def interval_bounds() -> np.ndarray:
+    """[rows, ALPHABET + 1] uint32: symbol s of a row owns [bounds[s], bounds[s + 1]) of the
+    range coder's 2^24, as constriction's lazy categorical model quantises the row's masses:
+    floor(cumulative mass x (2^24 - ALPHABET) / total) + s, one added per symbol so that none
+    is empty, and 2^24 closing the last. The masses are integers, so every cumulative sum is
+    exact and the float64 products are those constriction computes."""
+    rows = load_rows()
+    scale = float(2**PRECISION_BITS - ALPHABET) / rows.sum(axis=1, keepdims=True)
+    cumulative = np.concatenate([np.zeros((len(rows), 1)), np.cumsum(rows, axis=1)[:, :-1]], axis=1)
+    bounds = (cumulative * scale).astype(np.uint32) + np.arange(ALPHABET, dtype=np.uint32)
+    closing = np.full((len(rows), 1), 2**PRECISION_BITS, dtype=np.uint32)
+    return np.ascontiguousarray(np.concatenate([bounds, closing], axis=1))
+
+
 # The row's constants folded: the log-scale clamp before its shift, and the offset index's
 # MU_STEPS/2 carried into the scale term as MU_STEPS/2 * N_SCALES rows.
 _LOW, _HIGH = LOG_SCALE_MIN + LOG_SCALE_SHIFT, LOG_SCALE_MAX + LOG_SCALE_SHIFT
 _SCALE_BIAS = MU_STEPS // 2 * N_SCALES * LOG_SCALE_BIN - _LOW
+
+
+# What the compiled decoder needs of the above (coolchic_pl._native.decode_grid).
+ROW_CONSTANTS = (_LOW, _HIGH, _SCALE_BIAS, _BIN_BITS, N_SCALES, N_OFFSETS * N_SCALES, RESIDUAL_RANGE, ALPHABET)
 
 
 def model_rows(mu: np.ndarray, raw_log_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,10 @@
-"""Range coding of one latent grid with constriction, decoded by wavefront.
+"""Range coding of one latent grid: constriction encodes, compiled code decodes.
 
 Symbols are coded in wavefront order: position (y, x) belongs to front x + s*y, where
-the slope s makes every causal context position fall in an earlier front. The decoder
-can then evaluate the integer ARM for a whole front at once (hundreds of latents per
-NumPy call instead of one Python call per latent) and the encoder, which knows every
-latent, computes all probabilities in one batch and codes them in the same order.
+the slope s makes every causal context position fall in an earlier front. The encoder,
+which knows every latent, computes all probabilities in one batch (the ARM of a whole
+front depends only on earlier fronts) and codes them in that order; the decoder
+(:mod:`coolchic_pl._native`) follows the same order one latent at a time.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import numpy as np
 from coolchic_pl.bitstream.armint import IntegerArm
 from coolchic_pl.bitstream.errors import BitstreamError
 from coolchic_pl.bitstream.expgolomb import BitReader, BitWriter
+from coolchic_pl import _native
 from coolchic_pl.bitstream.laplace_table import (
-    ESCAPE_HIGH, ESCAPE_LOW, RESIDUAL_RANGE, load_rows, model_rows,
+    ESCAPE_HIGH, ESCAPE_LOW, RESIDUAL_RANGE, ROW_CONSTANTS, interval_bounds, load_rows, model_rows,
 )
 from coolchic_pl.model.arm import ContextOrder, context_offsets
 
@@ -99,49 +100,59 @@ def encode_grid_into(encoder: constriction.stream.queue.RangeEncoder, escapes: B
         escapes.write_expgolomb(abs(residual) - RESIDUAL_RANGE - 1, 0)
 
 
-def range_decoder(coded: bytes) -> constriction.stream.queue.RangeDecoder:
-    """A decoder of range-coded 32-bit words."""
-    if len(coded) % 4:
-        raise BitstreamError("a latent stream length is not a whole number of 32-bit words")
-    return constriction.stream.queue.RangeDecoder(np.frombuffer(coded, dtype="<u4").astype(np.uint32))
+class RangeDecoder:
+    """The decoding side of constriction's queue ``RangeEncoder`` (32-bit words, 64-bit
+    state, 24-bit probabilities, the lazy categorical model), stepped by the compiled grid
+    decoder: a frame's grids are decoded from one stream in turn."""
+
+    def __init__(self, coded: bytes):
+        if len(coded) % 4:
+            raise BitstreamError("a latent stream length is not a whole number of 32-bit words")
+        self.words = np.frombuffer(coded, dtype="<u4")
+        head = [int(w) for w in self.words[:2]] + [0, 0]
+        # constriction's first point: the first two words, zeros for any missing.
+        self.state = (min(2, len(self.words)), 0, (1 << 64) - 1, head[0] << 32 | head[1])
+
+    def check_end(self) -> None:
+        """constriction's ``maybe_exhausted``: every word read and the point no further from the
+        interval's lower end than the encoder's final flush leaves it."""
+        word_pos, lower, range_, point = self.state
+        exhausted = word_pos == len(self.words) and (range_ == (1 << 64) - 1 or (point - lower) % (1 << 64) < (1 << 33) - 1)
+        if not exhausted:
+            raise BitstreamError("the range-coded latents hold data after their last latent")
+
+
+class GridIfce(NamedTuple):
+    """What the decoder computes a grid's inter-feature contexts from, latent by latent."""
+
+    n_features: int
+    weight: np.ndarray  # [n_features, n_inputs] int64, 2^-8 units (no inputs: contexts of 0)
+    bias: np.ndarray  # [n_features] int64, 2^-16 units
+    flat: np.ndarray  # the decoded latents of every grid, int64, in flat order
+    sources: tuple[tuple[int, int, int], ...]  # (start in flat, width, shift), model.ifce.ifce_sources
 
 
 def decode_grid(coded: bytes, escape_bytes: bytes, height: int, width: int, arm: IntegerArm, dim_arm: int,
-                context_order: ContextOrder = "v4", ifce: np.ndarray | None = None) -> np.ndarray:
-    """Inverse of :func:`encode_grid`, one wavefront at a time."""
-    decoder, escapes = range_decoder(coded), BitReader(escape_bytes)
+                context_order: ContextOrder = "v4", ifce: GridIfce | None = None) -> np.ndarray:
+    """Inverse of :func:`encode_grid`."""
+    decoder, escapes = RangeDecoder(coded), BitReader(escape_bytes)
     latents = decode_grid_from(decoder, escapes, height, width, arm, dim_arm, context_order, ifce)
-    check_range_decoder_end(decoder)
+    decoder.check_end()
     escapes.check_end("the escape stream")
     return latents
 
 
-def check_range_decoder_end(decoder: constriction.stream.queue.RangeDecoder) -> None:
-    if not decoder.maybe_exhausted():
-        raise BitstreamError("the range-coded latents hold data after their last latent")
-
-
-def decode_grid_from(decoder: constriction.stream.queue.RangeDecoder, escapes: BitReader, height: int, width: int,
-                     arm: IntegerArm, dim_arm: int, context_order: ContextOrder = "v4",
-                     ifce: np.ndarray | None = None) -> np.ndarray:
-    """Inverse of :func:`encode_grid_into`: the next grid of a range decoder and escape reader."""
+def decode_grid_from(decoder: RangeDecoder, escapes: BitReader, height: int, width: int, arm: IntegerArm,
+                     dim_arm: int, context_order: ContextOrder = "v4", ifce: GridIfce | None = None) -> np.ndarray:
+    """Inverse of :func:`encode_grid_into`: the next grid of a range decoder and escape reader,
+    decoded latent by latent in compiled code (:mod:`coolchic_pl._native`)."""
     plan = grid_plan(height, width, dim_arm, context_order)
-    ordered_ifce = None if ifce is None else ifce[plan.order]
-    decoded = np.zeros(plan.padded_shape, dtype=np.int64).reshape(-1)
-    rows = load_rows()
-    model = constriction.stream.model.Categorical(perfect=False)
-    for start, end in zip(plan.starts[:-1].tolist(), plan.starts[1:].tolist()):
-        where = plan.positions[start:end]
-        mu, log_scale = arm(decoded[where[:, None] + plan.deltas], None if ifce is None else ordered_ifce[start:end])
-        mu_rounded, row = model_rows(mu, log_scale)
-        try:
-            residuals = decoder.decode(model, rows[row]) - (RESIDUAL_RANGE + 1)
-        except AssertionError:  # constriction's range decoder on data no encoder wrote
-            raise BitstreamError("the range-coded latents are invalid for their probability model") from None
-        if np.abs(residuals).max() > RESIDUAL_RANGE:
-            residuals = residuals.astype(np.int64)
-            for i in np.flatnonzero(np.abs(residuals) > RESIDUAL_RANGE).tolist():
-                excess = RESIDUAL_RANGE + 1 + escapes.read_expgolomb(0)
-                residuals[i] = excess if residuals[i] > 0 else -excess
-        decoded[where] = mu_rounded + residuals
-    return decoded.reshape(plan.padded_shape)[plan.top:, plan.left:plan.left + width].copy()
+    ifce_spec = None if ifce is None else (*ifce[:4], ifce.sources, plan.order, height, width)
+    decoded = np.zeros(plan.padded_shape, dtype=np.int64)
+    try:
+        decoder.state, escapes.position = _native.decode_grid(
+            decoder.words, decoder.state, escapes.bits, escapes.position, decoded, plan.positions, plan.starts, plan.deltas,
+            ifce_spec, len(plan.deltas), interval_bounds(), arm.native_tables(), ROW_CONSTANTS)
+    except ValueError as error:
+        raise BitstreamError(str(error)) from None
+    return decoded[plan.top:, plan.left:plan.left + width].copy()

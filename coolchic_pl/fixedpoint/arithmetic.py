@@ -42,12 +42,6 @@ def rounded_bias(bias: Tensor) -> Tensor:
     return bias.detach().to(DTYPE) * UNIT + 0.5
 
 
-def to_activation_(x: Tensor, relu: bool = False) -> Tensor:
-    """In place: floor (the rounding half being already in ``x``) and clamp to the activation
-    range, or to [0, limit] for a layer that ends in a ReLU."""
-    return x.floor_().clamp_(0.0 if relu else -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
-
-
 def check_layer_bound(weight: Tensor, bias: Tensor | None, what: str) -> float:
     """The largest |sum| a layer can reach, in units of 2^-WEIGHT_BITS, for inputs within
     +-ACTIVATION_LIMIT; raises :class:`ArithmeticBoundError` when it reaches 2^53 or when a

@@ -26,17 +26,23 @@ def ifce_inputs(resolutions: Sequence[int], grid: int) -> list[int]:
     return sorted((g for g, r in enumerate(resolutions) if r > own), key=lambda g: (resolutions[g], g))
 
 
+def ifce_sources(sizes: Sequence[tuple[int, int]], resolutions: Sequence[int], grid: int) -> list[tuple[int, int, int]]:
+    """(start in the flat latent vector, width, resolution shift) of each input of grid
+    ``grid``'s IFCE: the input of latent (y, x) is that grid's (y >> shift, x >> shift)."""
+    starts = [0]
+    for h, w in sizes:
+        starts.append(starts[-1] + h * w)
+    return [(starts[source], sizes[source][1], resolutions[source] - resolutions[grid])
+            for source in ifce_inputs(resolutions, grid)]
+
+
 def ifce_gather_index(sizes: Sequence[tuple[int, int]], resolutions: Sequence[int], grid: int) -> Tensor:
     """[h * w, n_inputs] positions in the flat latent vector of grid ``grid``'s IFCE inputs."""
     height, width = sizes[grid]
-    starts = torch.tensor([0] + [h * w for h, w in sizes]).cumsum(0)
     rows = torch.arange(height).view(-1, 1)
     cols = torch.arange(width).view(1, -1)
-    columns = []
-    for source in ifce_inputs(resolutions, grid):
-        shift = resolutions[source] - resolutions[grid]
-        source_width = sizes[source][1]
-        columns.append((starts[source] + (rows >> shift) * source_width + (cols >> shift)).reshape(-1))
+    columns = [(start + (rows >> shift) * source_width + (cols >> shift)).reshape(-1)
+               for start, source_width, shift in ifce_sources(sizes, resolutions, grid)]
     if not columns:
         return torch.zeros(height * width, 0, dtype=torch.long)
     return torch.stack(columns, dim=1)
@@ -52,13 +58,10 @@ class InterFeatureContext(nn.Module):
                  n_features: int):
         super().__init__()
         self.n_features = n_features
+        self.sizes, self.resolutions = list(sizes), list(resolutions)
         self.grids = [g for g, r in enumerate(resolutions) if r < n_ifce_grids]
         self.numels = [h * w for h, w in sizes]
         self.layers = nn.ModuleList(nn.Linear(len(ifce_inputs(resolutions, g)), n_features) for g in self.grids)
-        # Stored [n_inputs, h * w], the layout of the ARM's channels-first contexts.
-        for position, grid in enumerate(self.grids):
-            self.register_buffer(f"index_{position}", ifce_gather_index(sizes, resolutions, grid).t().contiguous(),
-                                 persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -73,7 +76,13 @@ class InterFeatureContext(nn.Module):
         return self._stored_index(position).t()
 
     def _stored_index(self, position: int) -> Tensor:
-        return getattr(self, f"index_{position}")
+        """[n_inputs, h * w] (the layout of the ARM's channels-first contexts), built on first
+        use on the layers' device: a decoder reads its inputs by :func:`ifce_sources` instead."""
+        name = f"index_{position}"
+        if name not in self._buffers:
+            index = ifce_gather_index(self.sizes, self.resolutions, self.grids[position]).t().contiguous()
+            self.register_buffer(name, index.to(self.layers[position].weight.device), persistent=False)
+        return self._buffers[name]
 
     def macs_per_latent(self) -> list[int]:
         """Multiply-accumulates per latent of each IFCE grid."""

@@ -42,12 +42,12 @@ from coolchic_pl.bitstream import BitstreamError
 from coolchic_pl.bitstream.armint import IntegerArm
 from coolchic_pl.bitstream.codec import (
     MAX_DIMENSION, ByteReader, architecture_fields, as_bitstream_errors, check_container, check_pixel_count,
-    check_synthesis_size, decode_latents, decode_networks, decoder_model, grid_order, ifce_features, integer_grids,
+    check_synthesis_size, decode_latents, decode_networks, decoder_model, grid_order, grid_ifce, ifce_features, integer_grids,
     model_version, output_range_fields, read_architecture, varints_bytes, with_crc,
 )
 from coolchic_pl.bitstream.expgolomb import BitReader, BitWriter
 from coolchic_pl.bitstream.latents import (
-    check_range_decoder_end, decode_grid_from, encode_grid_into, range_decoder,
+    RangeDecoder, decode_grid_from, encode_grid_into,
 )
 from coolchic_pl.fixedpoint import check_decoder_bounds, decoded_planes
 from coolchic_pl.fixedpoint.motionmodel import AFFINE_PARAMETERS, FLOW_UNITS, affine_flow, derived_flow
@@ -362,10 +362,10 @@ def _decode_compact(reader: ByteReader, display: int, refs: tuple[int, ...], seq
             raise BitstreamError(f"{role} Cool-Chic: {error}") from None
     for role, (model, quantization, _) in described.items():
         read_network_parameters(bits, model, quantization, role)
-    decoder_state = range_decoder(coded)
+    decoder_state = RangeDecoder(coded)
     for role, (model, quantization, coded_grids) in described.items():
         decode_coolchic_latents(model, quantization["arm"], coded_grids, decoder_state, bits)
-    check_range_decoder_end(decoder_state)
+    decoder_state.check_end()
     bits.check_end("the frame's bit section")
     coolchics = {role: DecodedCoolChic(model, quantization) for role, (model, quantization, _) in described.items()}
     decoder = coolchics["residue"].model if inter is None else _inter_decoder(frame, sequence, state, coolchics, base)
@@ -481,7 +481,7 @@ def read_network_parameters(bits: BitReader, model: CoolChic, quantization: dict
 
 
 def decode_coolchic_latents(model: CoolChic, arm_quantization: ModuleQuantization, coded_grids: list[bool],
-                            decoder: constriction.stream.queue.RangeDecoder, escapes: BitReader) -> None:
+                            decoder: RangeDecoder, escapes: BitReader) -> None:
     """Decode a Cool-Chic's latent grids from a frame's range decoder and escape bits."""
     architecture = model.architecture
     arm = IntegerArm.from_module(model.arm, *arm_quantization.value_steps)
@@ -496,7 +496,7 @@ def decode_coolchic_latents(model: CoolChic, arm_quantization: ModuleQuantizatio
             grid_h, grid_w = latent.sizes[grid_index]
             try:
                 latents = decode_grid_from(decoder, escapes, grid_h, grid_w, arm, architecture.dim_arm,
-                                           architecture.context_order, ifce_features(model, arm, flat, grid_index))
+                                           architecture.context_order, grid_ifce(model, arm, flat, grid_index))
             except BitstreamError as error:
                 raise BitstreamError(f"latent grid {grid_index}: {error}") from None
             flat[starts[grid_index]:starts[grid_index + 1]] = latents.reshape(-1)

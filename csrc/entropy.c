@@ -1,0 +1,301 @@
+/* Latent grid decoding: the fixed-point ARM, the Laplace table row and the range decoder,
+ * one latent at a time in the coding order of coolchic_pl.bitstream.latents.
+ *
+ * The arithmetic is that of coolchic_pl.bitstream.armint and laplace_table (the NumPy
+ * encoder side computes the same integers in batches); the range decoder is constriction's
+ * queue RangeDecoder (32-bit words, 64-bit state, 24-bit probabilities) with its lazy
+ * categorical model, whose interval bounds arrive precomputed in `cdf`.
+ */
+#include "native.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { PRECISION = 24, WORD_BITS = 32, ARM_BLOCK = 8 };
+
+static int read_bit(GridInputs *in, int *bit) {
+    if (in->bit_pos >= in->n_bits)
+        return fail(in, "a bit stream ends before its last value");
+    *bit = in->bits[in->bit_pos++] != 0;
+    return 0;
+}
+
+/* Exp-Golomb of order 0 (coolchic_pl.bitstream.expgolomb.BitReader.read_expgolomb). */
+static int read_expgolomb0(GridInputs *in, int64_t *value) {
+    int q = 0, bit;
+    for (;;) {
+        if (read_bit(in, &bit))
+            return -1;
+        if (!bit)
+            break;
+        if (++q > MAX_EXPGOLOMB_PREFIX)
+            return fail(in, "an exp-Golomb prefix is impossibly long");
+    }
+    int64_t suffix = 0;
+    for (int i = 0; i < q; i++) {
+        if (read_bit(in, &bit))
+            return -1;
+        suffix = suffix << 1 | bit;
+    }
+    *value = ((int64_t)1 << q) - 1 + suffix;
+    return 0;
+}
+
+/* The ARM in float64 with its scales folded into the weights, on a front held as
+ * [width][m] (inputs in `x`, hidden activations in `h` and `next`) whose first `count`
+ * columns, rounded up to a multiple of ARM_BLOCK (m being one), are latents: exact for inputs within arm->fast_limit (armint.IntegerArm._largest_exact_input),
+ * so any evaluation order or fused multiply-add gives the integers of the int64 path. Each
+ * output is summed for ARM_BLOCK latents at a time, in registers. */
+NATIVE_VECTORISED
+static void arm_fast(const ArmTables *arm, const double *restrict x, double *restrict h, double *restrict next,
+                     int64_t count, int64_t m, int64_t *restrict mu, int64_t *restrict log_scale) {
+    const int d = arm->width;
+    const double *input = x;
+    for (int layer = 0; layer < arm->n_hidden; layer++) {
+        const double *w = arm->fast_hidden + (size_t)layer * d * d, *b = arm->fast_hidden_bias + (size_t)layer * d;
+        for (int64_t n0 = 0; n0 < count; n0 += ARM_BLOCK) {
+            int j = 0;
+            /* Four outputs at a time: eight independent sums hide the multiply-add latency. */
+            for (; j + 4 <= d; j += 4) {
+                f64x4 sums[4][2];
+                for (int u = 0; u < 4; u++)
+                    sums[u][0] = sums[u][1] = splat(b[j + u]);
+                for (int i = 0; i < d; i++) {
+                    const f64x4 low = load4(input + i * m + n0), high = load4(input + i * m + n0 + 4);
+                    for (int u = 0; u < 4; u++) {
+                        const f64x4 weight = splat(w[i * d + j + u]);
+                        sums[u][0] += weight * low;
+                        sums[u][1] += weight * high;
+                    }
+                }
+                for (int u = 0; u < 4; u++) {
+                    store4(next + (j + u) * m + n0, relu_floor(sums[u][0]));
+                    store4(next + (j + u) * m + n0 + 4, relu_floor(sums[u][1]));
+                }
+            }
+            for (; j < d; j++) {
+                f64x4 low = splat(b[j]), high = low;
+                for (int i = 0; i < d; i++) {
+                    const f64x4 weight = splat(w[i * d + j]);
+                    low += weight * load4(input + i * m + n0);
+                    high += weight * load4(input + i * m + n0 + 4);
+                }
+                store4(next + j * m + n0, relu_floor(low));
+                store4(next + j * m + n0 + 4, relu_floor(high));
+            }
+        }
+        double *swap = h;
+        h = next, next = swap;
+        input = h;
+    }
+    for (int64_t n0 = 0; n0 < count; n0 += ARM_BLOCK)
+        for (int k = 0; k < 2; k++) {
+            f64x4 low = splat(arm->fast_output_bias[k] + (arm->fast_stabiliser ? arm->fast_stabiliser_bias[k] : 0.0));
+            f64x4 high = low;
+            for (int i = 0; i < d; i++) {
+                const f64x4 weight = splat(arm->fast_output[2 * i + k]);
+                low += weight * load4(input + i * m + n0);
+                high += weight * load4(input + i * m + n0 + 4);
+            }
+            if (arm->fast_stabiliser)
+                for (int i = 0; i < d; i++) {
+                    const f64x4 weight = splat(arm->fast_stabiliser[2 * i + k]);
+                    low += weight * load4(x + i * m + n0);
+                    high += weight * load4(x + i * m + n0 + 4);
+                }
+            int64_t *restrict out = k ? log_scale : mu;
+            for (int t = 0; t < 4; t++) {
+                out[n0 + t] = (int64_t)copysign(floor(fabs(low[t]) + 0.5), low[t]);
+                out[n0 + 4 + t] = (int64_t)copysign(floor(fabs(high[t]) + 0.5), high[t]);
+            }
+        }
+}
+
+static int64_t round_shift(int64_t v, int bits) {
+    return (v + (((int64_t)1 << (bits - 1)) - (v < 0))) >> bits;
+}
+
+/* The ARM in int64 (armint.IntegerArm._int64_call), for inputs beyond the float64 path's
+ * proven range; wraps modulo 2^64 as NumPy's int64 does. */
+static void arm_exact(const ArmTables *arm, const int64_t *x, int64_t out[2]) {
+    const int d = arm->width;
+    int64_t h[MAX_ARM_WIDTH], next[MAX_ARM_WIDTH];
+    memcpy(h, x, sizeof(int64_t) * (size_t)d);
+    for (int layer = 0; layer < arm->n_hidden; layer++) {
+        const int64_t *w = arm->exact_hidden + (size_t)layer * d * d, *b = arm->exact_hidden_bias + (size_t)layer * d;
+        for (int j = 0; j < d; j++) {
+            int64_t acc = b[j] + h[j] * ARM_ONE;
+            for (int i = 0; i < d; i++)
+                acc += w[j * d + i] * h[i];
+            next[j] = ((acc > 0 ? acc : 0) + ARM_ONE / 2) >> ARM_FRACTIONAL_BITS;
+        }
+        memcpy(h, next, sizeof(int64_t) * (size_t)d);
+    }
+    for (int k = 0; k < 2; k++) {
+        int64_t acc = arm->exact_output_bias[k];
+        for (int i = 0; i < d; i++)
+            acc += arm->exact_output[k * d + i] * h[i];
+        if (arm->exact_stabiliser) {
+            acc += arm->exact_stabiliser_bias[k];
+            for (int i = 0; i < d; i++)
+                acc += arm->exact_stabiliser[k * d + i] * x[i];
+        }
+        out[k] = round_shift(acc, ARM_FRACTIONAL_BITS);
+    }
+}
+
+/* The symbol whose interval [cdf[s], cdf[s + 1]) holds `quantile` (cdf[0] = 0, cdf[last] = 2^24). */
+static int find_symbol(const uint32_t *cdf, int alphabet, uint32_t quantile) {
+    int low = 0, high = alphabet;
+    while (high - low > 1) {
+        const int middle = (low + high) / 2;
+        if (cdf[middle] <= quantile)
+            low = middle;
+        else
+            high = middle;
+    }
+    return low;
+}
+
+static int decode_symbol(GridInputs *in, const uint32_t *cdf, int *symbol) {
+    RangeState *s = &in->range;
+    const uint64_t scale = s->range >> PRECISION;
+    const uint64_t quantile = (s->point - s->lower) / scale;
+    if (quantile >= (uint64_t)1 << PRECISION)
+        return fail(in, "the range-coded latents are invalid for their probability model");
+    const int found = find_symbol(cdf, in->rows->alphabet, (uint32_t)quantile);
+    s->lower += scale * cdf[found];
+    s->range = scale * (uint64_t)(cdf[found + 1] - cdf[found]);
+    if (s->range < (uint64_t)1 << (64 - WORD_BITS)) {
+        s->lower <<= WORD_BITS;
+        s->range <<= WORD_BITS;
+        s->point <<= WORD_BITS;
+        if (s->word_pos < in->n_words)
+            s->point |= in->words[s->word_pos++];
+    }
+    *symbol = found;
+    return 0;
+}
+
+enum { WITHIN = 1, NONZERO = 2 };
+
+/* The contexts of latent `n` (coding order) in 1/256 units beside its IFCE features:
+ * column `column` of the [width][m] float64 inputs, and the int64 inputs. WITHIN when the
+ * float64 path is exact for them (the bound checked before the scaling, which wraps in int64
+ * as NumPy's shift does), NONZERO when any of them is not 0. */
+static int gather_inputs(const GridInputs *in, int64_t n, double *x, int64_t column, int64_t m, int64_t *exact) {
+    const ArmTables *arm = in->arm;
+    const int n_contexts = in->n_contexts, width = arm->width;
+    const int64_t position = in->positions[n];
+    int within = 1;
+    int64_t any = 0;
+    for (int i = 0; i < n_contexts; i++) {
+        const int64_t context = in->latents[position + in->deltas[i]];
+        within &= fabs((double)context) <= arm->fast_limit / ARM_ONE;
+        any |= context;
+        exact[i] = (int64_t)((uint64_t)context << ARM_FRACTIONAL_BITS);
+        x[i * m + column] = (double)context * ARM_ONE;
+    }
+    int64_t sources[MAX_IFCE_SOURCES];
+    if (in->n_sources) {
+        const int64_t y = in->order[n] / in->grid_width, x_in_grid = in->order[n] % in->grid_width;
+        for (int s = 0; s < in->n_sources; s++)
+            sources[s] = in->flat[in->source_start[s] + (y >> in->source_shift[s]) * in->source_width[s]
+                                  + (x_in_grid >> in->source_shift[s])] * ARM_ONE;
+    }
+    for (int i = n_contexts; i < width; i++) {
+        int64_t feature = 0;
+        if (in->n_sources) {
+            const int k = i - n_contexts;
+            int64_t acc = in->ifce_bias[k];
+            for (int s = 0; s < in->n_sources; s++)
+                acc += in->ifce_weight[k * in->n_sources + s] * sources[s];
+            feature = round_shift(acc, ARM_FRACTIONAL_BITS);
+        }
+        within &= fabs((double)feature) <= arm->fast_limit;
+        any |= feature;
+        exact[i] = feature;
+        x[i * m + column] = (double)feature;
+    }
+    return (within ? WITHIN : 0) | (any ? NONZERO : 0);
+}
+
+/* Symbols of latents start..end-1 given their ARM outputs, written to the grid. */
+static int decode_front(GridInputs *in, int64_t start, int64_t end, const int64_t *mu, const int64_t *log_scale) {
+    const RowConstants *rows = in->rows;
+    for (int64_t n = start; n < end; n++) {
+        const int64_t out_mu = mu[n - start], out_log_scale = log_scale[n - start];
+        const int64_t mu_rounded = round_shift(out_mu, ARM_FRACTIONAL_BITS);
+        const int64_t clamped = out_log_scale < rows->low ? rows->low : out_log_scale > rows->high ? rows->high
+                                                                                                     : out_log_scale;
+        const int64_t row = round_shift(out_mu - mu_rounded * ARM_ONE, 4) * rows->n_scales
+                            + ((clamped + rows->scale_bias) >> rows->bin_bits);
+        if (row < 0 || row >= rows->n_rows)
+            return fail(in, "inconsistent bitstream content (a probability model outside the table)");
+        int symbol;
+        if (decode_symbol(in, in->cdf + row * (rows->alphabet + 1), &symbol))
+            return -1;
+        int64_t residual = symbol - (rows->residual_range + 1);
+        if (residual > rows->residual_range || residual < -rows->residual_range) {
+            int64_t excess;
+            if (read_expgolomb0(in, &excess))
+                return -1;
+            excess += rows->residual_range + 1;
+            residual = residual > 0 ? excess : -excess;
+        }
+        in->latents[in->positions[n]] = mu_rounded + residual;
+    }
+    return 0;
+}
+
+/* Front by front: the ARM of every latent of a front at once (their contexts lie in earlier
+ * fronts), then its symbols in coding order. Latents whose inputs are all 0 (most of a
+ * fine grid at low rates) take the ARM's output for zero inputs, computed once. */
+int decode_grid(GridInputs *in) {
+    const int width = in->arm->width;
+    int64_t longest = 1;
+    for (int64_t f = 0; f < in->n_fronts; f++)
+        if (in->starts[f + 1] - in->starts[f] > longest)
+            longest = in->starts[f + 1] - in->starts[f];
+    longest = (longest + ARM_BLOCK - 1) / ARM_BLOCK * ARM_BLOCK;
+    /* Zeroed: the columns past a front's last latent are computed too, and must hold numbers. */
+    double *scratch = calloc((size_t)(3 * width * longest), sizeof(double));
+    int64_t *integers = malloc(sizeof(int64_t) * (size_t)(5 * longest + width));
+    if (!scratch || !integers) {
+        free(scratch), free(integers);
+        return fail(in, "out of memory");
+    }
+    double *x = scratch, *h = scratch + width * longest, *next = scratch + 2 * width * longest;
+    int64_t *mu = integers, *log_scale = integers + longest, *packed_mu = integers + 2 * longest,
+            *packed_log_scale = integers + 3 * longest, *column = integers + 4 * longest,
+            *exact = integers + 5 * longest;
+    arm_fast(in->arm, x, h, next, 1, longest, mu, log_scale);
+    const int64_t zero_mu = mu[0], zero_log_scale = log_scale[0];
+    int status = 0;
+    for (int64_t f = 0; f < in->n_fronts && !status; f++) {
+        const int64_t start = in->starts[f], m = in->starts[f + 1] - start;
+        int64_t packed = 0;
+        int all_within = 1;
+        for (int64_t n = 0; n < m; n++) {
+            const int flags = gather_inputs(in, start + n, x, packed, longest, exact);
+            all_within &= flags & WITHIN;
+            column[n] = flags & NONZERO ? packed++ : -1;
+        }
+        arm_fast(in->arm, x, h, next, packed, longest, packed_mu, packed_log_scale);
+        for (int64_t n = 0; n < m; n++) {
+            mu[n] = column[n] < 0 ? zero_mu : packed_mu[column[n]];
+            log_scale[n] = column[n] < 0 ? zero_log_scale : packed_log_scale[column[n]];
+        }
+        if (!all_within)
+            for (int64_t n = 0; n < m; n++)
+                if (!(gather_inputs(in, start + n, x, column[n] < 0 ? 0 : column[n], longest, exact) & WITHIN)) {
+                    int64_t out[2];
+                    arm_exact(in->arm, exact, out);
+                    mu[n] = out[0], log_scale[n] = out[1];
+                }
+        status = decode_front(in, start, start + m, mu, log_scale);
+    }
+    free(scratch), free(integers);
+    return status;
+}

@@ -1,0 +1,394 @@
+/* coolchic_pl._native: the Python face of the compiled decoder.
+ *
+ * Arrays arrive through the buffer protocol (NumPy arrays, bytes) with the element types
+ * the Python callers guarantee (coolchic_pl.bitstream.native); their lengths are checked
+ * here, so a wrong call is a ValueError rather than a read out of bounds.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "native.h"
+
+#define MAX_BUFFERS 24
+
+typedef struct {
+    Py_buffer views[MAX_BUFFERS];
+    int count;
+} Buffers;
+
+static void release(Buffers *held) {
+    for (int i = 0; i < held->count; i++)
+        PyBuffer_Release(&held->views[i]);
+    held->count = 0;
+}
+
+/* A contiguous view of `object` holding `expected` items of `itemsize` bytes (any count
+ * when expected < 0); NULL with an exception set otherwise. */
+static const void *view(Buffers *held, PyObject *object, Py_ssize_t itemsize, Py_ssize_t expected, int writable,
+                        Py_ssize_t *count, const char *what) {
+    Py_buffer *buffer = &held->views[held->count];
+    if (held->count == MAX_BUFFERS) {
+        PyErr_SetString(PyExc_RuntimeError, "too many buffers");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(object, buffer, writable ? PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS : PyBUF_C_CONTIGUOUS))
+        return NULL;
+    held->count++;
+    if (buffer->len % itemsize || (expected >= 0 && buffer->len / itemsize != expected)) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes where %zd items of %zd bytes were expected", what, buffer->len,
+                     expected, itemsize);
+        return NULL;
+    }
+    if (count)
+        *count = buffer->len / itemsize;
+    return buffer->buf;
+}
+
+static int parse_arm(Buffers *held, PyObject *spec, ArmTables *arm) {
+    PyObject *fh, *fhb, *fo, *fob, *fs, *fsb, *eh, *ehb, *eo, *eob, *es, *esb;
+    if (!PyArg_ParseTuple(spec, "iidOOOOOOOOOOOO", &arm->width, &arm->n_hidden, &arm->fast_limit, &fh, &fhb, &fo,
+                          &fob, &fs, &fsb, &eh, &ehb, &eo, &eob, &es, &esb))
+        return -1;
+    const Py_ssize_t d = arm->width, layers = arm->n_hidden;
+    if (d < 1 || d > MAX_ARM_WIDTH || layers < 0) {
+        PyErr_SetString(PyExc_ValueError, "ARM width or depth out of range");
+        return -1;
+    }
+    Py_ssize_t n_stabiliser;
+    if (!(arm->fast_hidden = view(held, fh, 8, layers * d * d, 0, NULL, "fast hidden"))
+        || !(arm->fast_hidden_bias = view(held, fhb, 8, layers * d, 0, NULL, "fast hidden bias"))
+        || !(arm->fast_output = view(held, fo, 8, 2 * d, 0, NULL, "fast output"))
+        || !(arm->fast_output_bias = view(held, fob, 8, 2, 0, NULL, "fast output bias"))
+        || !(arm->fast_stabiliser = view(held, fs, 8, -1, 0, &n_stabiliser, "fast stabiliser"))
+        || !(arm->fast_stabiliser_bias = view(held, fsb, 8, n_stabiliser ? 2 : 0, 0, NULL, "fast stabiliser bias"))
+        || !(arm->exact_hidden = view(held, eh, 8, layers * d * d, 0, NULL, "hidden"))
+        || !(arm->exact_hidden_bias = view(held, ehb, 8, layers * d, 0, NULL, "hidden bias"))
+        || !(arm->exact_output = view(held, eo, 8, 2 * d, 0, NULL, "output"))
+        || !(arm->exact_output_bias = view(held, eob, 8, 2, 0, NULL, "output bias"))
+        || !(arm->exact_stabiliser = view(held, es, 8, n_stabiliser, 0, NULL, "stabiliser"))
+        || !(arm->exact_stabiliser_bias = view(held, esb, 8, n_stabiliser ? 2 : 0, 0, NULL, "stabiliser bias")))
+        return -1;
+    if (n_stabiliser && n_stabiliser != 2 * d) {
+        PyErr_SetString(PyExc_ValueError, "stabiliser shape");
+        return -1;
+    }
+    if (!n_stabiliser)
+        arm->fast_stabiliser = arm->fast_stabiliser_bias = NULL, arm->exact_stabiliser = arm->exact_stabiliser_bias = NULL;
+    return 0;
+}
+
+static int parse_rows(PyObject *spec, RowConstants *rows) {
+    long long low, high, scale_bias;
+    if (!PyArg_ParseTuple(spec, "LLLiiiii", &low, &high, &scale_bias, &rows->bin_bits, &rows->n_scales,
+                          &rows->n_rows, &rows->residual_range, &rows->alphabet))
+        return -1;
+    rows->low = low, rows->high = high, rows->scale_bias = scale_bias;
+    return 0;
+}
+
+PyDoc_STRVAR(decode_grid_doc,
+             "decode_grid(words, state, bits, bit_pos, latents, positions, starts, deltas, ifce, n_contexts, cdf, arm, "
+             "rows) -> (state, bit_pos)\n\n"
+             "`ifce` is None or (n_features, weight, bias, flat, sources, order, grid_height, grid_width). "
+             "Decode one latent grid into the zero-bordered int64 `latents` at `positions`; `state` is the "
+             "range decoder's (word position, lower, range, point), `bit_pos` the escape reader's. A damaged "
+             "stream raises ValueError with the reason.");
+
+/* The IFCE tuple (n_features, weight, bias, flat, sources, order, grid_height, grid_width),
+ * every source position checked against `flat`. */
+static int parse_ifce(Buffers *held, PyObject *spec, GridInputs *in, int n_features, Py_ssize_t n_latents) {
+    PyObject *weight, *bias, *flat, *sources, *order;
+    int declared;
+    long long height, width;
+    if (!PyArg_ParseTuple(spec, "iOOOO!OLL", &declared, &weight, &bias, &flat, &PyTuple_Type, &sources, &order,
+                          &height, &width))
+        return -1;
+    Py_ssize_t n_flat;
+    const Py_ssize_t n_sources = PyTuple_GET_SIZE(sources);
+    if (declared != n_features || n_sources > MAX_IFCE_SOURCES || height < 1 || width < 1
+        || height * width != n_latents) {
+        PyErr_SetString(PyExc_ValueError, "inconsistent IFCE arguments");
+        return -1;
+    }
+    in->n_sources = (int)n_sources, in->grid_width = width;
+    if (!(in->ifce_weight = view(held, weight, 8, n_features * n_sources, 0, NULL, "IFCE weight"))
+        || !(in->ifce_bias = view(held, bias, 8, n_sources ? n_features : 0, 0, NULL, "IFCE bias"))
+        || !(in->flat = view(held, flat, 8, -1, 0, &n_flat, "flat latents"))
+        || !(in->order = view(held, order, 8, n_latents, 0, NULL, "order")))
+        return -1;
+    for (Py_ssize_t s = 0; s < n_sources; s++) {
+        long long start, source_width;
+        int shift;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(sources, s), "LLi", &start, &source_width, &shift))
+            return -1;
+        if (start < 0 || source_width < 1 || shift < 0 || shift > 30
+            || start + ((height - 1) >> shift) * source_width + ((width - 1) >> shift) >= n_flat
+            || ((width - 1) >> shift) >= source_width) {
+            PyErr_SetString(PyExc_ValueError, "an IFCE source outside the latents");
+            return -1;
+        }
+        in->source_start[s] = start, in->source_width[s] = source_width, in->source_shift[s] = shift;
+    }
+    for (Py_ssize_t n = 0; n < n_latents; n++)
+        if (in->order[n] < 0 || in->order[n] >= n_latents) {
+            PyErr_SetString(PyExc_ValueError, "an order outside the grid");
+            return -1;
+        }
+    return 0;
+}
+
+static PyObject *py_decode_grid(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *words, *bits, *latents, *positions, *starts, *deltas, *ifce, *cdf, *arm_spec, *rows_spec;
+    long long word_pos, bit_pos;
+    unsigned long long lower, range, point;
+    int n_contexts;
+    if (!PyArg_ParseTuple(args, "O(LKKK)OLOOOOOiOOO", &words, &word_pos, &lower, &range, &point, &bits, &bit_pos,
+                          &latents, &positions, &starts, &deltas, &ifce, &n_contexts, &cdf, &arm_spec, &rows_spec))
+        return NULL;
+    Buffers held = {.count = 0};
+    ArmTables arm;
+    RowConstants rows;
+    GridInputs in = {.arm = &arm, .rows = &rows, .error = NULL};
+    Py_ssize_t n_words, n_bits, n_latents, n_padded, n_cdf, n_starts;
+    if (parse_arm(&held, arm_spec, &arm) || parse_rows(rows_spec, &rows))
+        goto error;
+    if (!(in.words = view(&held, words, 4, -1, 0, &n_words, "words"))
+        || !(in.bits = view(&held, bits, 1, -1, 0, &n_bits, "bits"))
+        || !(in.latents = (int64_t *)view(&held, latents, 8, -1, 1, &n_padded, "latents"))
+        || !(in.positions = view(&held, positions, 8, -1, 0, &n_latents, "positions"))
+        || !(in.starts = view(&held, starts, 8, -1, 0, &n_starts, "starts"))
+        || !(in.deltas = view(&held, deltas, 8, n_contexts, 0, NULL, "deltas"))
+        || !(in.cdf = view(&held, cdf, 4, -1, 0, &n_cdf, "cdf")))
+        goto error;
+    if (arm.width > n_contexts && (ifce == Py_None || parse_ifce(&held, ifce, &in, arm.width - n_contexts, n_latents)))
+        goto ifce_error;
+    if (n_contexts < 0 || n_contexts > arm.width || n_cdf != (Py_ssize_t)rows.n_rows * (rows.alphabet + 1)
+        || word_pos < 0 || word_pos > n_words || bit_pos < 0 || bit_pos > n_bits) {
+        PyErr_SetString(PyExc_ValueError, "inconsistent decode_grid arguments");
+        goto error;
+    }
+    if (n_starts < 1 || in.starts[0] != 0 || in.starts[n_starts - 1] != n_latents) {
+        PyErr_SetString(PyExc_ValueError, "fronts that do not cover the latents");
+        goto error;
+    }
+    for (Py_ssize_t f = 1; f < n_starts; f++)
+        if (in.starts[f] < in.starts[f - 1]) {
+            PyErr_SetString(PyExc_ValueError, "fronts out of order");
+            goto error;
+        }
+    in.n_fronts = n_starts - 1;
+    for (Py_ssize_t i = 0; i < n_latents; i++)
+        for (int c = 0; c < n_contexts; c++) {
+            const int64_t at = in.positions[i] + in.deltas[c];
+            if (in.positions[i] < 0 || in.positions[i] >= n_padded || at < 0 || at >= n_padded) {
+                PyErr_SetString(PyExc_ValueError, "a context position outside the grid");
+                goto error;
+            }
+        }
+    in.n_words = n_words, in.n_bits = n_bits, in.bit_pos = bit_pos, in.n_latents = n_latents;
+    in.n_contexts = n_contexts;
+    in.range = (RangeState){.lower = lower, .range = range, .point = point, .word_pos = word_pos};
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = decode_grid(&in);
+    Py_END_ALLOW_THREADS
+    release(&held);
+    if (status) {
+        PyErr_SetString(PyExc_ValueError, in.error);
+        return NULL;
+    }
+    return Py_BuildValue("(LKKK)L", (long long)in.range.word_pos, (unsigned long long)in.range.lower,
+                         (unsigned long long)in.range.range, (unsigned long long)in.range.point,
+                         (long long)in.bit_pos);
+ifce_error:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "an ARM with IFCE inputs needs the IFCE tuple");
+error:
+    release(&held);
+    return NULL;
+}
+
+/* A layer tuple (weight, bias, n_in, n_out, residual, relu) into `layer`. */
+static int parse_layer(Buffers *held, PyObject *spec, DenseLayer *layer) {
+    PyObject *weight, *bias;
+    int residual;
+    if (!PyArg_ParseTuple(spec, "OOiiii", &weight, &bias, &layer->n_in, &layer->n_out, &residual, &layer->relu))
+        return -1;
+    if (layer->n_in < 1 || layer->n_out < 1 || layer->n_in > MAX_CHANNELS * 64 || layer->n_out > MAX_CHANNELS
+        || (residual && layer->n_in % layer->n_out)) {
+        PyErr_SetString(PyExc_ValueError, "layer shape out of range");
+        return -1;
+    }
+    if (!(layer->weight = view(held, weight, 8, (Py_ssize_t)layer->n_in * layer->n_out, 0, NULL, "weight"))
+        || !(layer->bias = view(held, bias, 8, layer->n_out, 0, NULL, "bias")))
+        return -1;
+    layer->residual_source = residual ? layer->bias : NULL;
+    return 0;
+}
+
+PyDoc_STRVAR(pointwise_run_doc, "pointwise_run(x, n_in, n, layers, y)\n\n"
+                                "A run of 1x1 layers on float64 [n_in, n] into [n_out, n].");
+
+static PyObject *py_pointwise_run(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *x, *layer_specs, *y;
+    int n_in;
+    long long n;
+    if (!PyArg_ParseTuple(args, "OiLO!O", &x, &n_in, &n, &PyList_Type, &layer_specs, &y))
+        return NULL;
+    Buffers held = {.count = 0};
+    DenseLayer layers[MAX_LAYERS];
+    const Py_ssize_t n_layers = PyList_GET_SIZE(layer_specs);
+    if (n_layers < 1 || n_layers > MAX_LAYERS || n_in < 1 || n < 0) {
+        PyErr_SetString(PyExc_ValueError, "layer count or input shape out of range");
+        return NULL;
+    }
+    int widest = n_in, channels = n_in;
+    for (Py_ssize_t l = 0; l < n_layers; l++) {
+        if (parse_layer(&held, PyList_GET_ITEM(layer_specs, l), &layers[l]))
+            goto error;
+        if (layers[l].n_in != channels || (layers[l].residual_source && layers[l].n_in != layers[l].n_out)) {
+            PyErr_SetString(PyExc_ValueError, "layer shapes do not chain");
+            goto error;
+        }
+        channels = layers[l].n_out;
+        widest = channels > widest ? channels : widest;
+    }
+    const double *in;
+    double *out;
+    if (!(in = view(&held, x, 8, (Py_ssize_t)n_in * n, 0, NULL, "x"))
+        || !(out = (double *)view(&held, y, 8, (Py_ssize_t)channels * n, 1, NULL, "y")))
+        goto error;
+    double *scratch = PyMem_Malloc(sizeof(double) * 2 * 8 * (size_t)widest);
+    if (!scratch) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    pointwise_run(layers, (int)n_layers, in, n_in, out, n, scratch);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(scratch);
+    release(&held);
+    Py_RETURN_NONE;
+error:
+    release(&held);
+    return NULL;
+}
+
+PyDoc_STRVAR(spatial_layer_doc, "spatial_layer(x, channels, height, width, layer, kernel, y)\n\n"
+                                "A k x k layer (replicate padding) on float64 [channels, height, width].");
+
+static PyObject *py_spatial_layer(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *x, *spec, *y;
+    int channels, kernel;
+    long long height, width;
+    if (!PyArg_ParseTuple(args, "OiLLOiO", &x, &channels, &height, &width, &spec, &kernel, &y))
+        return NULL;
+    Buffers held = {.count = 0};
+    DenseLayer layer;
+    const double *in;
+    double *out;
+    if (parse_layer(&held, spec, &layer))
+        goto error;
+    if (kernel < 1 || kernel % 2 == 0 || channels < 1 || height < 1 || width < 1
+        || layer.n_in != channels * kernel * kernel || (layer.residual_source && layer.n_out != channels)) {
+        PyErr_SetString(PyExc_ValueError, "spatial layer shape");
+        goto error;
+    }
+    if (!(in = view(&held, x, 8, (Py_ssize_t)(channels * height * width), 0, NULL, "x"))
+        || !(out = (double *)view(&held, y, 8, (Py_ssize_t)(layer.n_out * height * width), 1, NULL, "y")))
+        goto error;
+    double *scratch = PyMem_Malloc(sizeof(double) * 8 * (size_t)(layer.n_in + 2 * layer.n_out));
+    if (!scratch) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    spatial_layer(&layer, kernel, in, channels, height, width, out, scratch);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(scratch);
+    release(&held);
+    Py_RETURN_NONE;
+error:
+    release(&held);
+    return NULL;
+}
+
+PyDoc_STRVAR(filter_doc, "filter_rows(x, planes, in_rows, width, taps, n_taps, phases, out_rows, y)\n"
+                         "filter_columns(x, lines, in_width, taps, n_taps, phases, out_width, y)\n\n"
+                         "1-D filters of float64 activations, each output floor(1/2 + sum) clamped; with two "
+                         "phases, a 2x upsampling whose phases interleave.");
+
+static PyObject *py_filter_rows(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *x, *taps, *y;
+    long long planes, in_rows, width, out_rows;
+    int n_taps, phases;
+    if (!PyArg_ParseTuple(args, "OLLLOiiLO", &x, &planes, &in_rows, &width, &taps, &n_taps, &phases, &out_rows, &y))
+        return NULL;
+    Buffers held = {.count = 0};
+    const double *in, *tap_values;
+    double *out;
+    if (planes < 0 || width < 0 || n_taps < 1 || phases < 1 || phases > MAX_FILTER_PHASES || out_rows < 0
+        || in_rows < out_rows + n_taps - 1) {
+        PyErr_SetString(PyExc_ValueError, "filter shape");
+        return NULL;
+    }
+    if (!(in = view(&held, x, 8, (Py_ssize_t)(planes * in_rows * width), 0, NULL, "x"))
+        || !(tap_values = view(&held, taps, 8, (Py_ssize_t)n_taps * phases, 0, NULL, "taps"))
+        || !(out = (double *)view(&held, y, 8, (Py_ssize_t)(planes * out_rows * phases * width), 1, NULL, "y"))) {
+        release(&held);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    filter_rows(in, planes, in_rows, width, tap_values, n_taps, phases, out_rows, out);
+    Py_END_ALLOW_THREADS
+    release(&held);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_filter_columns(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *x, *taps, *y;
+    long long lines, in_width, out_width;
+    int n_taps, phases;
+    if (!PyArg_ParseTuple(args, "OLLOiiLO", &x, &lines, &in_width, &taps, &n_taps, &phases, &out_width, &y))
+        return NULL;
+    Buffers held = {.count = 0};
+    const double *in, *tap_values;
+    double *out;
+    if (lines < 0 || n_taps < 1 || phases < 1 || phases > MAX_FILTER_PHASES || out_width < 0
+        || in_width < out_width + n_taps - 1) {
+        PyErr_SetString(PyExc_ValueError, "filter shape");
+        return NULL;
+    }
+    if (!(in = view(&held, x, 8, (Py_ssize_t)(lines * in_width), 0, NULL, "x"))
+        || !(tap_values = view(&held, taps, 8, (Py_ssize_t)n_taps * phases, 0, NULL, "taps"))
+        || !(out = (double *)view(&held, y, 8, (Py_ssize_t)(lines * out_width * phases), 1, NULL, "y"))) {
+        release(&held);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    filter_columns(in, lines, in_width, tap_values, n_taps, phases, out_width, out);
+    Py_END_ALLOW_THREADS
+    release(&held);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"decode_grid", py_decode_grid, METH_VARARGS, decode_grid_doc},
+    {"pointwise_run", py_pointwise_run, METH_VARARGS, pointwise_run_doc},
+    {"spatial_layer", py_spatial_layer, METH_VARARGS, spatial_layer_doc},
+    {"filter_rows", py_filter_rows, METH_VARARGS, filter_doc},
+    {"filter_columns", py_filter_columns, METH_VARARGS, filter_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_native", "The compiled integer decoder of coolchic_pl.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }

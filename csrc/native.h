@@ -1,0 +1,116 @@
+/* Shared declarations of coolchic_pl._native, the compiled part of the decoder. */
+#ifndef COOLCHIC_NATIVE_H
+#define COOLCHIC_NATIVE_H
+
+#include <stdint.h>
+
+#define ARM_FRACTIONAL_BITS 8
+#define ARM_ONE 256
+#define MAX_ARM_WIDTH 128
+#define MAX_EXPGOLOMB_PREFIX 40
+#define MAX_IFCE_SOURCES 16
+#define ACTIVATION_LIMIT (4096.0 * 65536.0) /* fixedpoint.arithmetic.ACTIVATION_LIMIT */
+#define MAX_LAYERS 64
+#define MAX_CHANNELS 1024
+#define MAX_FILTER_PHASES 2
+#define FILTER_CHUNK 256
+
+/* Loops that gain from wider vectors get an AVX2/FMA clone picked at load time on x86-64;
+ * their sums are exact (integers within float64's exact range), so every clone gives the
+ * same values. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define NATIVE_VECTORISED __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define NATIVE_VECTORISED
+#endif
+
+/* Four doubles: GCC and Clang vector extensions, two SSE2 operations each in the default
+ * build, one AVX2 operation in the x86-64-v3 clones. */
+typedef double f64x4 __attribute__((vector_size(32)));
+
+static inline f64x4 splat(double value) { return (f64x4){value, value, value, value}; }
+
+static inline f64x4 load4(const double *from) {
+    f64x4 value;
+    __builtin_memcpy(&value, from, sizeof value);
+    return value;
+}
+
+static inline void store4(double *to, f64x4 value) { __builtin_memcpy(to, &value, sizeof value); }
+
+/* max(floor(v), 0), lane by lane: what ends a hidden layer whose rounding half is in its bias. */
+static inline f64x4 relu_floor(f64x4 v) {
+    for (int t = 0; t < 4; t++)
+        v[t] = v[t] < 1.0 ? 0.0 : __builtin_floor(v[t]);
+    return v;
+}
+
+typedef struct {
+    int width, n_hidden;
+    const double *fast_hidden, *fast_hidden_bias, *fast_output, *fast_output_bias;
+    const double *fast_stabiliser, *fast_stabiliser_bias; /* NULL without a stabiliser */
+    double fast_limit;                                    /* in 1/256 units */
+    const int64_t *exact_hidden, *exact_hidden_bias, *exact_output, *exact_output_bias;
+    const int64_t *exact_stabiliser, *exact_stabiliser_bias;
+} ArmTables;
+
+typedef struct {
+    int64_t low, high, scale_bias;
+    int bin_bits, n_scales, n_rows, residual_range, alphabet;
+} RowConstants;
+
+typedef struct {
+    uint64_t lower, range, point;
+    int64_t word_pos;
+} RangeState;
+
+typedef struct {
+    const uint32_t *words;
+    int64_t n_words;
+    RangeState range;
+    const uint8_t *bits; /* escape bits, one per byte */
+    int64_t n_bits, bit_pos;
+    int64_t *latents; /* zero-bordered grid, written at `positions` */
+    const int64_t *positions, *deltas;
+    const int64_t *starts; /* first latent of each front, then n_latents */
+    /* Inter-feature contexts (width - n_contexts of them): feature k of the latent at flat
+     * grid position order[n] = (y, x) is round(sum_s weight[k][s] flat[source_s(y, x)] + bias[k]),
+     * source_s(y, x) = start_s + (y >> shift_s) * width_s + (x >> shift_s); 0 without sources. */
+    const int64_t *order, *ifce_weight, *ifce_bias, *flat;
+    int64_t grid_width;
+    int n_sources;
+    int64_t source_start[MAX_IFCE_SOURCES], source_width[MAX_IFCE_SOURCES];
+    int source_shift[MAX_IFCE_SOURCES];
+    int64_t n_latents, n_fronts;
+    int n_contexts;
+    const uint32_t *cdf; /* [rows][alphabet + 1] interval bounds */
+    const ArmTables *arm;
+    const RowConstants *rows;
+    const char *error;
+} GridInputs;
+
+static inline int fail(GridInputs *in, const char *message) {
+    in->error = message;
+    return -1;
+}
+
+int decode_grid(GridInputs *in);
+
+/* A synthesis layer as a product: weight [n_out][n_in] (a k x k layer's inputs in channel,
+ * row, column order), bias in activation units plus the rounding half. */
+typedef struct {
+    const double *weight, *bias;
+    int n_in, n_out, relu;
+    const double *residual_source; /* non-NULL (any value) for a residual layer */
+} DenseLayer;
+
+int pointwise_run(const DenseLayer *layers, int n_layers, const double *x, int n_in, double *y, int64_t n,
+                  double *scratch);
+int spatial_layer(const DenseLayer *layer, int kernel, const double *x, int channels, int64_t height, int64_t width,
+                  double *y, double *scratch);
+void filter_rows(const double *x, int64_t planes, int64_t in_rows, int64_t width, const double *taps, int n_taps,
+                 int phases, int64_t out_rows, double *y);
+void filter_columns(const double *x, int64_t lines, int64_t in_width, const double *taps, int n_taps, int phases,
+                    int64_t out_width, double *y);
+
+#endif

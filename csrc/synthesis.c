@@ -1,0 +1,195 @@
+/* The integer decoder after the latents: upsampling filters and synthesis layers.
+ *
+ * The arithmetic of coolchic_pl.fixedpoint.arithmetic: activations are integers (units of
+ * 2^-16) held in doubles, weights multiples of 2^-12, every sum exact in float64 (proven from
+ * the weights by check_layer_bound), so any summation order or fused multiply-add gives the
+ * same floor. A layer ends in floor (its rounding half folded into the bias), an optional
+ * residual and a clamp to +-ACTIVATION_LIMIT (or [0, limit] after a ReLU).
+ */
+#include "native.h"
+
+#include <string.h>
+
+enum { BLOCK = 8 }; /* pixels per block: two vectors of four */
+
+static inline f64x4 floor4(f64x4 v) {
+    for (int t = 0; t < 4; t++)
+        v[t] = __builtin_floor(v[t]);
+    return v;
+}
+
+static inline f64x4 clamp4(f64x4 v, double low, double high) {
+    for (int t = 0; t < 4; t++)
+        v[t] = v[t] < low ? low : v[t] > high ? high : v[t];
+    return v;
+}
+
+/* One layer on a block: out[j][BLOCK] from in[i][BLOCK], both with a row stride of BLOCK. */
+NATIVE_VECTORISED
+static void dense_block(const DenseLayer *layer, const double *restrict in, double *restrict out) {
+    const int n_in = layer->n_in, n_out = layer->n_out;
+    const double *w = layer->weight, *b = layer->bias;
+    const double low = layer->relu ? 0.0 : -ACTIVATION_LIMIT;
+    int j = 0;
+    for (; j + 4 <= n_out; j += 4) {
+        f64x4 sums[4][2];
+        for (int u = 0; u < 4; u++)
+            sums[u][0] = sums[u][1] = splat(b[j + u]);
+        for (int i = 0; i < n_in; i++) {
+            const f64x4 first = load4(in + i * BLOCK), second = load4(in + i * BLOCK + 4);
+            for (int u = 0; u < 4; u++) {
+                const f64x4 weight = splat(w[(j + u) * n_in + i]);
+                sums[u][0] += weight * first;
+                sums[u][1] += weight * second;
+            }
+        }
+        for (int u = 0; u < 4; u++)
+            for (int half = 0; half < 2; half++)
+                store4(out + (j + u) * BLOCK + 4 * half, floor4(sums[u][half]));
+    }
+    for (; j < n_out; j++) {
+        f64x4 first = splat(b[j]), second = first;
+        for (int i = 0; i < n_in; i++) {
+            const f64x4 weight = splat(w[j * n_in + i]);
+            first += weight * load4(in + i * BLOCK);
+            second += weight * load4(in + i * BLOCK + 4);
+        }
+        store4(out + j * BLOCK, floor4(first));
+        store4(out + j * BLOCK + 4, floor4(second));
+    }
+    /* floor(sum), plus the residual source, then the layer's clamp. */
+    for (int k = 0; k < n_out * BLOCK; k += 4) {
+        f64x4 v = load4(out + k);
+        if (layer->residual_source)
+            v += load4(layer->residual_source + k);
+        store4(out + k, clamp4(v, low, ACTIVATION_LIMIT));
+    }
+}
+
+/* A run of 1x1 layers on [channels][n] pixels, BLOCK pixels at a time, the hidden
+ * activations of a block staying in two small buffers. */
+int pointwise_run(const DenseLayer *layers, int n_layers, const double *x, int n_in, double *y, int64_t n,
+                  double *scratch) {
+    int widest = n_in;
+    for (int l = 0; l < n_layers; l++)
+        widest = layers[l].n_out > widest ? layers[l].n_out : widest;
+    double *buffers[2] = {scratch, scratch + (size_t)widest * BLOCK};
+    DenseLayer local[MAX_LAYERS];
+    memcpy(local, layers, sizeof(DenseLayer) * (size_t)n_layers);
+    const int n_out = layers[n_layers - 1].n_out;
+    for (int64_t p0 = 0; p0 < n; p0 += BLOCK) {
+        const int count = n - p0 < BLOCK ? (int)(n - p0) : BLOCK;
+        double *current = buffers[0];
+        for (int c = 0; c < n_in; c++) {
+            memcpy(current + c * BLOCK, x + c * n + p0, sizeof(double) * (size_t)count);
+            memset(current + c * BLOCK + count, 0, sizeof(double) * (size_t)(BLOCK - count));
+        }
+        for (int l = 0; l < n_layers; l++) {
+            double *next = current == buffers[0] ? buffers[1] : buffers[0];
+            local[l].residual_source = layers[l].residual_source ? current : NULL;
+            dense_block(&local[l], current, next);
+            current = next;
+        }
+        for (int c = 0; c < n_out; c++)
+            memcpy(y + c * n + p0, current + c * BLOCK, sizeof(double) * (size_t)count);
+    }
+    return 0;
+}
+
+/* A k x k layer with replicate padding on [channels][height][width]: each block of BLOCK
+ * pixels of a row gathers its k x k neighbours (channel, dy, dx order, as the weights) and
+ * goes through dense_block. */
+int spatial_layer(const DenseLayer *layer, int kernel, const double *x, int channels, int64_t height, int64_t width,
+                  double *y, double *scratch) {
+    const int half = kernel / 2, n_in = channels * kernel * kernel;
+    double *gathered = scratch, *out = scratch + (size_t)n_in * BLOCK, *source = out + (size_t)layer->n_out * BLOCK;
+    DenseLayer local = *layer;
+    local.residual_source = layer->residual_source ? source : NULL;
+    for (int64_t row = 0; row < height; row++)
+        for (int64_t x0 = 0; x0 < width; x0 += BLOCK) {
+            const int count = width - x0 < BLOCK ? (int)(width - x0) : BLOCK;
+            for (int c = 0; c < channels; c++)
+                for (int dy = 0; dy < kernel; dy++) {
+                    int64_t r = row + dy - half;
+                    r = r < 0 ? 0 : r >= height ? height - 1 : r;
+                    const double *line = x + (c * height + r) * width;
+                    for (int dx = 0; dx < kernel; dx++) {
+                        double *into = gathered + ((c * kernel + dy) * kernel + dx) * BLOCK;
+                        for (int t = 0; t < BLOCK; t++) {
+                            int64_t col = x0 + (t < count ? t : 0) + dx - half;
+                            col = col < 0 ? 0 : col >= width ? width - 1 : col;
+                            into[t] = line[col];
+                        }
+                    }
+                }
+            if (layer->residual_source)
+                for (int c = 0; c < layer->n_out; c++)
+                    for (int t = 0; t < BLOCK; t++)
+                        source[c * BLOCK + t] = x[(c * height + row) * width + x0 + (t < count ? t : 0)];
+            dense_block(&local, gathered, out);
+            for (int c = 0; c < layer->n_out; c++)
+                memcpy(y + (c * height + row) * width + x0, out + c * BLOCK, sizeof(double) * (size_t)count);
+        }
+    return 0;
+}
+
+/* out[p + phases * i][...] = clamp(floor(1/2 + sum_t taps[p][t] x[i + t][...])) along the
+ * rows (dim -2) of [planes][rows][width]: the phases' outputs interleave (2 phases: a 2x
+ * upsampling, 1 phase: a filter). */
+NATIVE_VECTORISED
+void filter_rows(const double *x, int64_t planes, int64_t in_rows, int64_t width, const double *taps, int n_taps,
+                 int phases, int64_t out_rows, double *y) {
+    for (int64_t plane = 0; plane < planes; plane++)
+        for (int64_t i = 0; i < out_rows; i++)
+            for (int p = 0; p < phases; p++) {
+                double *restrict out = y + ((plane * out_rows + i) * phases + p) * width;
+                const double *phase_taps = taps + p * n_taps;
+                for (int64_t c = 0; c < width; c++)
+                    out[c] = 0.5;
+                for (int t = 0; t < n_taps; t++) {
+                    const double tap = phase_taps[t];
+                    if (tap == 0.0)
+                        continue;
+                    const double *restrict in = x + (plane * in_rows + i + t) * width;
+                    for (int64_t c = 0; c < width; c++)
+                        out[c] += tap * in[c];
+                }
+                for (int64_t c = 0; c < width; c++) {
+                    const double f = __builtin_floor(out[c]);
+                    out[c] = f < -ACTIVATION_LIMIT ? -ACTIVATION_LIMIT : f > ACTIVATION_LIMIT ? ACTIVATION_LIMIT : f;
+                }
+            }
+}
+
+/* The same along the columns (dim -1) of [lines][in_width]: out[line][phases * j + p]. */
+NATIVE_VECTORISED
+void filter_columns(const double *x, int64_t lines, int64_t in_width, const double *taps, int n_taps, int phases,
+                    int64_t out_width, double *y) {
+    double sums[MAX_FILTER_PHASES][FILTER_CHUNK];
+    for (int64_t line = 0; line < lines; line++) {
+        const double *in = x + line * in_width;
+        double *out = y + line * out_width * phases;
+        for (int64_t j0 = 0; j0 < out_width; j0 += FILTER_CHUNK) {
+            const int64_t count = out_width - j0 < FILTER_CHUNK ? out_width - j0 : FILTER_CHUNK;
+            for (int p = 0; p < phases; p++) {
+                const double *phase_taps = taps + p * n_taps;
+                for (int64_t j = 0; j < count; j++)
+                    sums[p][j] = 0.5;
+                for (int t = 0; t < n_taps; t++) {
+                    const double tap = phase_taps[t];
+                    if (tap == 0.0)
+                        continue;
+                    for (int64_t j = 0; j < count; j++)
+                        sums[p][j] += tap * in[j0 + j + t];
+                }
+            }
+            for (int64_t j = 0; j < count; j++)
+                for (int p = 0; p < phases; p++) {
+                    const double f = __builtin_floor(sums[p][j]);
+                    out[(j0 + j) * phases + p] = f < -ACTIVATION_LIMIT ? -ACTIVATION_LIMIT
+                                                 : f > ACTIVATION_LIMIT  ? ACTIVATION_LIMIT
+                                                                         : f;
+                }
+        }
+    }
+}
