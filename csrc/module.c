@@ -377,7 +377,42 @@ static PyObject *py_filter_columns(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(warp_doc, "warp(samples, channels, height, width, flow, table, n_taps, out)\n\n"
+                       "Backward warp of float64 integer samples [channels, height, width] by int64 flows "
+                       "[2, height, width] in 1/64 pel with the int64 tap table [64, n_taps].");
+
+static PyObject *py_warp(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *samples, *flow, *table, *out;
+    int channels, n_taps;
+    long long height, width;
+    if (!PyArg_ParseTuple(args, "OiLLOOiO", &samples, &channels, &height, &width, &flow, &table, &n_taps, &out))
+        return NULL;
+    if (channels < 1 || height < 1 || width < 1 || n_taps < 1 || n_taps > MAX_WARP_TAPS) {
+        PyErr_SetString(PyExc_ValueError, "warp shape");
+        return NULL;
+    }
+    Buffers held = {.count = 0};
+    const double *in;
+    const int64_t *flows, *taps;
+    double *result;
+    const Py_ssize_t plane = (Py_ssize_t)(height * width);
+    if (!(in = view(&held, samples, 8, channels * plane, 0, NULL, "samples"))
+        || !(flows = view(&held, flow, 8, 2 * plane, 0, NULL, "flow"))
+        || !(taps = view(&held, table, 8, (Py_ssize_t)WARP_POSITIONS * n_taps, 0, NULL, "table"))
+        || !(result = (double *)view(&held, out, 8, channels * plane, 1, NULL, "out"))) {
+        release(&held);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    warp(in, channels, height, width, flows, taps, n_taps, result);
+    Py_END_ALLOW_THREADS
+    release(&held);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"warp", py_warp, METH_VARARGS, warp_doc},
     {"decode_grid", py_decode_grid, METH_VARARGS, decode_grid_doc},
     {"pointwise_run", py_pointwise_run, METH_VARARGS, pointwise_run_doc},
     {"spatial_layer", py_spatial_layer, METH_VARARGS, spatial_layer_doc},

@@ -14,6 +14,11 @@
 #define MAX_CHANNELS 1024
 #define MAX_FILTER_PHASES 2
 #define FILTER_CHUNK 256
+#define FRACTION_BITS 16 /* fixedpoint.arithmetic.FRACTION_BITS */
+#define WARP_POSITION_BITS 6 /* fixedpoint.warp.FLOW_PRECISION_BITS */
+#define WARP_POSITIONS (1 << WARP_POSITION_BITS)
+#define WARP_TAP_BITS 16 /* fixedpoint.warp.TAP_BITS */
+#define MAX_WARP_TAPS 16
 
 /* Loops that gain from wider vectors get an AVX2/FMA clone picked at load time on x86-64;
  * their sums are exact (integers within float64's exact range), so every clone gives the
@@ -112,5 +117,7 @@ void filter_rows(const double *x, int64_t planes, int64_t in_rows, int64_t width
                  int phases, int64_t out_rows, double *y);
 void filter_columns(const double *x, int64_t lines, int64_t in_width, const double *taps, int n_taps, int phases,
                     int64_t out_width, double *y);
+void warp(const double *samples, int channels, int64_t height, int64_t width, const int64_t *flow,
+          const int64_t *table, int n_taps, double *out);
 
 #endif

@@ -193,3 +193,38 @@ void filter_columns(const double *x, int64_t lines, int64_t in_width, const doub
         }
     }
 }
+
+/* Backward warp of integer samples [channels][height][width] by flows [2][height][width] in
+ * 1/64 pel, borders replicated (coolchic_pl.fixedpoint.warp): output = floor(1/2 + sum_r sum_k
+ * taps_y[r] taps_x[k] sample / 2^16) with the taps in 2^-16 units, in int64, exact. */
+void warp(const double *samples, int channels, int64_t height, int64_t width, const int64_t *flow,
+          const int64_t *table, int n_taps, double *out) {
+    const int64_t plane = height * width;
+    for (int64_t y = 0; y < height; y++)
+        for (int64_t x = 0; x < width; x++) {
+            const int64_t at = y * width + x, dx = flow[at], dy = flow[plane + at];
+            const int64_t *taps_x = table + (dx & (WARP_POSITIONS - 1)) * n_taps;
+            const int64_t *taps_y = table + (dy & (WARP_POSITIONS - 1)) * n_taps;
+            /* floor(flow / 64) + position + offset, the offset from -n/2 + 1 */
+            const int64_t left = (dx >> WARP_POSITION_BITS) + x - n_taps / 2 + 1;
+            const int64_t top = (dy >> WARP_POSITION_BITS) + y - n_taps / 2 + 1;
+            int64_t columns[MAX_WARP_TAPS], rows[MAX_WARP_TAPS], weights[MAX_WARP_TAPS][MAX_WARP_TAPS];
+            for (int k = 0; k < n_taps; k++) {
+                const int64_t c = left + k, r = top + k;
+                columns[k] = c < 0 ? 0 : c >= width ? width - 1 : c;
+                rows[k] = (r < 0 ? 0 : r >= height ? height - 1 : r) * width;
+            }
+            for (int r = 0; r < n_taps; r++)
+                for (int k = 0; k < n_taps; k++)
+                    weights[r][k] = taps_y[r] * taps_x[k];
+            for (int c = 0; c < channels; c++) {
+                const double *source = samples + c * plane;
+                int64_t total = 0;
+                for (int r = 0; r < n_taps; r++)
+                    for (int k = 0; k < n_taps; k++)
+                        total += weights[r][k] * (int64_t)source[rows[r] + columns[k]];
+                out[c * plane + at] = (double)((total + ((int64_t)1 << (2 * WARP_TAP_BITS - FRACTION_BITS - 1)))
+                                               >> (2 * WARP_TAP_BITS - FRACTION_BITS));
+            }
+        }
+}

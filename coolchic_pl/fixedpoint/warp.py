@@ -4,7 +4,7 @@ A tap table row holds the N taps for one of the 64 fractional positions, each ro
 up to a multiple of 2^-16: bilinear (N = 2), bicubic with a = -0.75 (N = 4) and the
 windowed sinc of :mod:`coolchic_pl.model.warp` (N >= 6). The horizontal pass multiplies
 integer samples by taps, which is exact on the 2^-16 grid; the vertical pass multiplies
-those by taps again and rounds back to it. The tables are built from Python's ``math``
+those by taps again and rounds back to it (in int64: every product and sum is exact). The tables are built from Python's ``math``
 (double precision) and fixed by a test against their committed SHA-256, so a platform
 whose sine differs in the last bit cannot silently decode differently.
 """
@@ -14,15 +14,15 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from coolchic_pl.fixedpoint.arithmetic import DTYPE, FRACTION_BITS, UNIT, round_half_up
+from coolchic_pl import _native
+from coolchic_pl.fixedpoint.arithmetic import FRACTION_BITS, round_half_up
 
 FLOW_PRECISION_BITS = 6
 TAP_BITS = FRACTION_BITS
-# Output rows per stripe: keeps the N x N gathered neighbours of a stripe small.
-_STRIPE_PIXELS = 32768
 
 
 def _bicubic(distance: float) -> float:
@@ -64,34 +64,18 @@ def flow_units(flow: Tensor) -> Tensor:
     return round_half_up(flow / 2**(FRACTION_BITS - FLOW_PRECISION_BITS)).long()
 
 
+@lru_cache(maxsize=None)
+def _tap_array(filter_size: int) -> np.ndarray:
+    return np.ascontiguousarray(tap_table(filter_size), dtype=np.int64)
+
+
 def warp(samples: Tensor, flow: Tensor, filter_size: int) -> Tensor:
     """Backward warp of integer samples [C, H, W] by int64 flows [2, H, W] in 1/64 pel,
-    borders replicated: a [C, H, W] prediction in activation units of samples (x 2^16)."""
-    table = torch.tensor(tap_table(filter_size), dtype=DTYPE, device=samples.device) / 2**TAP_BITS
-    _, height, width = samples.shape
-    rows_per_stripe = max(1, _STRIPE_PIXELS // width)
-    stripes = [_warp_stripe(samples, flow[:, top:top + rows_per_stripe], top, table)
-               for top in range(0, height, rows_per_stripe)]
-    return torch.cat(stripes, dim=1)
-
-
-def _warp_stripe(samples: Tensor, flow: Tensor, top: int, table: Tensor) -> Tensor:
+    borders replicated: a [C, H, W] prediction in activation units of samples (x 2^16), on the
+    samples' device; computed on the CPU in int64 by :mod:`coolchic_pl._native`."""
     channels, height, width = samples.shape
-    filter_size = table.shape[1]
-    rows = flow.shape[1]
-    whole = torch.div(flow, 2**FLOW_PRECISION_BITS, rounding_mode="floor")
-    fraction = flow - whole * 2**FLOW_PRECISION_BITS
-    offsets = torch.arange(-filter_size // 2 + 1, filter_size // 2 + 1, device=flow.device).view(-1, 1, 1)
-    xs = torch.arange(width, device=flow.device)
-    ys = torch.arange(top, top + rows, device=flow.device).view(-1, 1)
-    columns = (whole[0] + xs + offsets).clamp_(0, width - 1)  # [N, rows, W]
-    row_starts = (whole[1] + ys + offsets).clamp_(0, height - 1) * width
-    taps_x = table[fraction[0]].permute(2, 0, 1)  # [N, rows, W]
-    taps_y = table[fraction[1]].permute(2, 0, 1)
-    flat = samples.reshape(channels, height * width)
-    total = torch.zeros((channels, rows, width), dtype=DTYPE, device=samples.device)
-    for row in range(filter_size):
-        index = (row_starts[row] + columns).reshape(-1)
-        neighbours = flat.index_select(1, index).view(channels, filter_size, rows, width)
-        total += (neighbours * taps_x).sum(1) * taps_y[row]
-    return round_half_up(total * UNIT)
+    out = np.empty((channels, height, width))
+    _native.warp(np.ascontiguousarray(samples.detach().cpu().numpy(), dtype=np.float64), channels, height, width,
+                 np.ascontiguousarray(flow.detach().cpu().numpy(), dtype=np.int64), _tap_array(filter_size),
+                 filter_size, out)
+    return torch.from_numpy(out).to(samples.device)
