@@ -21,8 +21,8 @@ static int read_bit(GridInputs *in, int *bit) {
     return 0;
 }
 
-/* Exp-Golomb of order 0 (coolchic_pl.bitstream.expgolomb.BitReader.read_expgolomb). */
-static int read_expgolomb0(GridInputs *in, int64_t *value) {
+/* Exp-Golomb of order `order` (coolchic_pl.bitstream.expgolomb.BitReader.read_expgolomb). */
+static int read_expgolomb(GridInputs *in, int order, int64_t *value) {
     int q = 0, bit;
     for (;;) {
         if (read_bit(in, &bit))
@@ -33,19 +33,19 @@ static int read_expgolomb0(GridInputs *in, int64_t *value) {
             return fail(in, "an exp-Golomb prefix is impossibly long");
     }
     int64_t suffix = 0;
-    for (int i = 0; i < q; i++) {
+    for (int i = 0; i < q + order; i++) {
         if (read_bit(in, &bit))
             return -1;
         suffix = suffix << 1 | bit;
     }
-    *value = ((int64_t)1 << q) - 1 + suffix;
+    *value = ((int64_t)1 << (order + q)) - ((int64_t)1 << order) + suffix;
     return 0;
 }
 
 /* The ARM in float64 with its scales folded into the weights, on a front held as
  * [width][m] (inputs in `x`, hidden activations in `h` and `next`) whose first `count`
- * columns, rounded up to a multiple of ARM_BLOCK (m being one), are latents: exact for inputs within arm->fast_limit (armint.IntegerArm._largest_exact_input),
- * so any evaluation order or fused multiply-add gives the integers of the int64 path. Each
+ * columns, rounded up to a multiple of ARM_BLOCK (m being one), are latents: exact for
+ * inputs within arm->fast_limit (armint.IntegerArm._largest_exact_input), so any evaluation order or fused multiply-add gives the integers of the int64 path. Each
  * output is summed for ARM_BLOCK latents at a time, in registers. */
 NATIVE_VECTORISED
 static void arm_fast(const ArmTables *arm, const double *restrict x, double *restrict h, double *restrict next,
@@ -61,10 +61,11 @@ static void arm_fast(const ArmTables *arm, const double *restrict x, double *res
                 f64x4 sums[4][2];
                 for (int u = 0; u < 4; u++)
                     sums[u][0] = sums[u][1] = splat(b[j + u]);
-                for (int i = 0; i < d; i++) {
-                    const f64x4 low = load4(input + i * m + n0), high = load4(input + i * m + n0 + 4);
+                const double *weights = w + j, *column = input + n0;
+                for (int i = 0; i < d; i++, weights += d, column += m) {
+                    const f64x4 low = load4(column), high = load4(column + 4);
                     for (int u = 0; u < 4; u++) {
-                        const f64x4 weight = splat(w[i * d + j + u]);
+                        const f64x4 weight = splat(weights[u]);
                         sums[u][0] += weight * low;
                         sums[u][1] += weight * high;
                     }
@@ -239,7 +240,7 @@ static int decode_front(GridInputs *in, int64_t start, int64_t end, const int64_
         int64_t residual = symbol - (rows->residual_range + 1);
         if (residual > rows->residual_range || residual < -rows->residual_range) {
             int64_t excess;
-            if (read_expgolomb0(in, &excess))
+            if (read_expgolomb(in, 0, &excess))
                 return -1;
             excess += rows->residual_range + 1;
             residual = residual > 0 ? excess : -excess;
@@ -298,4 +299,18 @@ int decode_grid(GridInputs *in) {
     }
     free(scratch), free(integers);
     return status;
+}
+
+/* `count` signed exp-Golomb values of order `order` from the bits (one per byte) at `bit_pos`
+ * (coolchic_pl.bitstream.expgolomb.BitReader.signed): the magnitude, then a sign bit (1 =
+ * negative) after a non-zero one. */
+int read_signed(GridInputs *in, int64_t count, int order, int64_t *values) {
+    for (int64_t n = 0; n < count; n++) {
+        int64_t magnitude;
+        int negative = 0;
+        if (read_expgolomb(in, order, &magnitude) || (magnitude && read_bit(in, &negative)))
+            return -1;
+        values[n] = negative ? -magnitude : magnitude;
+    }
+    return 0;
 }

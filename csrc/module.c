@@ -411,7 +411,43 @@ static PyObject *py_warp(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(read_signed_doc, "read_signed(bits, bit_pos, count, order, values) -> bit_pos\n\n"
+                              "`count` signed exp-Golomb values into the int64 `values` from the bits (one per "
+                              "byte) at `bit_pos`; a stream too short or damaged raises ValueError.");
+
+static PyObject *py_read_signed(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *bits, *values;
+    long long bit_pos, count;
+    int order;
+    if (!PyArg_ParseTuple(args, "OLLiO", &bits, &bit_pos, &count, &order, &values))
+        return NULL;
+    Buffers held = {.count = 0};
+    GridInputs in = {.error = NULL};
+    Py_ssize_t n_bits;
+    int64_t *out;
+    if (!(in.bits = view(&held, bits, 1, -1, 0, &n_bits, "bits"))
+        || !(out = (int64_t *)view(&held, values, 8, (Py_ssize_t)count, 1, NULL, "values"))) {
+        release(&held);
+        return NULL;
+    }
+    if (bit_pos < 0 || bit_pos > n_bits || order < 0 || order > 32) {
+        release(&held);
+        PyErr_SetString(PyExc_ValueError, "inconsistent read_signed arguments");
+        return NULL;
+    }
+    in.n_bits = n_bits, in.bit_pos = bit_pos;
+    const int status = read_signed(&in, count, order, out);
+    release(&held);
+    if (status) {
+        PyErr_SetString(PyExc_ValueError, in.error);
+        return NULL;
+    }
+    return PyLong_FromLongLong(in.bit_pos);
+}
+
 static PyMethodDef methods[] = {
+    {"read_signed", py_read_signed, METH_VARARGS, read_signed_doc},
     {"warp", py_warp, METH_VARARGS, warp_doc},
     {"decode_grid", py_decode_grid, METH_VARARGS, decode_grid_doc},
     {"pointwise_run", py_pointwise_run, METH_VARARGS, pointwise_run_doc},

@@ -43,11 +43,21 @@ static inline f64x4 load4(const double *from) {
 
 static inline void store4(double *to, f64x4 value) { __builtin_memcpy(to, &value, sizeof value); }
 
-/* max(floor(v), 0), lane by lane: what ends a hidden layer whose rounding half is in its bias. */
+/* floor(v), lane by lane, for |v| < 2^51 (every sum the decoder floors is below 2^53 in units
+ * of 2^-8 or finer): adding and subtracting 1.5 x 2^52 rounds to the nearest integer, and
+ * the comparison steps down where that rounded up. Vectorises where a floor instruction
+ * may not exist (SSE2). */
+static inline f64x4 floor4(f64x4 v) {
+    const f64x4 magic = {0x1.8p52, 0x1.8p52, 0x1.8p52, 0x1.8p52};
+    const f64x4 nearest = (v + magic) - magic;
+    const f64x4 above = __builtin_convertvector(nearest > v, f64x4); /* -1.0 or 0.0 */
+    return nearest + above;
+}
+
+/* max(floor(v), 0): what ends a hidden ARM layer whose rounding half is in its bias. */
 static inline f64x4 relu_floor(f64x4 v) {
-    for (int t = 0; t < 4; t++)
-        v[t] = v[t] < 1.0 ? 0.0 : __builtin_floor(v[t]);
-    return v;
+    const f64x4 floored = floor4(v);
+    return floored * -__builtin_convertvector(floored > 0.0, f64x4);
 }
 
 typedef struct {
@@ -100,6 +110,7 @@ static inline int fail(GridInputs *in, const char *message) {
 }
 
 int decode_grid(GridInputs *in);
+int read_signed(GridInputs *in, int64_t count, int order, int64_t *values);
 
 /* A synthesis layer as a product: weight [n_out][n_in] (a k x k layer's inputs in channel,
  * row, column order), bias in activation units plus the rounding half. */

@@ -12,12 +12,6 @@
 
 enum { BLOCK = 8 }; /* pixels per block: two vectors of four */
 
-static inline f64x4 floor4(f64x4 v) {
-    for (int t = 0; t < 4; t++)
-        v[t] = __builtin_floor(v[t]);
-    return v;
-}
-
 static inline f64x4 clamp4(f64x4 v, double low, double high) {
     for (int t = 0; t < 4; t++)
         v[t] = v[t] < low ? low : v[t] > high ? high : v[t];
@@ -35,10 +29,12 @@ static void dense_block(const DenseLayer *layer, const double *restrict in, doub
         f64x4 sums[4][2];
         for (int u = 0; u < 4; u++)
             sums[u][0] = sums[u][1] = splat(b[j + u]);
-        for (int i = 0; i < n_in; i++) {
-            const f64x4 first = load4(in + i * BLOCK), second = load4(in + i * BLOCK + 4);
+        const double *rows[4] = {w + (j + 0) * n_in, w + (j + 1) * n_in, w + (j + 2) * n_in, w + (j + 3) * n_in};
+        const double *column = in;
+        for (int i = 0; i < n_in; i++, column += BLOCK) {
+            const f64x4 first = load4(column), second = load4(column + 4);
             for (int u = 0; u < 4; u++) {
-                const f64x4 weight = splat(w[(j + u) * n_in + i]);
+                const f64x4 weight = splat(rows[u][i]);
                 sums[u][0] += weight * first;
                 sums[u][1] += weight * second;
             }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from coolchic_pl import _native
 from coolchic_pl.bitstream.errors import BitstreamError
 
 # A prefix longer than this cannot come from a parameter below 2^32: the stream is damaged.
@@ -80,11 +81,13 @@ class BitReader:
         return [self.read_expgolomb(0) for _ in range(count)]
 
     def signed(self, count: int, order: int = 0) -> np.ndarray:
-        """``count`` values :meth:`BitWriter.write_signed` wrote at ``order``."""
+        """``count`` values :meth:`BitWriter.write_signed` wrote at ``order`` (read in compiled
+        code: a network holds thousands)."""
         values = np.empty(count, dtype=np.int64)
-        for i in range(count):
-            magnitude = self.read_expgolomb(order)
-            values[i] = -magnitude if magnitude and self.read(1) else magnitude
+        try:
+            self.position = _native.read_signed(self.bits, self.position, count, order, values)
+        except ValueError as error:
+            raise BitstreamError(str(error)) from None
         return values
 
     def read_expgolomb(self, order: int) -> int:
