@@ -205,6 +205,9 @@ def test_decode_bench_prints_its_parts(tmp_path: Path) -> None:
     assert float(rows["hop.cool"][3]) > 0 and float(rows["bqsquare_3frames.cool"][5]) > 0  # entropy, warps
     assert float(rows["bqsquare_3frames.cool"][3]) > 0  # a video of format 4 has its entropy decoding timed too
     assert rows["bqsquare_3frames.cool"][1] == "3"
+    total, megapixels_per_s, frames_per_s = (float(rows["bqsquare_3frames.cool"][i]) for i in (2, 7, 8))
+    assert frames_per_s == pytest.approx(3 / total, rel=0.05, abs=0.1)
+    assert megapixels_per_s == pytest.approx(224 * 128 * 3 / total / 1e6, rel=0.05, abs=0.01)
 
 
 def test_speed_against_an_earlier_commit_times_both_trees(kodim15: Path, tmp_path: Path, capsys) -> None:

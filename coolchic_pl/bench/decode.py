@@ -2,7 +2,8 @@
 
 For each .cool file (image or video): the median in-process decode time split into
 entropy decoding (header, networks, range-decoded latents), synthesis (integer upsampling and
-synthesis of every Cool-Chic), warps (motion compensation and blending) and the rest, then the
+synthesis of every Cool-Chic), warps (motion compensation and blending) and the rest, the
+megapixels and frames per second it makes, then the
 median wall time of ``coolchic-decode`` run from the shell (``python -m coolchic_pl.decode``)
 and of the interpreter start-up with the decoder's imports. An image path (.png, .yuv)
 instead of a .cool is first coded by a briefly trained, quantised decoder (``--arch``, ``--train_steps``): its latents are noisier
@@ -31,10 +32,10 @@ from coolchic_pl import decode
 from coolchic_pl.bench.bdrate import bd_rate
 from coolchic_pl.bench.speed import quick_bitstream
 from coolchic_pl.bitstream import codec
-from coolchic_pl.bitstream.laplace_table import load_rows, load_table
+from coolchic_pl.bitstream.laplace_table import interval_bounds, load_rows, load_table
 from coolchic_pl.bitstream.latents import grid_plan
 from coolchic_pl.fixedpoint import samples
-from coolchic_pl.fixedpoint.warp import tap_table
+from coolchic_pl.fixedpoint.warp import tap_array, tap_table
 from coolchic_pl.io import FrameData, read_frame
 from coolchic_pl.metrics import psnr_db
 from coolchic_pl.video import bitstream as video_bitstream
@@ -77,7 +78,7 @@ _STARTUP = "import os, coolchic_pl.decode; os._exit(0)"
 
 # What a decoder computes once per process or grid size and keeps: emptied before every run,
 # so that each pays what a fresh decoder pays (beyond Python and torch warming up).
-_CACHES = (grid_plan, load_table, load_rows, tap_table)
+_CACHES = (grid_plan, load_table, load_rows, interval_bounds, tap_table, tap_array)
 
 
 def in_process(path: Path, repeats: int) -> tuple[dict[str, float], list[FrameData]]:
@@ -119,8 +120,11 @@ def measure(path: Path, repeats: int, threads: int, folder: Path) -> dict[str, f
     parts, frames = in_process(path, repeats)
     output = folder / decode.default_output(path, frames[0]).name
     cli = [sys.executable, "-m", "coolchic_pl.decode", str(path), "-o", str(output)]
+    pixels = sum(frame.width * frame.height for frame in frames)
     return {"file": path.name, "bytes": path.stat().st_size, "frames": len(frames),
             **{k: round(v, 3) for k, v in parts.items()},
+            "megapixels_per_s": round(pixels / parts["total"] / 1e6, 2),
+            "frames_per_s": round(len(frames) / parts["total"], 1),
             "cli": round(shell_seconds(cli, repeats, threads), 3),
             "startup": round(shell_seconds([sys.executable, "-c", _STARTUP], repeats, threads), 3)}
 
@@ -190,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 def _bench(args: argparse.Namespace) -> int:
     rows = []
     header = f"{'file':<34} {'bytes':>7} {'frames':>6} {'total':>7} {'entropy':>8} {'synth.':>7} {'warps':>7} " \
-             f"{'other':>7} {'cli':>7} {'startup':>8}"
+             f"{'other':>7} {'MP/s':>6} {'fps':>6} {'cli':>7} {'startup':>8}"
     print(header)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
@@ -205,9 +209,10 @@ def _bench(args: argparse.Namespace) -> int:
             rows.append(row)
             print(f"{row['file']:<34} {row['bytes']:>7} {row['frames']:>6.0f} {row['total']:>7.3f} "
                   f"{row.get('entropy', 0):>8.3f} {row.get('synthesis', 0):>7.3f} {row.get('warps', 0):>7.3f} "
-                  f"{row['other']:>7.3f} {row['cli']:>7.3f} {row['startup']:>8.3f}", flush=True)
-    print(f"seconds, median of {args.repeats}, {args.threads} thread(s); cli = coolchic-decode from the shell, "
-          "startup = the interpreter and the decoder's imports")
+                  f"{row['other']:>7.3f} {row['megapixels_per_s']:>6.2f} {row['frames_per_s']:>6.1f} "
+                  f"{row['cli']:>7.3f} {row['startup']:>8.3f}", flush=True)
+    print(f"seconds, median of {args.repeats}, {args.threads} thread(s); MP/s and fps of the in-process total; "
+          "cli = coolchic-decode from the shell, startup = the interpreter and the decoder's imports")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0

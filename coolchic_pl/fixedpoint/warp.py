@@ -65,7 +65,8 @@ def flow_units(flow: Tensor) -> Tensor:
 
 
 @lru_cache(maxsize=None)
-def _tap_array(filter_size: int) -> np.ndarray:
+def tap_array(filter_size: int) -> np.ndarray:
+    """:func:`tap_table` as the [64, N] int64 array the compiled warp reads."""
     return np.ascontiguousarray(tap_table(filter_size), dtype=np.int64)
 
 
@@ -76,6 +77,6 @@ def warp(samples: Tensor, flow: Tensor, filter_size: int) -> Tensor:
     channels, height, width = samples.shape
     out = np.empty((channels, height, width))
     _native.warp(np.ascontiguousarray(samples.detach().cpu().numpy(), dtype=np.float64), channels, height, width,
-                 np.ascontiguousarray(flow.detach().cpu().numpy(), dtype=np.int64), _tap_array(filter_size),
+                 np.ascontiguousarray(flow.detach().cpu().numpy(), dtype=np.int64), tap_array(filter_size),
                  filter_size, out)
     return torch.from_numpy(out).to(samples.device)
