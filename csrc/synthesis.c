@@ -109,8 +109,13 @@ int spatial_layer(const DenseLayer *layer, int kernel, const double *x, int chan
                     int64_t r = row + dy - half;
                     r = r < 0 ? 0 : r >= height ? height - 1 : r;
                     const double *line = x + (c * height + r) * width;
+                    const int interior = x0 >= half && x0 + BLOCK + half <= width;
                     for (int dx = 0; dx < kernel; dx++) {
                         double *into = gathered + ((c * kernel + dy) * kernel + dx) * BLOCK;
+                        if (interior) {
+                            memcpy(into, line + x0 + dx - half, sizeof(double) * BLOCK);
+                            continue;
+                        }
                         for (int t = 0; t < BLOCK; t++) {
                             int64_t col = x0 + (t < count ? t : 0) + dx - half;
                             col = col < 0 ? 0 : col >= width ? width - 1 : col;
