@@ -316,62 +316,38 @@ error:
     return NULL;
 }
 
-PyDoc_STRVAR(filter_doc, "filter_rows(x, planes, in_rows, width, taps, n_taps, phases, out_rows, y)\n"
-                         "filter_columns(x, lines, in_width, taps, n_taps, phases, out_width, y)\n\n"
-                         "1-D filters of float64 activations, each output floor(1/2 + sum) clamped; with two "
-                         "phases, a 2x upsampling whose phases interleave.");
+PyDoc_STRVAR(filter_doc, "filter_1d(x, outer, in_length, inner, taps, n_taps, phases, out_length, y)\n\n"
+                         "1-D filter of float64 activations [outer, in_length, inner] along their middle "
+                         "dimension into [outer, out_length * phases, inner], each output floor(1/2 + sum) "
+                         "clamped; with two phases, a 2x upsampling whose phases interleave.");
 
-static PyObject *py_filter_rows(PyObject *self, PyObject *args) {
+static PyObject *py_filter_1d(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *x, *taps, *y;
-    long long planes, in_rows, width, out_rows;
+    long long outer, in_length, inner, out_length;
     int n_taps, phases;
-    if (!PyArg_ParseTuple(args, "OLLLOiiLO", &x, &planes, &in_rows, &width, &taps, &n_taps, &phases, &out_rows, &y))
+    if (!PyArg_ParseTuple(args, "OLLLOiiLO", &x, &outer, &in_length, &inner, &taps, &n_taps, &phases, &out_length,
+                          &y))
         return NULL;
     Buffers held = {.count = 0};
     const double *in, *tap_values;
     double *out;
-    if (planes < 0 || width < 0 || n_taps < 1 || phases < 1 || phases > MAX_FILTER_PHASES || out_rows < 0
-        || in_rows < out_rows + n_taps - 1) {
+    if (outer < 0 || inner < 1 || n_taps < 1 || phases < 1 || phases > MAX_FILTER_PHASES || out_length < 0
+        || in_length < out_length + n_taps - 1) {
         PyErr_SetString(PyExc_ValueError, "filter shape");
         return NULL;
     }
-    if (!(in = view(&held, x, 8, (Py_ssize_t)(planes * in_rows * width), 0, NULL, "x"))
+    if (!(in = view(&held, x, 8, (Py_ssize_t)(outer * in_length * inner), 0, NULL, "x"))
         || !(tap_values = view(&held, taps, 8, (Py_ssize_t)n_taps * phases, 0, NULL, "taps"))
-        || !(out = (double *)view(&held, y, 8, (Py_ssize_t)(planes * out_rows * phases * width), 1, NULL, "y"))) {
+        || !(out = (double *)view(&held, y, 8, (Py_ssize_t)(outer * out_length * phases * inner), 1, NULL, "y"))) {
         release(&held);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    filter_rows(in, planes, in_rows, width, tap_values, n_taps, phases, out_rows, out);
-    Py_END_ALLOW_THREADS
-    release(&held);
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_filter_columns(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *x, *taps, *y;
-    long long lines, in_width, out_width;
-    int n_taps, phases;
-    if (!PyArg_ParseTuple(args, "OLLOiiLO", &x, &lines, &in_width, &taps, &n_taps, &phases, &out_width, &y))
-        return NULL;
-    Buffers held = {.count = 0};
-    const double *in, *tap_values;
-    double *out;
-    if (lines < 0 || n_taps < 1 || phases < 1 || phases > MAX_FILTER_PHASES || out_width < 0
-        || in_width < out_width + n_taps - 1) {
-        PyErr_SetString(PyExc_ValueError, "filter shape");
-        return NULL;
-    }
-    if (!(in = view(&held, x, 8, (Py_ssize_t)(lines * in_width), 0, NULL, "x"))
-        || !(tap_values = view(&held, taps, 8, (Py_ssize_t)n_taps * phases, 0, NULL, "taps"))
-        || !(out = (double *)view(&held, y, 8, (Py_ssize_t)(lines * out_width * phases), 1, NULL, "y"))) {
-        release(&held);
-        return NULL;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    filter_columns(in, lines, in_width, tap_values, n_taps, phases, out_width, out);
+    if (inner == 1)
+        filter_columns(in, outer, in_length, tap_values, n_taps, phases, out_length, out);
+    else
+        filter_rows(in, outer, in_length, inner, tap_values, n_taps, phases, out_length, out);
     Py_END_ALLOW_THREADS
     release(&held);
     Py_RETURN_NONE;
@@ -452,8 +428,7 @@ static PyMethodDef methods[] = {
     {"decode_grid", py_decode_grid, METH_VARARGS, decode_grid_doc},
     {"pointwise_run", py_pointwise_run, METH_VARARGS, pointwise_run_doc},
     {"spatial_layer", py_spatial_layer, METH_VARARGS, spatial_layer_doc},
-    {"filter_rows", py_filter_rows, METH_VARARGS, filter_doc},
-    {"filter_columns", py_filter_columns, METH_VARARGS, filter_doc},
+    {"filter_1d", py_filter_1d, METH_VARARGS, filter_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -19,23 +19,28 @@ from coolchic_pl.model.synthesis import Synthesis, SynthesisConv
 from coolchic_pl.model.upsampling import Upsampling
 
 
-def _filter_rows(x: np.ndarray, phases: list[list[float]], rows: int) -> np.ndarray:
-    """[P, R, W] -> [P, rows * len(phases), W]: output row i of phase p, at row
-    len(phases) * i + p, is floor(1/2 + sum_t phases[p][t] x[:, i + t]), clamped."""
-    planes, in_rows, width = x.shape
-    y = np.empty((planes, rows * len(phases), width))
-    _native.filter_rows(np.ascontiguousarray(x), planes, in_rows, width, np.asarray(phases, dtype=np.float64),
-                        len(phases[0]), len(phases), rows, y)
+def _filter(x: np.ndarray, phases: list[list[float]], length: int, axis: int) -> np.ndarray:
+    """Along ``axis`` (-2 or -1): output i of phase p, at len(phases) * i + p, is
+    floor(1/2 + sum_t phases[p][t] x[..., i + t, ...]), clamped; ``length`` outputs per phase."""
+    x = np.ascontiguousarray(x)
+    inner = x.shape[-1] if axis == -2 else 1
+    in_length = x.shape[axis]
+    shape = list(x.shape)
+    shape[axis] = length * len(phases)
+    y = np.empty(shape)
+    _native.filter_1d(x, x.size // (in_length * inner), in_length, inner, np.asarray(phases, dtype=np.float64),
+                      len(phases[0]), len(phases), length, y)
     return y
+
+
+def _filter_rows(x: np.ndarray, phases: list[list[float]], rows: int) -> np.ndarray:
+    """[P, R, W] -> [P, rows * len(phases), W], filtered along R."""
+    return _filter(x, phases, rows, -2)
 
 
 def _filter_columns(x: np.ndarray, phases: list[list[float]], columns: int) -> np.ndarray:
-    """The same along the last dimension."""
-    *outer, in_width = x.shape
-    y = np.empty((*outer, columns * len(phases)))
-    _native.filter_columns(np.ascontiguousarray(x), int(np.prod(outer)), in_width,
-                           np.asarray(phases, dtype=np.float64), len(phases[0]), len(phases), columns, y)
-    return y
+    """[..., W] -> [..., columns * len(phases)], filtered along W."""
+    return _filter(x, phases, columns, -1)
 
 
 def upsample(upsampling: Upsampling, grids: list[np.ndarray]) -> np.ndarray:
