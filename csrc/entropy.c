@@ -45,8 +45,9 @@ static int read_expgolomb(GridInputs *in, int order, int64_t *value) {
 /* The ARM in float64 with its scales folded into the weights, on a front held as
  * [width][m] (inputs in `x`, hidden activations in `h` and `next`) whose first `count`
  * columns, rounded up to a multiple of ARM_BLOCK (m being one), are latents: exact for
- * inputs within arm->fast_limit (armint.IntegerArm._largest_exact_input), so any evaluation order or fused multiply-add gives the integers of the int64 path. Each
- * output is summed for ARM_BLOCK latents at a time, in registers. */
+ * inputs within arm->fast_limit (armint.IntegerArm._largest_exact_input), so any
+ * evaluation order or fused multiply-add gives the integers of the int64 path. Each output
+ * is summed for ARM_BLOCK latents at a time, in registers. */
 NATIVE_VECTORISED
 static void arm_fast(const ArmTables *arm, const double *restrict x, double *restrict h, double *restrict next,
                      int64_t count, int64_t m, int64_t *restrict mu, int64_t *restrict log_scale) {

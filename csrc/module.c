@@ -72,8 +72,10 @@ static int parse_arm(Buffers *held, PyObject *spec, ArmTables *arm) {
         PyErr_SetString(PyExc_ValueError, "stabiliser shape");
         return -1;
     }
-    if (!n_stabiliser)
-        arm->fast_stabiliser = arm->fast_stabiliser_bias = NULL, arm->exact_stabiliser = arm->exact_stabiliser_bias = NULL;
+    if (!n_stabiliser) {
+        arm->fast_stabiliser = arm->fast_stabiliser_bias = NULL;
+        arm->exact_stabiliser = arm->exact_stabiliser_bias = NULL;
+    }
     return 0;
 }
 

@@ -15,10 +15,10 @@ from typing import NamedTuple
 import constriction
 import numpy as np
 
+from coolchic_pl import _native
 from coolchic_pl.bitstream.armint import IntegerArm
 from coolchic_pl.bitstream.errors import BitstreamError
 from coolchic_pl.bitstream.expgolomb import BitReader, BitWriter
-from coolchic_pl import _native
 from coolchic_pl.bitstream.laplace_table import (
     ESCAPE_HIGH, ESCAPE_LOW, RESIDUAL_RANGE, ROW_CONSTANTS, interval_bounds, load_rows, model_rows,
 )
@@ -117,8 +117,8 @@ class RangeDecoder:
         """constriction's ``maybe_exhausted``: every word read and the point no further from the
         interval's lower end than the encoder's final flush leaves it."""
         word_pos, lower, range_, point = self.state
-        exhausted = word_pos == len(self.words) and (range_ == (1 << 64) - 1 or (point - lower) % (1 << 64) < (1 << 33) - 1)
-        if not exhausted:
+        flushed = range_ == (1 << 64) - 1 or (point - lower) % (1 << 64) < (1 << 33) - 1
+        if word_pos != len(self.words) or not flushed:
             raise BitstreamError("the range-coded latents hold data after their last latent")
 
 
@@ -151,8 +151,8 @@ def decode_grid_from(decoder: RangeDecoder, escapes: BitReader, height: int, wid
     decoded = np.zeros(plan.padded_shape, dtype=np.int64)
     try:
         decoder.state, escapes.position = _native.decode_grid(
-            decoder.words, decoder.state, escapes.bits, escapes.position, decoded, plan.positions, plan.starts, plan.deltas,
-            ifce_spec, len(plan.deltas), interval_bounds(), arm.native_tables(), ROW_CONSTANTS)
+            decoder.words, decoder.state, escapes.bits, escapes.position, decoded, plan.positions, plan.starts,
+            plan.deltas, ifce_spec, len(plan.deltas), interval_bounds(), arm.native_tables(), ROW_CONSTANTS)
     except ValueError as error:
         raise BitstreamError(str(error)) from None
     return decoded[plan.top:, plan.left:plan.left + width].copy()

@@ -4,8 +4,8 @@ A tap table row holds the N taps for one of the 64 fractional positions, each ro
 up to a multiple of 2^-16: bilinear (N = 2), bicubic with a = -0.75 (N = 4) and the
 windowed sinc of :mod:`coolchic_pl.model.warp` (N >= 6). The horizontal pass multiplies
 integer samples by taps, which is exact on the 2^-16 grid; the vertical pass multiplies
-those by taps again and rounds back to it (in int64: every product and sum is exact). The tables are built from Python's ``math``
-(double precision) and fixed by a test against their committed SHA-256, so a platform
+those by taps again and rounds back to it (in int64: every product and sum is exact). The
+tables are built from Python's ``math`` (double precision) and fixed by a test against their committed SHA-256, so a platform
 whose sine differs in the last bit cannot silently decode differently.
 """
 
