@@ -214,18 +214,17 @@ error:
 /* A layer tuple (weight, bias, n_in, n_out, residual, relu) into `layer`. */
 static int parse_layer(Buffers *held, PyObject *spec, DenseLayer *layer) {
     PyObject *weight, *bias;
-    int residual;
-    if (!PyArg_ParseTuple(spec, "OOiiii", &weight, &bias, &layer->n_in, &layer->n_out, &residual, &layer->relu))
+    if (!PyArg_ParseTuple(spec, "OOiiii", &weight, &bias, &layer->n_in, &layer->n_out, &layer->residual,
+                          &layer->relu))
         return -1;
     if (layer->n_in < 1 || layer->n_out < 1 || layer->n_in > MAX_CHANNELS * 64 || layer->n_out > MAX_CHANNELS
-        || (residual && layer->n_in % layer->n_out)) {
+        || (layer->residual && layer->n_in % layer->n_out)) {
         PyErr_SetString(PyExc_ValueError, "layer shape out of range");
         return -1;
     }
     if (!(layer->weight = view(held, weight, 8, (Py_ssize_t)layer->n_in * layer->n_out, 0, NULL, "weight"))
         || !(layer->bias = view(held, bias, 8, layer->n_out, 0, NULL, "bias")))
         return -1;
-    layer->residual_source = residual ? layer->bias : NULL;
     return 0;
 }
 
@@ -246,33 +245,27 @@ static PyObject *py_pointwise_run(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "layer count or input shape out of range");
         return NULL;
     }
-    int widest = n_in, channels = n_in;
+    int channels = n_in;
     for (Py_ssize_t l = 0; l < n_layers; l++) {
         if (parse_layer(&held, PyList_GET_ITEM(layer_specs, l), &layers[l]))
             goto error;
-        if (layers[l].n_in != channels || (layers[l].residual_source && layers[l].n_in != layers[l].n_out)) {
+        if (layers[l].n_in != channels || (layers[l].residual && layers[l].n_in != layers[l].n_out)) {
             PyErr_SetString(PyExc_ValueError, "layer shapes do not chain");
             goto error;
         }
         channels = layers[l].n_out;
-        widest = channels > widest ? channels : widest;
     }
     const double *in;
     double *out;
     if (!(in = view(&held, x, 8, (Py_ssize_t)n_in * n, 0, NULL, "x"))
         || !(out = (double *)view(&held, y, 8, (Py_ssize_t)channels * n, 1, NULL, "y")))
         goto error;
-    double *scratch = PyMem_Malloc(sizeof(double) * 2 * 8 * (size_t)widest);
-    if (!scratch) {
-        PyErr_NoMemory();
-        goto error;
-    }
+    int status;
     Py_BEGIN_ALLOW_THREADS
-    pointwise_run(layers, (int)n_layers, in, n_in, out, n, scratch);
+    status = pointwise_run(layers, (int)n_layers, in, n_in, out, n);
     Py_END_ALLOW_THREADS
-    PyMem_Free(scratch);
     release(&held);
-    Py_RETURN_NONE;
+    return status ? PyErr_NoMemory() : Py_NewRef(Py_None);
 error:
     release(&held);
     return NULL;
@@ -295,24 +288,19 @@ static PyObject *py_spatial_layer(PyObject *self, PyObject *args) {
     if (parse_layer(&held, spec, &layer))
         goto error;
     if (kernel < 1 || kernel % 2 == 0 || channels < 1 || height < 1 || width < 1
-        || layer.n_in != channels * kernel * kernel || (layer.residual_source && layer.n_out != channels)) {
+        || layer.n_in != channels * kernel * kernel || (layer.residual && layer.n_out != channels)) {
         PyErr_SetString(PyExc_ValueError, "spatial layer shape");
         goto error;
     }
     if (!(in = view(&held, x, 8, (Py_ssize_t)(channels * height * width), 0, NULL, "x"))
         || !(out = (double *)view(&held, y, 8, (Py_ssize_t)(layer.n_out * height * width), 1, NULL, "y")))
         goto error;
-    double *scratch = PyMem_Malloc(sizeof(double) * 8 * (size_t)(layer.n_in + 2 * layer.n_out));
-    if (!scratch) {
-        PyErr_NoMemory();
-        goto error;
-    }
+    int status;
     Py_BEGIN_ALLOW_THREADS
-    spatial_layer(&layer, kernel, in, channels, height, width, out, scratch);
+    status = spatial_layer(&layer, kernel, in, channels, height, width, out);
     Py_END_ALLOW_THREADS
-    PyMem_Free(scratch);
     release(&held);
-    Py_RETURN_NONE;
+    return status ? PyErr_NoMemory() : Py_NewRef(Py_None);
 error:
     release(&held);
     return NULL;

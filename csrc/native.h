@@ -116,14 +116,13 @@ int read_signed(GridInputs *in, int64_t count, int order, int64_t *values);
  * row, column order), bias in activation units plus the rounding half. */
 typedef struct {
     const double *weight, *bias;
-    int n_in, n_out, relu;
-    const double *residual_source; /* non-NULL (any value) for a residual layer */
+    int n_in, n_out, relu, residual;
 } DenseLayer;
 
-int pointwise_run(const DenseLayer *layers, int n_layers, const double *x, int n_in, double *y, int64_t n,
-                  double *scratch);
+/* Both return -1 when their scratch memory cannot be allocated. */
+int pointwise_run(const DenseLayer *layers, int n_layers, const double *x, int n_in, double *y, int64_t n);
 int spatial_layer(const DenseLayer *layer, int kernel, const double *x, int channels, int64_t height, int64_t width,
-                  double *y, double *scratch);
+                  double *y);
 void filter_rows(const double *x, int64_t planes, int64_t in_rows, int64_t width, const double *taps, int n_taps,
                  int phases, int64_t out_rows, double *y);
 void filter_columns(const double *x, int64_t lines, int64_t in_width, const double *taps, int n_taps, int phases,

@@ -8,6 +8,7 @@
  */
 #include "native.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 enum { BLOCK = 8 }; /* pixels per block: two vectors of four */
@@ -18,9 +19,11 @@ static inline f64x4 clamp4(f64x4 v, double low, double high) {
     return v;
 }
 
-/* One layer on a block: out[j][BLOCK] from in[i][BLOCK], both with a row stride of BLOCK. */
+/* One layer on a block: out[j][BLOCK] from in[i][BLOCK], both with a row stride of BLOCK;
+ * `source` [n_out][BLOCK] is the residual input of a residual layer (NULL otherwise). */
 NATIVE_VECTORISED
-static void dense_block(const DenseLayer *layer, const double *restrict in, double *restrict out) {
+static void dense_block(const DenseLayer *layer, const double *restrict in, const double *source,
+                        double *restrict out) {
     const int n_in = layer->n_in, n_out = layer->n_out;
     const double *w = layer->weight, *b = layer->bias;
     const double low = layer->relu ? 0.0 : -ACTIVATION_LIMIT;
@@ -56,22 +59,22 @@ static void dense_block(const DenseLayer *layer, const double *restrict in, doub
     /* floor(sum), plus the residual source, then the layer's clamp. */
     for (int k = 0; k < n_out * BLOCK; k += 4) {
         f64x4 v = load4(out + k);
-        if (layer->residual_source)
-            v += load4(layer->residual_source + k);
+        if (source)
+            v += load4(source + k);
         store4(out + k, clamp4(v, low, ACTIVATION_LIMIT));
     }
 }
 
 /* A run of 1x1 layers on [channels][n] pixels, BLOCK pixels at a time, the hidden
  * activations of a block staying in two small buffers. */
-int pointwise_run(const DenseLayer *layers, int n_layers, const double *x, int n_in, double *y, int64_t n,
-                  double *scratch) {
+int pointwise_run(const DenseLayer *layers, int n_layers, const double *x, int n_in, double *y, int64_t n) {
     int widest = n_in;
     for (int l = 0; l < n_layers; l++)
         widest = layers[l].n_out > widest ? layers[l].n_out : widest;
+    double *scratch = malloc(sizeof(double) * 2 * BLOCK * (size_t)widest);
+    if (!scratch)
+        return -1;
     double *buffers[2] = {scratch, scratch + (size_t)widest * BLOCK};
-    DenseLayer local[MAX_LAYERS];
-    memcpy(local, layers, sizeof(DenseLayer) * (size_t)n_layers);
     const int n_out = layers[n_layers - 1].n_out;
     for (int64_t p0 = 0; p0 < n; p0 += BLOCK) {
         const int count = n - p0 < BLOCK ? (int)(n - p0) : BLOCK;
@@ -82,13 +85,13 @@ int pointwise_run(const DenseLayer *layers, int n_layers, const double *x, int n
         }
         for (int l = 0; l < n_layers; l++) {
             double *next = current == buffers[0] ? buffers[1] : buffers[0];
-            local[l].residual_source = layers[l].residual_source ? current : NULL;
-            dense_block(&local[l], current, next);
+            dense_block(&layers[l], current, layers[l].residual ? current : NULL, next);
             current = next;
         }
         for (int c = 0; c < n_out; c++)
             memcpy(y + c * n + p0, current + c * BLOCK, sizeof(double) * (size_t)count);
     }
+    free(scratch);
     return 0;
 }
 
@@ -96,11 +99,12 @@ int pointwise_run(const DenseLayer *layers, int n_layers, const double *x, int n
  * pixels of a row gathers its k x k neighbours (channel, dy, dx order, as the weights) and
  * goes through dense_block. */
 int spatial_layer(const DenseLayer *layer, int kernel, const double *x, int channels, int64_t height, int64_t width,
-                  double *y, double *scratch) {
+                  double *y) {
     const int half = kernel / 2, n_in = channels * kernel * kernel;
+    double *scratch = malloc(sizeof(double) * BLOCK * (size_t)(n_in + 2 * layer->n_out));
+    if (!scratch)
+        return -1;
     double *gathered = scratch, *out = scratch + (size_t)n_in * BLOCK, *source = out + (size_t)layer->n_out * BLOCK;
-    DenseLayer local = *layer;
-    local.residual_source = layer->residual_source ? source : NULL;
     for (int64_t row = 0; row < height; row++)
         for (int64_t x0 = 0; x0 < width; x0 += BLOCK) {
             const int count = width - x0 < BLOCK ? (int)(width - x0) : BLOCK;
@@ -123,14 +127,15 @@ int spatial_layer(const DenseLayer *layer, int kernel, const double *x, int chan
                         }
                     }
                 }
-            if (layer->residual_source)
+            if (layer->residual)
                 for (int c = 0; c < layer->n_out; c++)
                     for (int t = 0; t < BLOCK; t++)
                         source[c * BLOCK + t] = x[(c * height + row) * width + x0 + (t < count ? t : 0)];
-            dense_block(&local, gathered, out);
+            dense_block(layer, gathered, layer->residual ? source : NULL, out);
             for (int c = 0; c < layer->n_out; c++)
                 memcpy(y + (c * height + row) * width + x0, out + c * BLOCK, sizeof(double) * (size_t)count);
         }
+    free(scratch);
     return 0;
 }
 

@@ -42,8 +42,8 @@ from coolchic_pl.bitstream import BitstreamError
 from coolchic_pl.bitstream.armint import IntegerArm
 from coolchic_pl.bitstream.codec import (
     MAX_DIMENSION, ByteReader, architecture_fields, as_bitstream_errors, check_container, check_pixel_count,
-    check_synthesis_size, decode_latents, decode_networks, decoder_model, grid_order, grid_ifce, ifce_features, integer_grids,
-    model_version, output_range_fields, read_architecture, varints_bytes, with_crc,
+    check_synthesis_size, decode_latents, decode_networks, decoder_model, grid_ifce, grid_order, ifce_features,
+    integer_grids, model_version, output_range_fields, read_architecture, varints_bytes, with_crc,
 )
 from coolchic_pl.bitstream.expgolomb import BitReader, BitWriter
 from coolchic_pl.bitstream.latents import (
