@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from coolchic_pl.model.architecture import CoolChicArchitecture
-from coolchic_pl.model.arm import CONTEXT_PATTERNS, Arm, context_index, context_offsets, gather_contexts
+from coolchic_pl.model.arm import Arm, context_index, gather_contexts
+from coolchic_pl.model.contexts import CONTEXT_PATTERNS, context_offsets
 from coolchic_pl.model.coolchic import CoolChic
 
 

@@ -1,8 +1,11 @@
 import pytest
 import torch
 
-from coolchic_pl.model.architecture import ARCHITECTURES, CoolChicArchitecture, architecture_from_name
+from coolchic_pl.model.architecture import (
+    ARCHITECTURES, MOTION_ARCHITECTURES, CoolChicArchitecture, architecture_from_name,
+)
 from coolchic_pl.model.coolchic import MODULE_NAMES, CoolChic
+from coolchic_pl.model.layout import NETWORK_NAMES, network_shapes
 
 DOCUMENTED_MAC_PER_PIXEL = {"vlop": 330, "lop": 580, "mop": 1110, "hop": 1430}
 
@@ -71,3 +74,17 @@ def test_all_named_architectures_build() -> None:
     for name, arch in ARCHITECTURES.items():
         model = CoolChic((16, 24), arch)
         assert model().image.shape == (1, 3, 16, 24), name
+
+
+@pytest.mark.parametrize("name,role", [(name, "image") for name in ARCHITECTURES]
+                         + [(name, "motion") for name in MOTION_ARCHITECTURES])
+def test_the_torch_free_layout_is_the_modules_layout(name: str, role: str) -> None:
+    """The decoder reads a file's networks by :func:`network_shapes` alone, without building
+    the modules the encoder trained: the shapes and their order must be the modules'."""
+    architecture = (ARCHITECTURES if role == "image" else MOTION_ARCHITECTURES)[name]
+    size, n_outputs = (75, 101), 3 if role == "image" else 5
+    model = CoolChic(size, architecture, n_outputs=n_outputs)
+    shapes = network_shapes(architecture, size, n_outputs)
+    for network in NETWORK_NAMES:
+        built = [(n, tuple(p.shape)) for n, p in getattr(model, network).named_parameters()]
+        assert shapes[network] == built

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from coolchic_pl.model.latents import grid_sizes
+from coolchic_pl.model.layout import grid_sizes
 from coolchic_pl.model.upsampling import Upsampling, mirror_half_kernels
 
 

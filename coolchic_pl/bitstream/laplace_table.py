@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from coolchic_pl.bitstream.armint import ONE, round_shift
-from coolchic_pl.model import arm
+from coolchic_pl.model import contexts
 
 MU_STEPS = 16
 N_OFFSETS = MU_STEPS + 1
 # The ARM's log-scale shift and clamp (log b = clamp(s - 4, -4.6, 5)) in 1/256 units,
 # the clamp rounded outward: -1178 and 1280.
-LOG_SCALE_SHIFT = round(arm.LOG_SCALE_SHIFT * ONE)
-LOG_SCALE_MIN = math.floor(arm.LOG_SCALE_MIN * ONE)
-LOG_SCALE_MAX = math.ceil(arm.LOG_SCALE_MAX * ONE)
+LOG_SCALE_SHIFT = round(contexts.LOG_SCALE_SHIFT * ONE)
+LOG_SCALE_MIN = math.floor(contexts.LOG_SCALE_MIN * ONE)
+LOG_SCALE_MAX = math.ceil(contexts.LOG_SCALE_MAX * ONE)
 LOG_SCALE_BIN = 16  # 1/16 in log b
 _BIN_BITS = LOG_SCALE_BIN.bit_length() - 1  # a power of two: the division by it is a shift
 N_SCALES = (LOG_SCALE_MAX - LOG_SCALE_MIN) // LOG_SCALE_BIN + 1

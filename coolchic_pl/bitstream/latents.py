@@ -22,7 +22,7 @@ from coolchic_pl.bitstream.expgolomb import BitReader, BitWriter
 from coolchic_pl.bitstream.laplace_table import (
     ESCAPE_HIGH, ESCAPE_LOW, RESIDUAL_RANGE, ROW_CONSTANTS, interval_bounds, load_rows, model_rows,
 )
-from coolchic_pl.model.arm import ContextOrder, context_offsets
+from coolchic_pl.model.contexts import ContextOrder, context_offsets
 
 # Symbols per constriction call on the encoder side: bounds the [n, ALPHABET] float table.
 _ENCODE_CHUNK = 1 << 15

@@ -7,61 +7,14 @@ stabiliser branch.
 from __future__ import annotations
 
 from functools import partial
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from coolchic_pl.model.contexts import LOG_SCALE_MAX, LOG_SCALE_MIN, LOG_SCALE_SHIFT, ContextOrder, context_offsets
 from coolchic_pl.model.evalcache import VersionedCache
 from coolchic_pl.model.ifce import InterFeatureContext
-
-# (row offset, first column offset, last column offset) per row, top to bottom. The order
-# of the flattened offsets is the order of the MLP inputs and so part of the format.
-_PATTERN_ROWS: dict[int, tuple[tuple[int, int, int], ...]] = {
-    8: ((-3, 0, 0), (-2, 0, 0), (-1, -1, 1), (0, -3, -1)),
-    16: ((-3, 0, 1), (-2, -2, 2), (-1, -3, 2), (0, -3, -1)),
-    24: ((-4, 0, 0), (-3, -2, 2), (-2, -3, 3), (-1, -3, 3), (0, -4, -1)),
-    32: ((-4, -2, 1), (-3, -3, 3), (-2, -3, 4), (-1, -4, 4), (0, -4, -1)),
-}
-CONTEXT_PATTERNS: dict[int, tuple[tuple[int, int], ...]] = {
-    n: tuple((dy, dx) for dy, first, last in rows for dx in range(first, last + 1))
-    for n, rows in _PATTERN_ROWS.items()
-}
-ARM_CONTEXT_SIZES = tuple(CONTEXT_PATTERNS)
-
-ContextOrder = Literal["v4", "v5"]
-# Cool-Chic 5 ranks the 40 causal positions of a 9x9 window (raster order, the current
-# latent at index 40) and uses the first n of them: nearest neighbours first.
-_V5_PRIORITY = (
-    38, 35, 30, 25, 23, 31, 36, 37, 39,
-    33, 28, 21, 20, 6, 15, 22, 29, 34,
-    32, 18, 12, 10, 5, 9, 14, 19, 27,
-    24, 13, 8, 2, 1, 3, 11, 17, 26,
-    16, 7, 4, 0,
-)
-V5_MAX_CONTEXTS = len(_V5_PRIORITY)
-_V5_OFFSETS = tuple((window // 9 - 4, window % 9 - 4)
-                    for window in sorted(range(V5_MAX_CONTEXTS), key=_V5_PRIORITY.__getitem__))
-
-
-def context_offsets(dim_arm: int, order: ContextOrder = "v4") -> tuple[tuple[int, int], ...]:
-    """(row, column) offsets of the ``dim_arm`` spatial contexts, in MLP input order."""
-    if order == "v4":
-        if dim_arm not in CONTEXT_PATTERNS:
-            raise ValueError(f"ARM context size must be one of {ARM_CONTEXT_SIZES} with the v4 order, got {dim_arm}")
-        return CONTEXT_PATTERNS[dim_arm]
-    if order != "v5":
-        raise ValueError(f"context order must be v4 or v5, got {order!r}")
-    if not 1 <= dim_arm <= V5_MAX_CONTEXTS:
-        raise ValueError(f"ARM context size must be 1 to {V5_MAX_CONTEXTS} with the v5 order, got {dim_arm}")
-    return _V5_OFFSETS[:dim_arm]
-
-
-# Clamp of the log-scale after its -4 shift: scale in [exp(-4.6), exp(5)] = [0.01, 148].
-LOG_SCALE_SHIFT = 4.0
-LOG_SCALE_MIN = -4.6
-LOG_SCALE_MAX = 5.0
-
 
 def context_index(grid_shapes: Sequence[tuple[int, int, int]], dim_arm: int, order: ContextOrder = "v4") -> Tensor:
     """Gather index [N, dim_arm] of every latent's causal context in the flat latent vector.
@@ -141,11 +94,6 @@ class Arm(nn.Module):
                 if layer is not None:
                     layer.weight.normal_().div_(layer.out_features**2)
                     layer.bias.zero_()
-
-    def macs_per_latent(self) -> int:
-        """Of the MLP; the IFCE's are counted per grid by its owner."""
-        stabiliser = 2 * self.width if self.stabiliser is not None else 0
-        return len(self.hidden) * self.width**2 + 2 * self.width + stabiliser
 
     def contexts(self, flat_latents: Tensor, index: Tensor) -> Tensor:
         """[N] quantised latents and a [dim_arm, N] gather index -> [width, N] MLP inputs:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from coolchic_pl.model.arm import LOG_SCALE_MAX, LOG_SCALE_MIN, LOG_SCALE_SHIFT, Arm, clamped_log_scale
+from coolchic_pl.model.arm import Arm, clamped_log_scale
+from coolchic_pl.model.contexts import LOG_SCALE_MAX, LOG_SCALE_MIN, LOG_SCALE_SHIFT
 from coolchic_pl.model.ifce import InterFeatureContext
 from coolchic_pl.model.laplace import laplace_rate_backward, laplace_rate_forward
 

@@ -10,12 +10,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coolchic_pl.model.architecture import CoolChicArchitecture
-from coolchic_pl.model.arm import Arm, clamped_log_scale, context_index, context_offsets
+from coolchic_pl.model.arm import Arm, clamped_log_scale, context_index
+from coolchic_pl.model.contexts import context_offsets
 from coolchic_pl.model.armrate import ArmPlan, arm_rate_bits
 from coolchic_pl.model.evalcache import VersionedCache
 from coolchic_pl.model.ifce import InterFeatureContext
 from coolchic_pl.model.laplace import laplace_rate_bits
 from coolchic_pl.model.latents import ENCODER_GAIN, LatentPyramid
+from coolchic_pl.model.layout import NETWORK_NAMES, mac_per_pixel
 from coolchic_pl.model.quantizer import NoiseType, QuantizerType
 from coolchic_pl.model.synthesis import Synthesis
 from coolchic_pl.model.upsampling import Upsampling
@@ -55,7 +57,6 @@ def select_parameters(coolchics: dict[str, nn.Module], names: Iterable[str]) -> 
     return list(selected.values())
 
 
-NETWORK_NAMES = ("arm", "synthesis", "upsampling")
 
 
 @dataclass(frozen=True)
@@ -260,21 +261,5 @@ class CoolChic(nn.Module):
         return [part.sum() for part in rate_bits.split(self.latent.numels)]
 
     def mac_per_pixel(self) -> float:
-        """Multiply-accumulates per image pixel of one decoding.
-
-        Counts what the reference counts with fvcore on its eval-mode decoder: matrix
-        products and convolutions (ARM, separable upsampling filters, synthesis), not
-        element-wise work, so the figures compare with its documented 330 to 1430.
-        """
-        height, width = self.image_size
-        synthesis_height, synthesis_width = self.upsampling.output_size
-        ifce = self.arm.ifce
-        ifce_macs = 0 if ifce is None else sum(
-            macs * ifce.numels[grid] for macs, grid in zip(ifce.macs_per_latent(), ifce.grids))
-        macs = (
-            self.arm.macs_per_latent() * self.latent.n_latents
-            + ifce_macs
-            + self.upsampling.macs()
-            + self.synthesis.macs_per_pixel() * synthesis_height * synthesis_width
-        )
-        return macs / (height * width)
+        """Multiply-accumulates per image pixel of one decoding (:func:`~coolchic_pl.model.layout.mac_per_pixel`)."""
+        return mac_per_pixel(self.architecture, self.image_size, self.n_outputs)

@@ -18,22 +18,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-
-def ifce_inputs(resolutions: Sequence[int], grid: int) -> list[int]:
-    """Grids (indices in flat order) feeding grid ``grid``'s IFCE: every grid at a coarser
-    resolution, nearest resolution first, in flat order within a resolution."""
-    own = resolutions[grid]
-    return sorted((g for g, r in enumerate(resolutions) if r > own), key=lambda g: (resolutions[g], g))
-
-
-def ifce_sources(sizes: Sequence[tuple[int, int]], resolutions: Sequence[int], grid: int) -> list[tuple[int, int, int]]:
-    """(start in the flat latent vector, width, resolution shift) of each input of grid
-    ``grid``'s IFCE: the input of latent (y, x) is that grid's (y >> shift, x >> shift)."""
-    starts = [0]
-    for h, w in sizes:
-        starts.append(starts[-1] + h * w)
-    return [(starts[source], sizes[source][1], resolutions[source] - resolutions[grid])
-            for source in ifce_inputs(resolutions, grid)]
+from coolchic_pl.model.layout import ifce_grids, ifce_inputs, ifce_sources
 
 
 def ifce_gather_index(sizes: Sequence[tuple[int, int]], resolutions: Sequence[int], grid: int) -> Tensor:
@@ -59,7 +44,7 @@ class InterFeatureContext(nn.Module):
         super().__init__()
         self.n_features = n_features
         self.sizes, self.resolutions = list(sizes), list(resolutions)
-        self.grids = [g for g, r in enumerate(resolutions) if r < n_ifce_grids]
+        self.grids = ifce_grids(resolutions, n_ifce_grids)
         self.numels = [h * w for h, w in sizes]
         self.layers = nn.ModuleList(nn.Linear(len(ifce_inputs(resolutions, g)), n_features) for g in self.grids)
         self.reset_parameters()
@@ -83,10 +68,6 @@ class InterFeatureContext(nn.Module):
             index = ifce_gather_index(self.sizes, self.resolutions, self.grids[position]).t().contiguous()
             self.register_buffer(name, index.to(self.layers[position].weight.device), persistent=False)
         return self._buffers[name]
-
-    def macs_per_latent(self) -> list[int]:
-        """Multiply-accumulates per latent of each IFCE grid."""
-        return [layer.weight.numel() for layer in self.layers]
 
     def forward(self, flat_latents: Tensor) -> Tensor:
         """[N] quantised latents -> [n_features, N], channels-first as the ARM's contexts;

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from coolchic_pl.model.layout import LatentLayout
 from coolchic_pl.model.quantizer import NoiseType, QuantizerType, quantize
 
 ENCODER_GAIN = 16.0
-
-
-def grid_sizes(image_size: tuple[int, int], n_grids: int) -> list[tuple[int, int]]:
-    """(height, width) of grid i = ceil(H / 2^i) x ceil(W / 2^i)."""
-    height, width = image_size
-    return [(math.ceil(height / 2**i), math.ceil(width / 2**i)) for i in range(n_grids)]
 
 
 def encoder_gain_for(lmbda: float) -> float:
@@ -38,23 +32,16 @@ class LatentPyramid(nn.Module):
     def __init__(self, image_size: tuple[int, int], n_ft_per_res: Sequence[int], encoder_gain: float = ENCODER_GAIN,
                  hyper_per_res: Sequence[int] = ()):
         super().__init__()
-        if any(c not in (0, 1) for c in (*n_ft_per_res, *hyper_per_res)):
-            raise ValueError(f"latent and hyper-latent channels must be 0 or 1, got {list(n_ft_per_res)} and "
-                             f"{list(hyper_per_res)}")
+        self.layout = LatentLayout.of(image_size, n_ft_per_res, hyper_per_res)
         self.n_ft_per_res = tuple(int(c) for c in n_ft_per_res)
         self.encoder_gain = encoder_gain
-        self.n_synthesis_grids = len(self.n_ft_per_res)
-        hyper_resolutions = [r for r, c in enumerate(hyper_per_res) if c]
-        # Per grid, synthesis grids then hyper-latent grids: channels, resolution and size.
-        self.channels = list(self.n_ft_per_res) + [1] * len(hyper_resolutions)
-        self.resolutions = list(range(self.n_synthesis_grids)) + hyper_resolutions
-        all_sizes = grid_sizes(image_size, max(self.resolutions) + 1)
-        self.sizes = [all_sizes[r] for r in self.resolutions]
+        self.n_synthesis_grids = self.layout.n_synthesis_grids
+        self.channels, self.resolutions = list(self.layout.channels), list(self.layout.resolutions)
+        self.sizes = list(self.layout.sizes)
         self.grids = nn.ParameterList(
             nn.Parameter(torch.zeros(1, c, h, w)) for c, (h, w) in zip(self.channels, self.sizes)
         )
-        # Split sizes of the flat vector of all latents, in grid order (empty grids included).
-        self.numels = [c * h * w for c, (h, w) in zip(self.channels, self.sizes)]
+        self.numels = self.layout.numels
 
     @property
     def n_latents(self) -> int:
@@ -65,13 +52,10 @@ class LatentPyramid(nn.Module):
         return torch.cat([g.reshape(-1) for g in self.grids]) * self.encoder_gain
 
     def coded_grids(self) -> list[int]:
-        """Indices of the non-empty grids, in flat order."""
-        return [g for g, c in enumerate(self.channels) if c]
+        return self.layout.coded_grids()
 
     def decoding_order(self) -> list[int]:
-        """Non-empty grids coarsest first: the inter-feature contexts of a grid need every
-        coarser grid decoded before it."""
-        return sorted(self.coded_grids(), key=lambda g: (-self.resolutions[g], g))
+        return self.layout.decoding_order()
 
     def unflatten(self, flat: Tensor) -> list[Tensor]:
         """Inverse of :meth:`flat` for any per-latent vector (quantised latents, rates)."""

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from coolchic_pl.model.layout import polyphase_index
+
 # Right half of the negated bicubic (a = -0.75) kernel used by the reference to
 # initialise 8-tap (and longer) upsampling filters; the sign cancels in w outer w.
 BICUBIC_HALF_KERNEL = (0.0351562, 0.1054687, -0.2617187, -0.8789063)
@@ -117,29 +119,6 @@ class _BandedPass(torch.autograd.Function):
         return grad_x.view(*batch, -1, columns)[..., :ctx.input_length, :], grad_matrix, None, None
 
 
-def polyphase_index(kernel_size: int) -> tuple[Tensor, int, int]:
-    """Split the stride-2 transposed convolution into two ordinary convolutions.
-
-    The reference upsamples by replicate-padding k/2 samples, applying a stride-2
-    transposed convolution and cropping 3k/2 - 1 samples per side. Output sample 2i + r
-    then equals sum_t kernel[index[r, t]] * x[i + first + t] with x clamped at the borders;
-    index entries equal to ``kernel_size`` select an appended zero. Returns
-    (index [2, taps], first offset, last offset).
-    """
-    crop = 3 * kernel_size // 2 - 1
-    taps: dict[tuple[int, int], int] = {}
-    for phase in (0, 1):
-        for j in range(kernel_size):
-            if (phase + crop - j) % 2 == 0:
-                taps[phase, (phase + crop - j) // 2 - kernel_size // 2] = j
-    first = min(offset for _, offset in taps)
-    last = max(offset for _, offset in taps)
-    index = torch.full((2, last - first + 1), kernel_size, dtype=torch.long)
-    for (phase, offset), j in taps.items():
-        index[phase, offset - first] = j
-    return index, first, last
-
-
 class Upsampling(nn.Module):
     """Coarse-to-fine traversal: level j upsamples the running tensor (grids coarser than
     L-2-j) by 2, crops it to grid L-2-j's size and concatenates it after the refined grid
@@ -171,7 +150,8 @@ class Upsampling(nn.Module):
         n_levels = len(grid_shapes) - 1
         self.upsampling_half_kernels = nn.Parameter(torch.zeros(n_levels, ups_k_size // 2))
         self.refine_half_kernels = nn.Parameter(torch.zeros(n_levels, (refine_k_size + 1) // 2))
-        index, first, last = polyphase_index(ups_k_size)
+        taps, first, last = polyphase_index(ups_k_size)
+        index = torch.tensor(taps)
         self.register_buffer("polyphase_index", index, persistent=False)
         self.replicate_padding = (-first, last)
         self.register_buffer("upsampling_selection", block_selection(2, index.shape[1]), persistent=False)
@@ -194,20 +174,6 @@ class Upsampling(nn.Module):
     def output_size(self) -> tuple[int, int]:
         _, height, width = self.grid_shapes[self.first_used]
         return height, width
-
-    def macs(self) -> int:
-        """Multiply-accumulates of one pass, counted as the reference counts its separable
-        decoder-side filters (fvcore convention: taps x input samples for the transposed
-        convolutions, which run on the replicate-padded input, width first)."""
-        k, total = self.ups_k_size, 0
-        n_channels = 1
-        for target_index in range(len(self.grid_shapes) - 2, self.first_used - 1, -1):
-            _, height, width = self.grid_shapes[target_index + 1]
-            total += n_channels * k * (height * (width + k) + (height + k) * 2 * width)
-            _, height, width = self.grid_shapes[target_index]
-            total += 2 * self.refine_k_size * height * width
-            n_channels += 1
-        return total
 
     def kernels(self) -> tuple[Tensor, Tensor, Tensor]:
         """The filters the learned half kernels make: the upsampling ones [levels, taps], their
