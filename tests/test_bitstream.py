@@ -26,7 +26,8 @@ from coolchic_pl.bitstream.latents import decode_grid, encode_grid, grid_plan
 from coolchic_pl.io import read_frame
 from coolchic_pl.model.architecture import V5_ARCHITECTURES
 from coolchic_pl.model.arm import Arm, context_index
-from coolchic_pl.nnquant import EXPGOLOMB_ORDERS, best_expgolomb_order, expgolomb_bits
+from coolchic_pl.nnquant import EXPGOLOMB_ORDERS
+from coolchic_pl.nnquant.expgolomb import best_expgolomb_order, expgolomb_bits
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

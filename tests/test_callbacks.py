@@ -17,8 +17,9 @@ from coolchic_pl.callbacks.cosine_lr import ETA_MIN
 from coolchic_pl.config import TrainerPhase
 from coolchic_pl.io import FrameData, read_frame
 from coolchic_pl.model.architecture import ARCHITECTURES
-from coolchic_pl.nnquant import Q_STEPS, best_expgolomb_order, quantize_networks
-from coolchic_pl.nnquant.quantize import QStepSearch, quantized_integers, split_weights_and_biases
+from coolchic_pl.nnquant import Q_STEPS
+from coolchic_pl.nnquant.expgolomb import best_expgolomb_order
+from coolchic_pl.nnquant.quantize import QStepSearch, quantize_networks, quantized_integers, split_weights_and_biases
 from coolchic_pl.training.checkpoint import CHECKPOINT_KEY, Checkpointer, EncodeStopped, StopReason
 from coolchic_pl.training.datamodule import SingleFrameDataModule
 from coolchic_pl.training.module import CoolChicModule

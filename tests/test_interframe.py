@@ -17,8 +17,7 @@ from coolchic_pl.model.coolchic import NetworkSource
 from coolchic_pl.model.interframe import InterCoolChic, InterFrameParameters, MotionModel
 from coolchic_pl.model.warp import shift, warp
 from coolchic_pl.config import make_preset
-from coolchic_pl.nnquant import network_rate_bits, quantize_networks
-from coolchic_pl.nnquant.quantize import TYPICAL_STEPS, difference_bits
+from coolchic_pl.nnquant.quantize import TYPICAL_STEPS, difference_bits, network_rate_bits, quantize_networks
 from coolchic_pl.training.module import CoolChicModule
 from coolchic_pl.video.bitstream import (
     DecodedSequence, FrameHeader, SequenceHeader, base_flows, decode_frame, decode_video, encode_frame, encode_video,

@@ -14,9 +14,8 @@ from coolchic_pl.config import make_preset
 from coolchic_pl.io import read_frame
 from coolchic_pl.model.architecture import V5_ARCHITECTURES
 from coolchic_pl.model.evalcache import reusing_unchanged_results
-from coolchic_pl.nnquant import network_rate_bits, quantize_networks
 from coolchic_pl.nnquant.expgolomb import expgolomb_bits
-from coolchic_pl.nnquant.quantize import split_weights_and_biases
+from coolchic_pl.nnquant.quantize import network_rate_bits, quantize_networks, split_weights_and_biases
 from coolchic_pl.nnquant.rdoq import Rdoq
 from coolchic_pl.training.module import CoolChicModule
 

@@ -47,7 +47,7 @@ from coolchic_pl.data import DEFAULT_IMAGE
 from coolchic_pl.decode import decode_file
 from coolchic_pl.io import FrameData, FrameFormatError, read_frame
 from coolchic_pl.model.architecture import ARCHITECTURES, CoolChicArchitecture, architecture_from_name
-from coolchic_pl.nnquant import quantize_networks
+from coolchic_pl.nnquant.quantize import quantize_networks
 from coolchic_pl.runtime import configure_cpu_allocator
 from coolchic_pl.training.checkpoint import Checkpointer
 from coolchic_pl.training.datamodule import SingleFrameDataModule

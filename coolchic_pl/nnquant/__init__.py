@@ -1,11 +1,9 @@
-"""Network quantisation: q-step search and exp-Golomb rate (plain functions, no Lightning)."""
+"""Network quantisation: q-step search and exp-Golomb rate (plain functions, no Lightning).
 
-from coolchic_pl.nnquant.expgolomb import EXPGOLOMB_ORDERS, best_expgolomb_order, expgolomb_bits
-from coolchic_pl.nnquant.quantize import (
-    MAX_QUANTIZED_MAGNITUDE, Q_STEPS, ModuleQuantization, network_rate_bits, quantize_networks,
-)
+The package exports what a file says of a quantised network (:mod:`.steps`, no torch); the
+search is in :mod:`.quantize` and the rate in :mod:`.expgolomb`.
+"""
 
-__all__ = [
-    "EXPGOLOMB_ORDERS", "MAX_QUANTIZED_MAGNITUDE", "Q_STEPS", "ModuleQuantization",
-    "best_expgolomb_order", "expgolomb_bits", "network_rate_bits", "quantize_networks",
-]
+from coolchic_pl.nnquant.steps import EXPGOLOMB_ORDERS, MAX_QUANTIZED_MAGNITUDE, Q_STEPS, ModuleQuantization
+
+__all__ = ["EXPGOLOMB_ORDERS", "MAX_QUANTIZED_MAGNITUDE", "Q_STEPS", "ModuleQuantization"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-EXPGOLOMB_ORDERS = tuple(range(13))
+from coolchic_pl.nnquant.steps import EXPGOLOMB_ORDERS
+
 
 
 def expgolomb_bits(values: Tensor, order: int) -> Tensor:

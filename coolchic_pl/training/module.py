@@ -24,8 +24,8 @@ from coolchic_pl.model.architecture import CoolChicArchitecture
 from coolchic_pl.model.coolchic import CoolChic, CoolChicOutput
 from coolchic_pl.model.interframe import InterCoolChic
 from coolchic_pl.model.latents import ENCODER_GAIN
-from coolchic_pl.nnquant import ModuleQuantization, network_rate_bits
-from coolchic_pl.nnquant.quantize import difference_bits
+from coolchic_pl.nnquant import ModuleQuantization
+from coolchic_pl.nnquant.quantize import difference_bits, network_rate_bits
 from coolchic_pl.training.loss import mse, output_planes, rate_distortion_loss
 from coolchic_pl.training.soap import Soap
 
