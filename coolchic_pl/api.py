@@ -28,9 +28,11 @@ from coolchic_pl.config import FitConfig, read_config  # noqa: F401 (FitConfig: 
 from coolchic_pl.decode import decode_bytes, decode_sequence
 from coolchic_pl.encode import run_folder
 from coolchic_pl.fit import run_encode
+from coolchic_pl.fixedpoint.modules import coolchic_module
 from coolchic_pl.io import FrameData, write_frame, yuv_file_name
 from coolchic_pl.model.coolchic import CoolChic
-from coolchic_pl.video.bitstream import is_video_bitstream, to_444
+from coolchic_pl.video.bitstream import to_444
+from coolchic_pl.video.decoder import is_video_bitstream
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ class CompressResult:
         data = self.bitstream.read_bytes()
         if is_video_bitstream(data):
             raise ValueError("a video holds one decoder per frame: use decompress_frames for its frames")
-        return decode_coolchic(data).model
+        decoded = decode_coolchic(data)
+        return coolchic_module(decoded.coolchic, decoded.bitdepth)
 
 
 def load_config(path: str | Path | None = None, **values: Any) -> FitConfig:

@@ -15,11 +15,11 @@ import os
 import sys
 from pathlib import Path
 
-from coolchic_pl.bitstream import BitstreamError, decode_coolchic
-from coolchic_pl.fixedpoint import decoded_planes
-from coolchic_pl.io import FrameData, FrameFormatError, write_frame, write_yuv, yuv_file_name
+from coolchic_pl.bitstream import BitstreamError, DecodedBitstream, decode_coolchic
+from coolchic_pl.fixedpoint import frame_samples, sample_planes
+from coolchic_pl.io import FrameData, FrameFormatError, SampleFrame, write_frame, write_yuv, yuv_file_name
 from coolchic_pl.io.frame import read_bytes
-from coolchic_pl.video.bitstream import decode_video, is_video_bitstream, to_444
+from coolchic_pl.video.decoder import decode_video, is_video_bitstream
 
 
 def _read(path: str | Path) -> bytes:
@@ -38,11 +38,28 @@ def decode_file(path: str | Path) -> FrameData:
 
 
 def decode_image_bytes(data: bytes) -> FrameData:
+    """The frame of an image .cool held in memory, as planes in [0, 1]."""
+    return decode_image_samples(data).to_frame_data()
+
+
+def decode_image_samples(data: bytes) -> SampleFrame:
     """Integer decoding for the current versions; files of versions 1 and 2 decode in
     float32 as they were written (their samples may differ across machines)."""
     decoded = decode_coolchic(data)
-    planes = decoded_planes(decoded.model, decoded.color_space, decoded.bitdepth, decoded.integer)
-    return FrameData(tuple(p.detach() for p in planes), decoded.bitdepth, decoded.color_space)
+    if not decoded.integer:
+        return _float_image(decoded)
+    samples = frame_samples(decoded.coolchic, decoded.bitdepth)
+    return SampleFrame.of(sample_planes(samples, decoded.color_space), decoded.bitdepth, decoded.color_space)
+
+
+def _float_image(decoded: DecodedBitstream) -> SampleFrame:
+    """A version 1 or 2 file's frame, through the torch modules it was written by (imported
+    here: the current versions decode without torch)."""
+    from coolchic_pl.fixedpoint.modules import coolchic_module, decoded_planes
+
+    model = coolchic_module(decoded.coolchic, decoded.bitdepth)
+    planes = decoded_planes(model, decoded.color_space, decoded.bitdepth, integer=False)
+    return FrameData(planes, decoded.bitdepth, decoded.color_space).to_samples()
 
 
 def decode_sequence(path: str | Path) -> list[FrameData]:
@@ -50,28 +67,40 @@ def decode_sequence(path: str | Path) -> list[FrameData]:
     return decode_bytes(_read(path))
 
 
+def decode_file_samples(path: str | Path) -> list[SampleFrame]:
+    """:func:`decode_sequence` as integer samples, without torch: what ``coolchic-decode`` writes."""
+    return decode_samples(_read(path))
+
+
 def decode_bytes(data: bytes) -> list[FrameData]:
     """Every frame of an image or video .cool held in memory, in display order; any damage
     raises :class:`BitstreamError`, and nothing else."""
+    return [frame.to_frame_data() for frame in decode_samples(data)]
+
+
+def decode_samples(data: bytes) -> list[SampleFrame]:
+    """:func:`decode_bytes` as integer samples, without torch."""
     if is_video_bitstream(data):
         return decode_video(data)[1]
-    return [decode_image_bytes(data)]
+    return [decode_image_samples(data)]
 
 
-def convert(frame: FrameData, color_space: str | None, bitdepth: int | None) -> FrameData:
-    """The frame as another YUV chroma format or bit depth (samples re-rounded on writing)."""
+def convert(frame: SampleFrame, color_space: str | None, bitdepth: int | None) -> SampleFrame:
+    """The frame as another YUV chroma format or bit depth (samples rescaled as writing the
+    frame's [0, 1] values at that depth does)."""
     if frame.color_space == "rgb" and color_space not in (None, "rgb"):
         raise FrameFormatError("output", "an RGB image cannot be written as YUV")
     planes = frame.planes
     if color_space == "yuv444" and frame.color_space == "yuv420":
-        planes = (to_444(frame),)
+        planes = (frame.to_444(),)
     elif color_space == "yuv420" and frame.color_space == "yuv444":
         full = frame.planes[0]
-        planes = (full[:, :1], full[:, 1:2, ::2, ::2], full[:, 2:3, ::2, ::2])
-    return FrameData(planes, bitdepth or frame.bitdepth, color_space or frame.color_space)
+        planes = (full[:1], full[1:2, ::2, ::2], full[2:3, ::2, ::2])
+    return SampleFrame(planes, frame.bitdepth, color_space or frame.color_space).with_bitdepth(
+        bitdepth or frame.bitdepth)
 
 
-def default_output(path: Path, frame: FrameData) -> Path:
+def default_output(path: Path, frame: SampleFrame) -> Path:
     if frame.color_space == "rgb":
         return path.with_suffix(".png")
     return path.with_name(yuv_file_name(path.stem, frame))
@@ -88,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="YUV output bit depth (default: the coded one)")
     args = parser.parse_args(argv)
     try:
-        frames = decode_sequence(args.bitstream)
+        frames = decode_file_samples(args.bitstream)
     except BitstreamError as error:
         print(f"error: {args.bitstream}: {error}", file=sys.stderr)
         return 2
@@ -113,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli() -> None:
     """``coolchic-decode``: :func:`main`, then exit without the interpreter's teardown. The
-    output is complete and closed by then; tearing down torch's modules would add 0.2 s
-    (measured) to every decode from the shell."""
+    output is complete and closed by then, and a file of version 1 or 2 (decoded through
+    torch) would pay 0.2 s (measured) for tearing torch's modules down."""
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -19,7 +19,8 @@ import torch
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
-from coolchic_pl.bitstream import encode_coolchic
+from coolchic_pl.bitstream.codec import encode_coolchic
+from coolchic_pl.fixedpoint.coolchic import IntegerCoolChic
 from coolchic_pl.config import FitConfig, arch_label, dump_config
 from coolchic_pl.decode import decode_file
 from coolchic_pl.extensions import instantiate
@@ -148,7 +149,8 @@ def write_bitstream(run_dir: Path, config: FitConfig, frame: FrameData, module: 
     ``reconstruction`` exactly, or the encode fails rather than ship a bad file. Entropy
     coding runs on the CPU, where the fixed-point ARM is defined."""
     module.cpu()
-    data = encode_coolchic(module.coolchic, module.quantization, frame.color_space, frame.bitdepth)
+    data = encode_coolchic(IntegerCoolChic.from_module(module.coolchic, frame.bitdepth), module.quantization,
+                           frame.color_space, frame.bitdepth)
     path = run_dir / f"{Path(config.input).stem}.cool"
     with atomic_write(path) as tmp:
         tmp.write_bytes(data)

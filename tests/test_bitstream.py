@@ -66,7 +66,8 @@ def _random_arm(seed: int, dim: int = 16) -> IntegerArm:
         for layer, (weight, bias) in zip([*arm.hidden, arm.output], values):
             layer.weight.copy_(torch.from_numpy(weight) * 2.0**-6)
             layer.bias.copy_(torch.from_numpy(bias) * 2.0**-12)
-    return IntegerArm.from_module(arm, 2.0**-6, 2.0**-12)
+    return IntegerArm.from_parameters({name: p.detach().double().numpy() for name, p in arm.named_parameters()},
+                                      2.0**-6, 2.0**-12)
 
 
 def test_integer_arm_is_the_same_over_grid_rows_and_wavefronts() -> None:

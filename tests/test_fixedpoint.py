@@ -23,7 +23,8 @@ from coolchic_pl.fixedpoint.image import _pointwise_run, check_bounds
 from coolchic_pl.fixedpoint.warp import TAP_BITS, tap_table, warp
 from coolchic_pl.io import read_frame
 from coolchic_pl.model.architecture import architecture_from_name
-from coolchic_pl.model.interframe import InterCoolChic, InterFrameParameters
+from coolchic_pl.model.interframe import InterCoolChic
+from coolchic_pl.model.interparams import InterFrameParameters
 from coolchic_pl.model.warp import shift
 from coolchic_pl.model.warp import warp as float_warp
 from coolchic_pl.training.loss import output_planes

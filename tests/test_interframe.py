@@ -14,7 +14,8 @@ from coolchic_pl.io import FrameData, read_frame
 from coolchic_pl.metrics import yuv_psnrs
 from coolchic_pl.model.architecture import ARCHITECTURES, MOTION_ARCHITECTURES
 from coolchic_pl.model.coolchic import NetworkSource
-from coolchic_pl.model.interframe import InterCoolChic, InterFrameParameters, MotionModel
+from coolchic_pl.model.interframe import InterCoolChic
+from coolchic_pl.model.interparams import InterFrameParameters, MotionModel
 from coolchic_pl.model.warp import shift, warp
 from coolchic_pl.config import make_preset
 from coolchic_pl.nnquant.quantize import TYPICAL_STEPS, difference_bits, network_rate_bits, quantize_networks

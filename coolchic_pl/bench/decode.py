@@ -36,15 +36,15 @@ from coolchic_pl.bitstream.laplace_table import interval_bounds, load_rows, load
 from coolchic_pl.bitstream.latents import grid_plan
 from coolchic_pl.fixedpoint import samples
 from coolchic_pl.fixedpoint.warp import tap_array, tap_table
-from coolchic_pl.io import FrameData, read_frame
+from coolchic_pl.io import SampleFrame, read_frame
 from coolchic_pl.metrics import psnr_db
-from coolchic_pl.video import bitstream as video_bitstream
+from coolchic_pl.video import decoder as video_decoder
 
 # (module, function name, part of the decode it belongs to): patched only while timing.
 _TIMED = ((codec, "decode_networks", "entropy"), (codec, "decode_latents", "entropy"),
-          (video_bitstream, "decode_networks", "entropy"), (video_bitstream, "decode_latents", "entropy"),
-          (video_bitstream, "read_network_parameters", "entropy"),
-          (video_bitstream, "decode_coolchic_latents", "entropy"),
+          (video_decoder, "decode_networks", "entropy"), (video_decoder, "decode_latents", "entropy"),
+          (video_decoder, "read_network_parameters", "entropy"),
+          (video_decoder, "decode_coolchic_latents", "entropy"),
           (samples, "raw_output", "synthesis"), (samples, "warp", "warps"))
 
 
@@ -81,9 +81,9 @@ _STARTUP = "import os, coolchic_pl.decode; os._exit(0)"
 _CACHES = (grid_plan, load_table, load_rows, interval_bounds, tap_table, tap_array)
 
 
-def in_process(path: Path, repeats: int) -> tuple[dict[str, float], list[FrameData]]:
-    """Median total and parts (seconds) of ``decode_sequence`` over ``repeats`` runs, and the
-    frames it decoded."""
+def in_process(path: Path, repeats: int) -> tuple[dict[str, float], list[SampleFrame]]:
+    """Median total and parts (seconds) of ``decode_file_samples`` (what ``coolchic-decode``
+    runs) over ``repeats`` runs, and the frames it decoded."""
     runs = []
     for _ in range(repeats):
         for cache in _CACHES:
@@ -91,7 +91,7 @@ def in_process(path: Path, repeats: int) -> tuple[dict[str, float], list[FrameDa
         parts: dict[str, float] = defaultdict(float)
         with _timed_parts(parts):
             start = time.perf_counter()
-            frames = decode.decode_sequence(path)
+            frames = decode.decode_file_samples(path)
             total = time.perf_counter() - start
         parts["other"] = total - sum(parts.values())
         runs.append({"total": total, **parts})

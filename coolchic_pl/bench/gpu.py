@@ -33,7 +33,7 @@ import torch
 
 from coolchic_pl.bench.quantize_time import load_run, time_quantization
 from coolchic_pl.bitstream import decode_coolchic
-from coolchic_pl.fixedpoint import decoded_samples
+from coolchic_pl.fixedpoint.modules import coolchic_module, decoded_samples
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
@@ -127,9 +127,10 @@ class DeviceCheck:
 
     def decode(self) -> str:
         decoded = decode_coolchic(_cool(self.folder / "eager"))
-        cpu = decoded_samples(decoded.model, decoded.bitdepth)
+        model = coolchic_module(decoded.coolchic, decoded.bitdepth)
+        cpu = decoded_samples(model, decoded.bitdepth)
         start = time.perf_counter()
-        device = decoded_samples(decoded.model.to(self.args.device), decoded.bitdepth)
+        device = decoded_samples(model.to(self.args.device), decoded.bitdepth)
         seconds = time.perf_counter() - start
         if not torch.equal(device.cpu(), cpu):
             raise CheckFailed(f"{int((device.cpu() != cpu).sum())} samples differ from the CPU decode")

@@ -40,7 +40,8 @@ from typing import Callable
 import torch
 
 from coolchic_pl.bench.step_worker import train_step
-from coolchic_pl.bitstream import encode_coolchic
+from coolchic_pl.bitstream.codec import encode_coolchic
+from coolchic_pl.fixedpoint.coolchic import IntegerCoolChic
 from coolchic_pl.callbacks.checkpoint import StageCheckpoint
 from coolchic_pl.config import TrainerPhase, make_preset
 from coolchic_pl.data import DEFAULT_IMAGE
@@ -156,7 +157,8 @@ def quick_bitstream(frame: FrameData, arch: str, train_steps: int) -> bytes:
     for _ in range(train_steps):
         train_step(module, optimizer)
     module.quantization = quantize_networks(module.coolchic, module.evaluate_loss, max_passes=1)
-    return encode_coolchic(module.coolchic, module.quantization, frame.color_space, frame.bitdepth)
+    return encode_coolchic(IntegerCoolChic.from_module(module.coolchic, frame.bitdepth), module.quantization,
+                           frame.color_space, frame.bitdepth)
 
 
 def decode_time(frame: FrameData, arch: str, train_steps: int, repeats: int, folder: Path) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The .cool bitstream: encoding a quantised CoolChic and decoding it back."""
+"""The image .cool file (:mod:`.codec`) and its parts: no torch, which the decoder never loads."""
 
 from coolchic_pl.bitstream.codec import FORMAT_VERSION, MAGIC, DecodedBitstream, decode_coolchic, encode_coolchic
 from coolchic_pl.bitstream.errors import BitstreamError

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 FRACTIONAL_BITS = 8
 ONE = 1 << FRACTIONAL_BITS
@@ -56,16 +55,21 @@ class IntegerArm:
     ifce_biases: list[np.ndarray] = field(default_factory=list)
 
     @classmethod
-    def from_module(cls, arm: torch.nn.Module, weight_step: float, bias_step: float) -> IntegerArm:
-        """From an :class:`~coolchic_pl.model.arm.Arm` whose parameters are quantised."""
-        def layers(modules: list[torch.nn.Module]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-            weights = [torch.round(m.weight.detach().cpu() / weight_step).to(torch.int64).numpy() for m in modules]
-            biases = [torch.round(m.bias.detach().cpu() / bias_step).to(torch.int64).numpy() for m in modules]
+    def from_parameters(cls, arm: dict[str, np.ndarray], weight_step: float, bias_step: float) -> IntegerArm:
+        """From the quantised values of an :class:`~coolchic_pl.model.arm.Arm`'s parameters,
+        by name (``hidden.0.weight``, ..., as :func:`~coolchic_pl.model.layout.network_shapes`)."""
+        def layers(names: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+            weights = [np.round(arm[f"{name}.weight"] / weight_step).astype(np.int64) for name in names]
+            biases = [np.round(arm[f"{name}.bias"] / bias_step).astype(np.int64) for name in names]
             return _fixed_point(weights, biases, weight_step, bias_step)
 
-        hidden_w, hidden_b = layers([*arm.hidden, arm.output])
-        stabiliser_w, stabiliser_b = layers([arm.stabiliser] if arm.stabiliser is not None else [])
-        ifce_w, ifce_b = layers(list(arm.ifce.layers) if arm.ifce is not None else [])
+        def numbered(prefix: str) -> list[str]:
+            return [f"{prefix}.{i}" for i in range(sum(key.startswith(f"{prefix}.") and key.endswith(".weight")
+                                                       for key in arm))]
+
+        hidden_w, hidden_b = layers(numbered("hidden") + ["output"])
+        stabiliser_w, stabiliser_b = layers(["stabiliser"] if "stabiliser.weight" in arm else [])
+        ifce_w, ifce_b = layers(numbered("ifce.layers"))
         return cls(hidden_w[:-1], hidden_b[:-1], hidden_w[-1], hidden_b[-1], (stabiliser_w or [None])[0],
                    (stabiliser_b or [None])[0], ifce_w, ifce_b)
 

@@ -4,9 +4,10 @@ Layout (see docs/bitstream.md):
 
     "CCPL" | u8 version | varint header length | header (varints) | payload | u32 CRC32
 
-The encoder side takes a trained CoolChic whose networks are quantised (every parameter
-an integer multiple of its q-step); the decoder rebuilds an identical CoolChic from the
-file, so both sides run the same model code.
+Both sides work on an :class:`~coolchic_pl.fixedpoint.coolchic.IntegerCoolChic`, arrays
+without torch: the encoder converts its trained CoolChic, whose networks are quantised (every
+parameter an integer multiple of its q-step), and the decoder reads an identical one from the
+file, so both run the same integer code and the decoder never imports torch.
 
 Version 1 holds Cool-Chic 4.2 decoders. Version 2 adds the fields of Cool-Chic 5's modules
 (context order, stabilisers, IFCE, hyper-latents, output range) and codes the latent grids
@@ -24,20 +25,18 @@ from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
-import torch
 
 from coolchic_pl.bitstream.armint import IntegerArm
 from coolchic_pl.bitstream.errors import BitstreamError
 from coolchic_pl.bitstream.expgolomb import decode_signed, encode_signed
 from coolchic_pl.bitstream.latents import GridIfce, decode_grid, encode_grid
+from coolchic_pl.fixedpoint.coolchic import IntegerCoolChic
 from coolchic_pl.fixedpoint.image import check_bounds
-from coolchic_pl.io import COLOR_SPACES, ColorSpace
+from coolchic_pl.io.frame import COLOR_SPACES, ColorSpace
 from coolchic_pl.model.architecture import CoolChicArchitecture
-from coolchic_pl.model.coolchic import NETWORK_NAMES, CoolChic
-from coolchic_pl.model.ifce import ifce_sources
-from coolchic_pl.model.synthesis import parse_synthesis_layers, synthesis_parameter_counts
+from coolchic_pl.model.layers import parse_synthesis_layers, synthesis_parameter_counts
+from coolchic_pl.model.layout import NETWORK_NAMES, ifce_grids, ifce_sources, mac_per_pixel, network_shapes
 from coolchic_pl.nnquant import EXPGOLOMB_ORDERS, Q_STEPS, ModuleQuantization
-from coolchic_pl.nnquant.quantize import split_weights_and_biases
 
 T = TypeVar("T")
 MAGIC = b"CCPL"
@@ -63,7 +62,7 @@ _MAX_CHANNELS = 1024
 
 @dataclass
 class DecodedBitstream:
-    model: CoolChic
+    coolchic: IntegerCoolChic
     color_space: ColorSpace
     bitdepth: int
     quantization: dict[str, ModuleQuantization]
@@ -134,93 +133,110 @@ def model_version(architecture: CoolChicArchitecture) -> int:
     return 2 if architecture.uses_v5_modules else 1
 
 
-def _v2_fields(model: CoolChic, bitdepth: int) -> list[int]:
-    architecture = model.architecture
+def _v2_fields(coolchic: IntegerCoolChic) -> list[int]:
+    architecture = coolchic.architecture
     flags = (_ARM_STABILISER * architecture.arm_stabiliser | _SYNTHESIS_STABILISER * architecture.synthesis_stabiliser
              | _OUTPUT_RANGE * architecture.output_range)
     hyper_mask = sum(1 << i for i, c in enumerate(architecture.hyper_per_res) if c)
     fields = [_CONTEXT_ORDERS.index(architecture.context_order), flags, architecture.n_ifce_features,
               architecture.n_ifce_grids, len(architecture.hyper_per_res), hyper_mask]
-    return fields + output_range_fields(model, bitdepth)
+    return fields + output_range_fields(coolchic)
 
 
-def output_range_fields(model: CoolChic, bitdepth: int) -> list[int]:
+def output_range_fields(coolchic: IntegerCoolChic) -> list[int]:
     """The output range the synthesis maps [0, 1] onto, (low, high) per output on the sample
     grid; nothing for an architecture without one."""
-    if not model.architecture.output_range:
+    if not coolchic.architecture.output_range:
         return []
-    max_value = 2**bitdepth - 1
-    synthesis = model.synthesis
-    low = torch.round(synthesis.output_offset.view(-1) * max_value)
-    high = low + torch.round(synthesis.output_scale.view(-1) * max_value)
-    return [int(v) for pair in zip(low.tolist(), high.tolist()) for v in pair]
+    return [int(v) for v in coolchic.output_range.reshape(-1)]
 
 
-def ifce_features(model: CoolChic, arm: IntegerArm, flat: np.ndarray, grid: int) -> np.ndarray | None:
+def _ifce_position(coolchic: IntegerCoolChic, grid: int) -> tuple[list, list, int, int | None]:
+    """The coded grids' sizes and resolutions, grid ``grid``'s position among them and the
+    index of its IFCE layer (None for a grid without inter-feature contexts)."""
+    sizes, resolutions = coolchic.layout.ifce_geometry()
+    position = coolchic.layout.coded_grids().index(grid)
+    with_ifce = ifce_grids(resolutions, coolchic.architecture.n_ifce_grids)
+    return sizes, resolutions, position, with_ifce.index(position) if position in with_ifce else None
+
+
+def ifce_features(coolchic: IntegerCoolChic, arm: IntegerArm, flat: np.ndarray, grid: int) -> np.ndarray | None:
     """Integer inter-feature contexts of latent grid ``grid`` from the integer latents in
     ``flat`` (only its coarser grids are read), or None when the grid has no IFCE."""
-    ifce = model.arm.ifce
-    if ifce is None:
+    n_features = coolchic.architecture.n_ifce_features
+    if not n_features:
         return None
-    position_in_coded = model.latent.coded_grids().index(grid)
-    if position_in_coded not in ifce.grids:
-        return np.zeros((model.latent.numels[grid], ifce.n_features), dtype=np.int64)
-    layer = ifce.grids.index(position_in_coded)
-    return arm.ifce_features(layer, flat[ifce.gather_index(layer).numpy()])
+    sizes, resolutions, position, layer = _ifce_position(coolchic, grid)
+    height, width = sizes[position]
+    if layer is None:
+        return np.zeros((height * width, n_features), dtype=np.int64)
+    rows, columns = np.divmod(np.arange(height * width), width)
+    index = np.zeros((height * width, 0), dtype=np.int64)
+    for start, source_width, shift in ifce_sources(sizes, resolutions, position):
+        index = np.column_stack([index, start + (rows >> shift) * source_width + (columns >> shift)])
+    return arm.ifce_features(layer, flat[index])
 
 
-def grid_ifce(model: CoolChic, arm: IntegerArm, flat: np.ndarray, grid: int) -> GridIfce | None:
+def grid_ifce(coolchic: IntegerCoolChic, arm: IntegerArm, flat: np.ndarray, grid: int) -> GridIfce | None:
     """What the decoder computes grid ``grid``'s inter-feature contexts from (the counterpart
     of :func:`ifce_features`, whose arithmetic the compiled decoder repeats latent by latent)."""
-    ifce = model.arm.ifce
-    if ifce is None:
+    n_features = coolchic.architecture.n_ifce_features
+    if not n_features:
         return None
-    position_in_coded = model.latent.coded_grids().index(grid)
-    if position_in_coded not in ifce.grids:
+    sizes, resolutions, position, layer = _ifce_position(coolchic, grid)
+    if layer is None:
         empty = np.zeros(0, dtype=np.int64)
-        return GridIfce(ifce.n_features, empty, empty, flat, ())
-    layer = ifce.grids.index(position_in_coded)
-    sources = tuple(ifce_sources(ifce.sizes, ifce.resolutions, position_in_coded))
-    return GridIfce(ifce.n_features, np.ascontiguousarray(arm.ifce_weights[layer]),
+        return GridIfce(n_features, empty, empty, flat, ())
+    sources = tuple(ifce_sources(sizes, resolutions, position))
+    return GridIfce(n_features, np.ascontiguousarray(arm.ifce_weights[layer]),
                     np.ascontiguousarray(arm.ifce_biases[layer]), flat, sources)
 
 
-def encode_model(model: CoolChic, quantization: dict[str, ModuleQuantization],
-                 bitdepth: int = 8) -> tuple[bytes, bytes]:
+def encode_model(coolchic: IntegerCoolChic, quantization: dict[str, ModuleQuantization]) -> tuple[bytes, bytes]:
     """Header fields (architecture, q-steps, stream lengths) and payload of one quantised
-    CoolChic; the image size, output count and format version (:func:`model_version`) are
+    Cool-Chic; the image size, output count and format version (:func:`model_version`) are
     the container's to send."""
-    header, payload = encode_networks(model, quantization, bitdepth)
-    latent_header, latent_payload = encode_latents(model, quantization["arm"])
+    header, payload = encode_networks(coolchic, quantization)
+    latent_header, latent_payload = encode_latents(coolchic, quantization["arm"])
     return header + latent_header, payload + latent_payload
 
 
-def architecture_fields(model: CoolChic, bitdepth: int = 8) -> list[int]:
+def architecture_fields(coolchic: IntegerCoolChic) -> list[int]:
     """The unsigned fields that describe a Cool-Chic's architecture (and its output range):
     grids, ARM, upsampling, synthesis layers, then Cool-Chic 5's fields for a version 2 model."""
-    architecture = model.architecture
+    architecture = coolchic.architecture
     mask = sum(1 << i for i, c in enumerate(architecture.n_ft_per_res) if c)
-    layers = _layer_fields(architecture, model.n_outputs)
+    layers = _layer_fields(architecture, coolchic.n_outputs)
     fields = [len(architecture.n_ft_per_res), mask, architecture.dim_arm, architecture.n_hidden_layers_arm,
               architecture.ups_k_size, architecture.ups_preconcat_k_size, len(layers)]
     fields += [value for layer in layers for value in layer]
     if model_version(architecture) == 2:
-        fields += _v2_fields(model, bitdepth)
+        fields += _v2_fields(coolchic)
     return fields
 
 
-def encode_networks(model: CoolChic, quantization: dict[str, ModuleQuantization],
-                    bitdepth: int = 8) -> tuple[bytes, bytes]:
+def weights_and_biases(network: dict[str, np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A network's parameters in file order, weights then biases: the two streams it is sent in."""
+    weights = [value for name, value in network.items() if not name.endswith("bias")]
+    return weights, [value for name, value in network.items() if name.endswith("bias")]
+
+
+def network_integers(values: list[np.ndarray], step: float) -> np.ndarray:
+    """Quantised values as the integers of their q-step, flat."""
+    return np.concatenate([np.round(v.reshape(-1) / step) for v in values]).astype(np.int64) if values \
+        else np.zeros(0, dtype=np.int64)
+
+
+def encode_networks(coolchic: IntegerCoolChic, quantization: dict[str, ModuleQuantization]) -> tuple[bytes, bytes]:
     """The architecture and the exp-Golomb coded networks: the first part of
     :func:`encode_model`, which a Cool-Chic sharing an earlier frame's networks omits."""
-    header = bytearray(varints_bytes(*architecture_fields(model, bitdepth)))
+    header = bytearray(varints_bytes(*architecture_fields(coolchic)))
     payload = bytearray()
-    for name, module in model.quantizable_modules().items():
+    for name in NETWORK_NAMES:
         q = quantization[name]
-        weights, biases = split_weights_and_biases(module)
-        streams = [encode_signed(np.concatenate([torch.round(p.detach() / step).to(torch.int64).numpy().reshape(-1)
-                                                 for p in params]) if params else np.zeros(0), order)
-                   for params, step, order in ((weights, q.weight_step, q.weight_order),
+        weights, biases = weights_and_biases(coolchic.networks[name])
+        streams = [encode_signed(network_integers(values, step), order)
+                   for values, step, order in ((weights, q.weight_step, q.weight_order),
                                                (biases, q.bias_step, q.bias_order))]
         weight_steps, bias_steps = Q_STEPS[name]
         header += varints_bytes(weight_steps.index(q.weight_step), bias_steps.index(q.bias_step), q.weight_order,
@@ -229,48 +245,46 @@ def encode_networks(model: CoolChic, quantization: dict[str, ModuleQuantization]
     return bytes(header), bytes(payload)
 
 
-def encode_latents(model: CoolChic, arm_quantization: ModuleQuantization) -> tuple[bytes, bytes]:
+def encode_latents(coolchic: IntegerCoolChic, arm_quantization: ModuleQuantization) -> tuple[bytes, bytes]:
     """Stream lengths and range-coded latents of every grid, with the integer ARM of the
-    model's (quantised) ARM: the second part of :func:`encode_model`."""
-    architecture = model.architecture
-    arm = IntegerArm.from_module(model.arm, *arm_quantization.value_steps)
-    grids = integer_grids(model)
-    flat = np.concatenate([grid.reshape(-1) for grid in grids])
+    Cool-Chic's (quantised) ARM: the second part of :func:`encode_model`."""
+    architecture = coolchic.architecture
+    arm = IntegerArm.from_parameters(coolchic.networks["arm"], *arm_quantization.value_steps)
+    grids = integer_grids(coolchic)
     header, payload = bytearray(), bytearray()
-    for grid_index in grid_order(model):
+    for grid_index in grid_order(coolchic):
         coded = escapes = b""
         latents = grids[grid_index]
         if latents.size and latents.any():
             coded, escapes = encode_grid(latents, arm, architecture.dim_arm, architecture.context_order,
-                                         ifce_features(model, arm, flat, grid_index))
+                                         ifce_features(coolchic, arm, coolchic.latents, grid_index))
         header += varints_bytes(len(coded), len(escapes))
         payload += coded + escapes
     return bytes(header), bytes(payload)
 
 
-def integer_grids(model: CoolChic) -> list[np.ndarray]:
-    """The rounded latents of every grid, [h, w] int64 (empty grids [0, 0]), as coded."""
-    with torch.no_grad():
-        flat = torch.round(model.latent.flat().detach().cpu()).to(torch.int64)
-    return [grid.numpy().reshape(size if grid.numel() else (0, 0))
-            for grid, size in zip(model.latent.unflatten(flat), model.latent.sizes)]
+def integer_grids(coolchic: IntegerCoolChic) -> list[np.ndarray]:
+    """The latents of every grid, [h, w] int64 (empty grids [0, 0]), as coded."""
+    layout = coolchic.layout
+    starts = np.cumsum([0] + layout.numels)
+    return [coolchic.latents[starts[g]:starts[g + 1]].reshape(size if channels else (0, 0))
+            for g, (channels, size) in enumerate(zip(layout.channels, layout.sizes))]
 
 
-def grid_order(model: CoolChic) -> Sequence[int]:
+def grid_order(coolchic: IntegerCoolChic) -> Sequence[int]:
     """Version 2 codes the grids coarsest first (their inter-feature contexts come from coarser grids)."""
-    if model_version(model.architecture) == 2:
-        return model.latent.decoding_order()
-    return range(len(model.architecture.n_ft_per_res))
+    if model_version(coolchic.architecture) == 2:
+        return coolchic.layout.decoding_order()
+    return range(len(coolchic.architecture.n_ft_per_res))
 
 
-def encode_coolchic(model: CoolChic, quantization: dict[str, ModuleQuantization], color_space: ColorSpace,
+def encode_coolchic(coolchic: IntegerCoolChic, quantization: dict[str, ModuleQuantization], color_space: ColorSpace,
                     bitdepth: int) -> bytes:
-    """Entropy-code a quantised CoolChic into a .cool byte string."""
-    height, width = model.image_size
-    n_outputs = model.synthesis.layers[-1].weight.shape[0]
-    model_header, payload = encode_model(model, quantization, bitdepth)
-    header = varints_bytes(height, width, COLOR_SPACES.index(color_space), bitdepth, n_outputs) + model_header
-    version = model_version(model.architecture) + INTEGER_DECODING_OFFSET
+    """Entropy-code a quantised Cool-Chic into a .cool byte string."""
+    height, width = coolchic.image_size
+    model_header, payload = encode_model(coolchic, quantization)
+    header = varints_bytes(height, width, COLOR_SPACES.index(color_space), bitdepth, coolchic.n_outputs) + model_header
+    version = model_version(coolchic.architecture) + INTEGER_DECODING_OFFSET
     return with_crc(MAGIC + bytes([version]) + varints_bytes(len(header)) + header + payload)
 
 
@@ -325,12 +339,12 @@ def _decode(header: ByteReader, payload: ByteReader, version: int) -> DecodedBit
     check_pixel_count(height * width, len(payload.data) + 4)  # the payload reader holds the file but its CRC
     integer = version > INTEGER_DECODING_OFFSET
     layout = version - INTEGER_DECODING_OFFSET if integer else version
-    model, quantization = decode_model(header, payload, (height, width), n_outputs, layout, bitdepth)
+    coolchic, quantization = decode_model(header, payload, (height, width), n_outputs, layout)
     if header.position != len(header.data) or payload.position != len(payload.data):
         raise BitstreamError("the file holds bytes that no field accounts for")
     if integer:
-        check_bounds(model)
-    return DecodedBitstream(model, COLOR_SPACES[color_code], bitdepth, quantization, integer)
+        check_bounds(coolchic)
+    return DecodedBitstream(coolchic, COLOR_SPACES[color_code], bitdepth, quantization, integer)
 
 
 def _read_v2_fields(header: ByteReader, n_outputs: int) -> tuple[dict, list[int] | None]:
@@ -348,11 +362,11 @@ def _read_v2_fields(header: ByteReader, n_outputs: int) -> tuple[dict, list[int]
 
 
 def decode_model(header: ByteReader, payload: ByteReader, image_size: tuple[int, int], n_outputs: int,
-                 version: int = 1, bitdepth: int = 8) -> tuple[CoolChic, dict[str, ModuleQuantization]]:
-    """The CoolChic whose fields and streams ``encode_model`` wrote, in evaluation mode."""
-    model, quantization = decode_networks(header, payload, image_size, n_outputs, version, bitdepth)
-    decode_latents(model, quantization["arm"], header, payload)
-    return model, quantization
+                 version: int = 1) -> tuple[IntegerCoolChic, dict[str, ModuleQuantization]]:
+    """The Cool-Chic whose fields and streams ``encode_model`` wrote."""
+    coolchic, quantization = decode_networks(header, payload, image_size, n_outputs, version)
+    decode_latents(coolchic, quantization["arm"], header, payload)
+    return coolchic, quantization
 
 
 class FieldReader(Protocol):
@@ -401,46 +415,54 @@ def check_synthesis_size(architecture: CoolChicArchitecture, n_outputs: int, wei
                              f"{weight_bits // 8} and {bias_bits // 8} bytes")
 
 
-def decoder_model(architecture: CoolChicArchitecture, image_size: tuple[int, int], n_outputs: int,
-                  output_range: list[int] | None, bitdepth: int) -> CoolChic:
-    """An empty CoolChic in evaluation mode for a checked architecture, its work within the
-    format's bound and its output range set."""
-    model = CoolChic(image_size, architecture, n_outputs=n_outputs)
-    model.eval()
-    _check_work(model)
-    if output_range is not None:
-        bounds = torch.tensor(output_range, dtype=torch.float32).view(-1, 2) / (2**bitdepth - 1)
-        model.synthesis.set_output_range(bounds[:, 0], bounds[:, 1])
-    return model
+def empty_coolchic(architecture: CoolChicArchitecture, image_size: tuple[int, int], n_outputs: int,
+                   output_range: list[int] | None) -> IntegerCoolChic:
+    """A Cool-Chic of a checked architecture, its work within the format's bound and its
+    output range set, whose networks and latents are still to be read."""
+    architecture = architecture.for_image(image_size)
+    work = mac_per_pixel(architecture, image_size, n_outputs)
+    if work > MAX_MACS_PER_PIXEL:
+        raise BitstreamError(f"a decoder of {work:.0f} multiplications per pixel exceeds the format's "
+                             f"{MAX_MACS_PER_PIXEL}")
+    coolchic = IntegerCoolChic(architecture, tuple(image_size), n_outputs, {}, np.zeros(0, dtype=np.int64),
+                               None if output_range is None else np.array(output_range, dtype=np.int64).reshape(-1, 2))
+    coolchic.latents = np.zeros(coolchic.layout.n_latents, dtype=np.int64)
+    return coolchic
+
+
+def network_values(integers: np.ndarray, shapes: list[tuple[int, ...]], step: float) -> list[np.ndarray]:
+    """Decoded integers of one stream, times their q-step, cut into the parameters' shapes."""
+    ends = np.cumsum([int(np.prod(shape)) for shape in shapes])
+    return [part.reshape(shape) * step for part, shape in zip(np.split(integers, ends[:-1]), shapes)]
 
 
 def decode_networks(header: ByteReader, payload: ByteReader, image_size: tuple[int, int], n_outputs: int,
-                    version: int = 1, bitdepth: int = 8) -> tuple[CoolChic, dict[str, ModuleQuantization]]:
-    """A CoolChic in evaluation mode with the networks ``encode_networks`` wrote (latents at 0)."""
+                    version: int = 1) -> tuple[IntegerCoolChic, dict[str, ModuleQuantization]]:
+    """A Cool-Chic with the networks ``encode_networks`` wrote (latents at 0)."""
     architecture, output_range = read_architecture(header, n_outputs, version)
     fields = _network_fields(architecture, n_outputs, header)
-    model = decoder_model(architecture, image_size, n_outputs, output_range, bitdepth)
-
+    coolchic = empty_coolchic(architecture, image_size, n_outputs, output_range)
+    shapes = network_shapes(coolchic.architecture, coolchic.image_size, n_outputs)
     quantization: dict[str, ModuleQuantization] = {}
-    for (name, module), (w_index, b_index, w_order, b_order, w_length, b_length) in zip(
-            model.quantizable_modules().items(), fields):
+    for name, (w_index, b_index, w_order, b_order, w_length, b_length) in zip(NETWORK_NAMES, fields):
         weight_steps, bias_steps = Q_STEPS[name]
-        weights, biases = split_weights_and_biases(module)
+        weight_shapes = [(key, shape) for key, shape in shapes[name] if not key.endswith("bias")]
+        bias_shapes = [(key, shape) for key, shape in shapes[name] if key.endswith("bias")]
         try:
-            weight_ints = decode_signed(payload.bytes(w_length), sum(p.numel() for p in weights), w_order,
-                                        "the weight stream")
-            bias_ints = decode_signed(payload.bytes(b_length), sum(p.numel() for p in biases), b_order,
-                                      "the bias stream")
+            streams = [decode_signed(payload.bytes(length), sum(int(np.prod(shape)) for _, shape in group), order,
+                                     what) for length, group, order, what in
+                       ((w_length, weight_shapes, w_order, "the weight stream"),
+                        (b_length, bias_shapes, b_order, "the bias stream"))]
         except BitstreamError as error:
             raise BitstreamError(f"{name} network: {error}") from None
         quantization[name] = ModuleQuantization(weight_steps[w_index], bias_steps[b_index], w_order, b_order,
                                                 8 * (w_length + b_length))
-        with torch.no_grad():
-            for params, ints, step in ((weights, _split(weight_ints, weights), weight_steps[w_index]),
-                                       (biases, _split(bias_ints, biases), bias_steps[b_index])):
-                for param, values in zip(params, ints):
-                    param.copy_(torch.from_numpy(values).view_as(param).to(param.dtype) * step)
-    return model, quantization
+        values = {}
+        for group, integers, step in ((weight_shapes, streams[0], weight_steps[w_index]),
+                                      (bias_shapes, streams[1], bias_steps[b_index])):
+            values.update(zip([key for key, _ in group], network_values(integers, [s for _, s in group], step)))
+        coolchic.networks[name] = {key: values[key] for key, _ in shapes[name]}
+    return coolchic, quantization
 
 
 def _network_fields(architecture: CoolChicArchitecture, n_outputs: int, header: ByteReader) -> list[list[int]]:
@@ -460,12 +482,6 @@ def _network_fields(architecture: CoolChicArchitecture, n_outputs: int, header: 
     return fields
 
 
-def _check_work(model: CoolChic) -> None:
-    if model.mac_per_pixel() > MAX_MACS_PER_PIXEL:
-        raise BitstreamError(f"a decoder of {model.mac_per_pixel():.0f} multiplications per pixel exceeds the "
-                             f"format's {MAX_MACS_PER_PIXEL}")
-
-
 def check_pixel_count(n_pixels: int, file_bytes: int) -> None:
     """Refuse a file that claims more pixels than its size allows (``MAX_PIXELS_PER_BYTE``):
     the decoder's memory grows with the pixels, so a small file cannot ask for a lot of it."""
@@ -474,35 +490,26 @@ def check_pixel_count(n_pixels: int, file_bytes: int) -> None:
         raise BitstreamError(f"{n_pixels} pixels is more than a {file_bytes}-byte file may hold ({allowed})")
 
 
-def decode_latents(model: CoolChic, arm_quantization: ModuleQuantization, header: ByteReader,
+def decode_latents(coolchic: IntegerCoolChic, arm_quantization: ModuleQuantization, header: ByteReader,
                    payload: ByteReader) -> None:
-    """Decode the latent grids ``encode_latents`` wrote into ``model`` (whose networks are set)."""
-    architecture = model.architecture
-    arm = IntegerArm.from_module(model.arm, *arm_quantization.value_steps)
-    latent = model.latent
-    flat = np.zeros(latent.n_latents, dtype=np.int64)
-    starts = np.cumsum([0] + latent.numels)
-    with torch.no_grad():
-        for grid_index in grid_order(model):
-            grid = latent.grids[grid_index]
-            coded_length, escape_length = header.varints(2)
-            coded, escapes = payload.bytes(coded_length), payload.bytes(escape_length)
-            if grid.numel() and coded_length:
-                grid_h, grid_w = latent.sizes[grid_index]
-                try:
-                    latents = decode_grid(coded, escapes, grid_h, grid_w, arm, architecture.dim_arm,
-                                          architecture.context_order, grid_ifce(model, arm, flat, grid_index))
-                except BitstreamError as error:
-                    raise BitstreamError(f"latent grid {grid_index}: {error}") from None
-                flat[starts[grid_index]:starts[grid_index + 1]] = latents.reshape(-1)
-                grid.copy_(torch.from_numpy(latents).to(grid.dtype).view_as(grid) / latent.encoder_gain)
-            elif coded_length or escape_length:
-                raise BitstreamError("an empty latent grid carries data")
-
-
-def _split(values: np.ndarray, params: list[torch.Tensor]) -> list[np.ndarray]:
-    sizes = np.cumsum([p.numel() for p in params])[:-1]
-    return [part.reshape(tuple(p.shape)) for part, p in zip(np.split(values, sizes), params)]
+    """Decode the latent grids ``encode_latents`` wrote into ``coolchic`` (whose networks are set)."""
+    architecture, layout = coolchic.architecture, coolchic.layout
+    arm = IntegerArm.from_parameters(coolchic.networks["arm"], *arm_quantization.value_steps)
+    starts = np.cumsum([0] + layout.numels)
+    for grid_index in grid_order(coolchic):
+        coded_length, escape_length = header.varints(2)
+        coded, escapes = payload.bytes(coded_length), payload.bytes(escape_length)
+        if layout.numels[grid_index] and coded_length:
+            grid_h, grid_w = layout.sizes[grid_index]
+            try:
+                latents = decode_grid(coded, escapes, grid_h, grid_w, arm, architecture.dim_arm,
+                                      architecture.context_order, grid_ifce(coolchic, arm, coolchic.latents,
+                                                                            grid_index))
+            except BitstreamError as error:
+                raise BitstreamError(f"latent grid {grid_index}: {error}") from None
+            coolchic.latents[starts[grid_index]:starts[grid_index + 1]] = latents.reshape(-1)
+        elif coded_length or escape_length:
+            raise BitstreamError("an empty latent grid carries data")
 
 
 def header_bits(data: bytes) -> int:

@@ -1,7 +1,7 @@
 """The one arithmetic of decoding after the latents (docs/bitstream.md, "Integer decoding").
 
 Every value the decoder computes after the latents is an integer number of activation units
-of 2^-``FRACTION_BITS``, clamped to +-``ACTIVATION_LIMIT`` units, held in a float64 tensor.
+of 2^-``FRACTION_BITS``, clamped to +-``ACTIVATION_LIMIT`` units, held in a float64 array.
 Weights are integer multiples of a power-of-two q-step no finer than 2^-``WEIGHT_BITS``
 (biases 2^-``BIAS_BITS``), so a layer's sum of weights times activations, plus its bias in
 activation units and the rounding half, is a multiple of 2^-``WEIGHT_BITS``: exact in float64
@@ -15,8 +15,7 @@ adding an integer, which the output sample computation relies on.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+import numpy as np
 
 FRACTION_BITS = 16
 UNIT = float(2**FRACTION_BITS)  # activation units per 1.0
@@ -24,41 +23,45 @@ ACTIVATION_LIMIT = 4096 * UNIT
 WEIGHT_BITS = 12
 BIAS_BITS = 24
 EXACT_LIMIT = 2.0**53
-DTYPE = torch.float64
 
 
 class ArithmeticBoundError(ValueError):
     """A layer whose weights could make a sum leave float64's exact integer range."""
 
 
-def round_half_up(x: Tensor) -> Tensor:
+def round_half_up(x: np.ndarray) -> np.ndarray:
     """floor(x + 1/2), element-wise (x already holds exact values)."""
-    return torch.floor(x + 0.5)
+    return np.floor(x + 0.5)
 
 
-def rounded_bias(bias: Tensor) -> Tensor:
+def rounded_bias(bias: np.ndarray) -> np.ndarray:
     """A bias in activation units plus the rounding half: adding it before a floor rounds the
     layer's output half up at no extra pass over the activations."""
-    return bias.detach().to(DTYPE) * UNIT + 0.5
+    return np.asarray(bias, dtype=np.float64) * UNIT + 0.5
 
 
-def check_layer_bound(weight: Tensor, bias: Tensor | None, what: str) -> float:
+def _on_grid(values: np.ndarray, bits: int) -> bool:
+    scaled = values * 2.0**bits
+    return bool(np.array_equal(np.round(scaled), scaled))
+
+
+def check_layer_bound(weight: np.ndarray, bias: np.ndarray | None, what: str) -> float:
     """The largest |sum| a layer can reach, in units of 2^-WEIGHT_BITS, for inputs within
     +-ACTIVATION_LIMIT; raises :class:`ArithmeticBoundError` when it reaches 2^53 or when a
     parameter is off its q-step grid. ``weight`` is [out, ...] with every input of one output
     in its trailing dimensions."""
-    weight = weight.detach().to(DTYPE)
-    if not torch.equal(torch.round(weight * 2**WEIGHT_BITS), weight * 2**WEIGHT_BITS):
+    weight = np.asarray(weight, dtype=np.float64)
+    if not _on_grid(weight, WEIGHT_BITS):
         raise ArithmeticBoundError(f"{what}: a weight is not a multiple of 2^-{WEIGHT_BITS}")
-    per_output = weight.abs().reshape(weight.shape[0], -1).sum(1) * ACTIVATION_LIMIT + 0.5
+    weight_sums = np.abs(weight).reshape(weight.shape[0], -1).sum(1)
+    per_output = weight_sums * ACTIVATION_LIMIT + 0.5
     if bias is not None:
-        bias = bias.detach().to(DTYPE)
-        if not torch.equal(torch.round(bias * 2**BIAS_BITS), bias * 2**BIAS_BITS):
+        bias = np.asarray(bias, dtype=np.float64)
+        if not _on_grid(bias, BIAS_BITS):
             raise ArithmeticBoundError(f"{what}: a bias is not a multiple of 2^-{BIAS_BITS}")
-        per_output = per_output + bias.abs() * UNIT
+        per_output = per_output + np.abs(bias) * UNIT
     largest = float(per_output.max()) * 2**WEIGHT_BITS
     if largest >= EXACT_LIMIT:
-        weight_sum = float(weight.abs().reshape(weight.shape[0], -1).sum(1).max())
-        raise ArithmeticBoundError(f"{what}: weights summing to {weight_sum:.0f} in magnitude could leave the exact "
-                                   "range of the integer decoder")
+        raise ArithmeticBoundError(f"{what}: weights summing to {float(weight_sums.max()):.0f} in magnitude could "
+                                   "leave the exact range of the integer decoder")
     return largest

@@ -1,22 +1,23 @@
 """A Cool-Chic's output in the integer arithmetic of :mod:`coolchic_pl.fixedpoint.arithmetic`.
 
 The same layers as :class:`~coolchic_pl.model.upsampling.Upsampling` and
-:class:`~coolchic_pl.model.synthesis.Synthesis`, evaluated by the compiled kernels of
-:mod:`coolchic_pl._native` on float64 NumPy arrays: sums of exact values in any order, never a
-convolution backend's FFT or Winograd algorithm, whose sums are not exact.
+:class:`~coolchic_pl.model.synthesis.Synthesis`, read from an
+:class:`~coolchic_pl.fixedpoint.coolchic.IntegerCoolChic` and evaluated by the compiled kernels
+of :mod:`coolchic_pl._native` on float64 NumPy arrays: sums of exact values in any order, never
+a convolution backend's FFT or Winograd algorithm, whose sums are not exact.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
-import torch
-from torch import Tensor
 
 from coolchic_pl import _native
-from coolchic_pl.fixedpoint.arithmetic import ACTIVATION_LIMIT, DTYPE, UNIT, check_layer_bound, rounded_bias
-from coolchic_pl.model.coolchic import CoolChic
-from coolchic_pl.model.synthesis import Synthesis, SynthesisConv
-from coolchic_pl.model.upsampling import Upsampling
+from coolchic_pl.fixedpoint.arithmetic import ACTIVATION_LIMIT, UNIT, check_layer_bound, rounded_bias
+from coolchic_pl.fixedpoint.coolchic import IntegerCoolChic
+from coolchic_pl.model.layers import SynthesisLayerSpec, parse_synthesis_layers
+from coolchic_pl.model.layout import polyphase_index
 
 
 def _filter(x: np.ndarray, phases: list[list[float]], length: int, axis: int) -> np.ndarray:
@@ -28,8 +29,8 @@ def _filter(x: np.ndarray, phases: list[list[float]], length: int, axis: int) ->
     shape = list(x.shape)
     shape[axis] = length * len(phases)
     y = np.empty(shape)
-    _native.filter_1d(x, x.size // (in_length * inner), in_length, inner, np.asarray(phases, dtype=np.float64),
-                      len(phases[0]), len(phases), length, y)
+    taps = np.ascontiguousarray(phases, dtype=np.float64)
+    _native.filter_1d(x, x.size // (in_length * inner), in_length, inner, taps, taps.shape[1], taps.shape[0], length, y)
     return y
 
 
@@ -43,35 +44,81 @@ def _filter_columns(x: np.ndarray, phases: list[list[float]], columns: int) -> n
     return _filter(x, phases, columns, -1)
 
 
-def upsample(upsampling: Upsampling, grids: list[np.ndarray]) -> np.ndarray:
+class UpsamplingKernels(NamedTuple):
+    """The filters the learned half kernels make, per level: the upsampling ones [levels, taps],
+    their two polyphase halves [levels, 2, taps], the refine ones [levels, taps]."""
+
+    full: np.ndarray
+    phases: np.ndarray
+    refine: np.ndarray
+
+
+def _mirrored(half: np.ndarray, kernel_size: int) -> np.ndarray:
+    """(a b c) -> (a b c c b a) for an even size, (a b c b a) for an odd one."""
+    return np.concatenate([half, half[..., ::-1][..., kernel_size % 2:]], axis=-1)
+
+
+def upsampling_kernels(coolchic: IntegerCoolChic) -> UpsamplingKernels:
+    """As ``Upsampling.kernels`` makes them from the same half kernels."""
+    architecture, parameters = coolchic.architecture, coolchic.networks["upsampling"]
+    full = _mirrored(parameters["upsampling_half_kernels"], architecture.ups_k_size)
+    index, _, _ = polyphase_index(architecture.ups_k_size)
+    phases = np.pad(full, ((0, 0), (0, 1)))[:, np.asarray(index)]
+    return UpsamplingKernels(full, phases, _mirrored(parameters["refine_half_kernels"],
+                                                     architecture.ups_preconcat_k_size))
+
+
+def upsample(coolchic: IntegerCoolChic, grids: list[np.ndarray]) -> np.ndarray:
     """Integer counterpart of ``Upsampling.forward`` on [C, h, w] grids in activation units:
     each 1-D pass rounds."""
-    _, phases, refine = (kernels.detach().to(DTYPE).tolist() for kernels in upsampling.kernels())
-    before, after = upsampling.replicate_padding
-    half = upsampling.refine_k_size // 2
+    _, phases, refine = upsampling_kernels(coolchic)
+    _, first, last = polyphase_index(coolchic.architecture.ups_k_size)
+    before, after = -first, last
+    half = coolchic.architecture.ups_preconcat_k_size // 2
+    first_used = next(g for g, grid in enumerate(grids) if grid.shape[0])
     dense = grids[-1]
-    for level, target in enumerate(range(len(grids) - 2, upsampling.first_used - 1, -1)):
-        _, height, width = upsampling.grid_shapes[target]
+    for level, target in enumerate(range(len(grids) - 2, first_used - 1, -1)):
+        fine = grids[target]
+        height, width = fine.shape[-2:]
         _, h, w = dense.shape
         padded = np.pad(dense, ((0, 0), (before, after), (before, after)), mode="edge")
         upsampled = _filter_columns(_filter_rows(padded, phases[level], h), phases[level], w)[:, :height, :width]
-        fine = grids[target]
         zero_padded = np.pad(fine, ((0, 0), (half, half), (half, half)))
-        refined = _filter_columns(_filter_rows(zero_padded, [refine[level]], fine.shape[-2]), [refine[level]],
-                                  fine.shape[-1])
+        refined = _filter_columns(_filter_rows(zero_padded, [refine[level]], height), [refine[level]], width)
         dense = np.concatenate([np.clip(refined + fine, -ACTIVATION_LIMIT, ACTIVATION_LIMIT), upsampled])
     return dense
 
 
-def _layer_tuple(layer: SynthesisConv) -> tuple:
+class SynthesisLayer(NamedTuple):
+    """A synthesis layer's weight [out, in, k, k] and bias, as the file sends them."""
+
+    spec: SynthesisLayerSpec
+    weight: np.ndarray
+    bias: np.ndarray
+
+
+def synthesis_layers(coolchic: IntegerCoolChic) -> tuple[list[SynthesisLayer], SynthesisLayer | None]:
+    """The synthesis layers and its stabiliser, if any."""
+    architecture, parameters = coolchic.architecture, coolchic.networks["synthesis"]
+    specs = parse_synthesis_layers(architecture.layers_synthesis, sum(architecture.n_ft_per_res), coolchic.n_outputs)
+    layers = [SynthesisLayer(spec, parameters[f"layers.{i}.weight"], parameters[f"layers.{i}.bias"])
+              for i, spec in enumerate(specs)]
+    stabiliser = None
+    if architecture.synthesis_stabiliser:
+        stabiliser = SynthesisLayer(SynthesisLayerSpec(coolchic.n_outputs, 1, False, False),
+                                    parameters["stabiliser.weight"], parameters["stabiliser.bias"])
+    return layers, stabiliser
+
+
+def _layer_tuple(layer: SynthesisLayer) -> tuple:
     """A layer as :mod:`coolchic_pl._native` takes it: its weight as a product [out, in k^2],
     its bias in activation units plus the rounding half."""
-    weight = layer.weight.detach().to(DTYPE)
-    return (weight.reshape(weight.shape[0], -1).cpu().numpy(), rounded_bias(layer.bias).cpu().numpy(),
-            weight[0].numel(), weight.shape[0], int(layer.spec.residual), int(layer.spec.relu))
+    weight = np.ascontiguousarray(layer.weight, dtype=np.float64).reshape(layer.weight.shape[0], -1)
+    return (weight, rounded_bias(layer.bias), weight.shape[1], weight.shape[0], int(layer.spec.residual),
+            int(layer.spec.relu))
 
 
-def _pointwise_run(layers: list[SynthesisConv], x: np.ndarray) -> np.ndarray:
+def _pointwise_run(layers: list[SynthesisLayer], x: np.ndarray) -> np.ndarray:
     """Consecutive 1x1 layers on [C, n] (compiled: each block of pixels through every layer)."""
     channels, n = x.shape
     y = np.empty((layers[-1].weight.shape[0], n))
@@ -79,7 +126,7 @@ def _pointwise_run(layers: list[SynthesisConv], x: np.ndarray) -> np.ndarray:
     return y
 
 
-def _spatial_layer(layer: SynthesisConv, x: np.ndarray) -> np.ndarray:
+def _spatial_layer(layer: SynthesisLayer, x: np.ndarray) -> np.ndarray:
     """A k x k layer (replicate padding) on [C, H, W]."""
     channels, height, width = x.shape
     y = np.empty((layer.weight.shape[0], height, width))
@@ -88,12 +135,12 @@ def _spatial_layer(layer: SynthesisConv, x: np.ndarray) -> np.ndarray:
     return y
 
 
-def synthesise(synthesis: Synthesis, latents: np.ndarray) -> np.ndarray:
+def synthesise(coolchic: IntegerCoolChic, latents: np.ndarray) -> np.ndarray:
     """Integer counterpart of ``Synthesis.forward`` on [C, H, W] activation units, without
     its output range (applied with the sample rounding, :mod:`coolchic_pl.fixedpoint.samples`)."""
     channels, height, width = latents.shape
     x = latents
-    layers = list(synthesis.layers)
+    layers, stabiliser = synthesis_layers(coolchic)
     while layers:
         if layers[0].spec.kernel_size > 1:
             x = _spatial_layer(layers.pop(0), x)
@@ -102,36 +149,30 @@ def synthesise(synthesis: Synthesis, latents: np.ndarray) -> np.ndarray:
         while layers and layers[0].spec.kernel_size == 1:
             run.append(layers.pop(0))
         x = _pointwise_run(run, x.reshape(x.shape[0], height * width)).reshape(-1, height, width)
-    if synthesis.stabiliser is not None:
-        stabilised = _pointwise_run([synthesis.stabiliser], latents.reshape(channels, -1)).reshape(x.shape)
+    if stabiliser is not None:
+        stabilised = _pointwise_run([stabiliser], latents.reshape(channels, -1)).reshape(x.shape)
         x = np.clip(x + stabilised, -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
     return x
 
 
-def check_bounds(model: CoolChic) -> None:
+def check_bounds(coolchic: IntegerCoolChic) -> None:
     """Every layer after the latents keeps its sums exact (see ``check_layer_bound``)."""
-    full, _, refine = model.upsampling.kernels()
+    full, _, refine = upsampling_kernels(coolchic)
     check_layer_bound(full, None, "upsampling filters")
     check_layer_bound(refine, None, "refine filters")
-    layers = list(model.synthesis.layers)
-    if model.synthesis.stabiliser is not None:
-        layers.append(model.synthesis.stabiliser)
-    for index, layer in enumerate(layers):
+    layers, stabiliser = synthesis_layers(coolchic)
+    for index, layer in enumerate(layers + [stabiliser] * (stabiliser is not None)):
         check_layer_bound(layer.weight, layer.bias, f"synthesis layer {index + 1}")
 
 
-def raw_output(model: CoolChic) -> Tensor:
+def raw_output(coolchic: IntegerCoolChic) -> np.ndarray:
     """[outputs, H, W] synthesis output in activation units at the image size (a smaller
-    output, from empty finest latent grids, repeats each sample, as ``CoolChic`` does), on the
-    model's device; computed on the CPU by :mod:`coolchic_pl._native`."""
-    latents = torch.round(model.latent.flat().detach()).to(DTYPE).mul_(UNIT)
-    latents.clamp_(-ACTIVATION_LIMIT, ACTIVATION_LIMIT)
-    grids = [np.ascontiguousarray(grid[0].cpu().numpy())
-             for grid in model.latent.unflatten(latents)[:model.latent.n_synthesis_grids]]
-    output = synthesise(model.synthesis, upsample(model.upsampling, grids))
-    height, width = model.image_size
+    output, from empty finest latent grids, repeats each sample, as ``CoolChic`` does)."""
+    grids = [np.clip(grid * UNIT, -ACTIVATION_LIMIT, ACTIVATION_LIMIT) for grid in coolchic.synthesis_grids()]
+    output = synthesise(coolchic, upsample(coolchic, grids))
+    height, width = coolchic.image_size
     if output.shape[-2:] != (height, width):
         rows = np.arange(height) * output.shape[-2] // height
         columns = np.arange(width) * output.shape[-1] // width
         output = output[:, rows][:, :, columns]
-    return torch.from_numpy(np.ascontiguousarray(output)).to(latents.device)
+    return output

@@ -16,8 +16,7 @@ the same flows on any machine.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from coolchic_pl.fixedpoint.warp import FLOW_PRECISION_BITS
 
@@ -27,26 +26,26 @@ AFFINE_PARAMETERS = 6
 FLOW_UNITS = 2**FLOW_PRECISION_BITS
 
 
-def rounded_division(numerator: Tensor, denominator: int) -> Tensor:
+def rounded_division(numerator: np.ndarray, denominator: int) -> np.ndarray:
     """numerator / denominator rounded half up, in int64 (any denominator but 0)."""
     if denominator < 0:
         numerator, denominator = -numerator, -denominator
-    return torch.div(2 * numerator + denominator, 2 * denominator, rounding_mode="floor")
+    return np.floor_divide(2 * numerator + denominator, 2 * denominator)
 
 
-def affine_flow(parameters: tuple[int, ...], height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
+def affine_flow(parameters: tuple[int, ...], height: int, width: int) -> np.ndarray:
     """[2, H, W] int64 flow (1/64 pel) of one reference's six affine parameters."""
     a0, a1, a2, b0, b1, b2 = parameters
-    xs = torch.arange(width, dtype=torch.int64, device=device) - width // 2
-    ys = (torch.arange(height, dtype=torch.int64, device=device) - height // 2).view(-1, 1)
+    xs = np.arange(width, dtype=np.int64) - width // 2
+    ys = (np.arange(height, dtype=np.int64) - height // 2).reshape(-1, 1)
     scale = 2**AFFINE_SCALE_BITS
     flow_x = a0 + rounded_division(a1 * xs + a2 * ys, scale)
     flow_y = b0 + rounded_division(b1 * xs + b2 * ys, scale)
-    return torch.stack([flow_x, flow_y])
+    return np.stack([flow_x, flow_y])
 
 
-def derived_flow(source_flow: Tensor, source_display: int, source_reference: int, display: int,
-                 reference: int) -> Tensor:
+def derived_flow(source_flow: np.ndarray, source_display: int, source_reference: int, display: int,
+                 reference: int) -> np.ndarray:
     """[2, H, W] int64 flow (1/64 pel) from the frame at ``display`` to the frame at
     ``reference``, derived from the decoded flow of the frame at ``source_display`` to the
     frame at ``source_reference`` (same units, relative to the unshifted reference).
@@ -61,10 +60,10 @@ def derived_flow(source_flow: Tensor, source_display: int, source_reference: int
     if distance == 0:
         raise ValueError("a derived motion needs a source flow between two different frames")
     _, height, width = source_flow.shape
-    xs = torch.arange(width, dtype=torch.int64, device=source_flow.device)
-    ys = torch.arange(height, dtype=torch.int64, device=source_flow.device).view(-1, 1)
+    xs = np.arange(width, dtype=np.int64)
+    ys = np.arange(height, dtype=np.int64).reshape(-1, 1)
     moved = rounded_division(source_flow * (display - source_display), distance * FLOW_UNITS)
-    columns = (xs - moved[0]).clamp_(0, width - 1)
-    rows = (ys - moved[1]).clamp_(0, height - 1)
+    columns = np.clip(xs - moved[0], 0, width - 1)
+    rows = np.clip(ys - moved[1], 0, height - 1)
     projected = source_flow[:, rows, columns]
     return rounded_division(projected * (reference - display), distance)

@@ -15,8 +15,6 @@ import math
 from functools import lru_cache
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from coolchic_pl import _native
 from coolchic_pl.fixedpoint.arithmetic import FRACTION_BITS, round_half_up
@@ -59,9 +57,9 @@ def tap_table(filter_size: int) -> tuple[tuple[int, ...], ...]:
                  for s in range(positions))
 
 
-def flow_units(flow: Tensor) -> Tensor:
+def flow_units(flow: np.ndarray) -> np.ndarray:
     """Flows in activation units -> int64 flows in 1/64 pel, rounded half up."""
-    return round_half_up(flow / 2**(FRACTION_BITS - FLOW_PRECISION_BITS)).long()
+    return round_half_up(flow / 2**(FRACTION_BITS - FLOW_PRECISION_BITS)).astype(np.int64)
 
 
 @lru_cache(maxsize=None)
@@ -70,13 +68,12 @@ def tap_array(filter_size: int) -> np.ndarray:
     return np.ascontiguousarray(tap_table(filter_size), dtype=np.int64)
 
 
-def warp(samples: Tensor, flow: Tensor, filter_size: int) -> Tensor:
+def warp(samples: np.ndarray, flow: np.ndarray, filter_size: int) -> np.ndarray:
     """Backward warp of integer samples [C, H, W] by int64 flows [2, H, W] in 1/64 pel,
-    borders replicated: a [C, H, W] prediction in activation units of samples (x 2^16), on the
-    samples' device; computed on the CPU in int64 by :mod:`coolchic_pl._native`."""
+    borders replicated: a [C, H, W] prediction in activation units of samples (x 2^16),
+    computed in int64 by :mod:`coolchic_pl._native`."""
     channels, height, width = samples.shape
     out = np.empty((channels, height, width))
-    _native.warp(np.ascontiguousarray(samples.detach().cpu().numpy(), dtype=np.float64), channels, height, width,
-                 np.ascontiguousarray(flow.detach().cpu().numpy(), dtype=np.int64), tap_array(filter_size),
-                 filter_size, out)
-    return torch.from_numpy(out).to(samples.device)
+    _native.warp(np.ascontiguousarray(samples, dtype=np.float64), channels, height, width,
+                 np.ascontiguousarray(flow, dtype=np.int64), tap_array(filter_size), filter_size, out)
+    return out

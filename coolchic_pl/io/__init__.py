@@ -1,11 +1,11 @@
-"""Frame readers and writers, chosen by file extension."""
+"""Frame readers and writers, chosen by file extension (torch only to make a tensor)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from coolchic_pl.io.frame import COLOR_SPACES, ColorSpace, FrameData, FrameFormatError
+from coolchic_pl.io.frame import COLOR_SPACES, ColorSpace, FrameData, FrameFormatError, SampleFrame
 from coolchic_pl.io.image import read_pillow_image, read_png, read_ppm, write_png, write_ppm
 from coolchic_pl.io.yuv import YuvFormat, count_yuv_frames, parse_yuv_name, read_yuv, write_yuv, yuv_file_name
 
@@ -13,7 +13,7 @@ from coolchic_pl.io.yuv import YuvFormat, count_yuv_frames, parse_yuv_name, read
 SUPPORTED_EXTENSIONS = (".png", ".ppm", ".yuv")
 
 __all__ = [
-    "COLOR_SPACES", "ColorSpace", "FrameData", "FrameFormatError", "SUPPORTED_EXTENSIONS", "YuvFormat",
+    "COLOR_SPACES", "ColorSpace", "FrameData", "FrameFormatError", "SUPPORTED_EXTENSIONS", "SampleFrame", "YuvFormat",
     "count_yuv_frames", "parse_yuv_name", "read_frame", "write_frame",
     "read_pillow_image", "read_png", "read_ppm", "read_yuv", "write_png", "write_ppm", "write_yuv", "yuv_file_name",
 ]
@@ -42,7 +42,7 @@ def read_frame(path: str | os.PathLike, frame_index: int = 0) -> FrameData:
     return readers.get(extension, read_pillow_image)(path)
 
 
-def write_frame(frame: FrameData, path: str | os.PathLike) -> None:
+def write_frame(frame: FrameData | SampleFrame, path: str | os.PathLike) -> None:
     """Write a frame in the format its extension names; the file appears only when complete."""
     extension = _extension(path)
     if extension == ".yuv":

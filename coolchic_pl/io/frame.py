@@ -1,4 +1,7 @@
-"""The in-memory frame every reader returns and every writer accepts."""
+"""The in-memory frames: :class:`FrameData` (float32 tensors in [0, 1], what readers return
+and the encoder trains on) and :class:`SampleFrame` (integer samples, what the decoder
+computes). Writers accept both; torch is imported only to make a tensor, so that decoding
+and writing a file never loads it."""
 
 from __future__ import annotations
 
@@ -7,11 +10,12 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import TYPE_CHECKING, Iterator, Literal
 
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 ColorSpace = Literal["rgb", "yuv420", "yuv444"]
 COLOR_SPACES: tuple[ColorSpace, ...] = ("rgb", "yuv420", "yuv444")
@@ -60,9 +64,74 @@ class FrameData:
     def max_value(self) -> int:
         return 2**self.bitdepth - 1
 
+    def to_samples(self) -> SampleFrame:
+        """The frame's samples as a writer stores them (see :func:`tensor_to_samples`)."""
+        planes = tuple(tensor_to_samples(plane, self.bitdepth).transpose(2, 0, 1) for plane in self.planes)
+        return SampleFrame(planes, self.bitdepth, self.color_space)
+
+
+@dataclass(frozen=True)
+class SampleFrame:
+    """One frame as integer samples, planes laid out as :class:`FrameData`'s but [C, H, W]
+    without the batch dimension, in the smallest unsigned type that holds the bit depth."""
+
+    planes: tuple[np.ndarray, ...]
+    bitdepth: int
+    color_space: ColorSpace
+
+    @classmethod
+    def of(cls, planes: tuple[np.ndarray, ...], bitdepth: int, color_space: ColorSpace) -> SampleFrame:
+        """From integer-valued planes of any numeric type."""
+        return cls(tuple(plane.astype(sample_type(bitdepth)) for plane in planes), bitdepth, color_space)
+
+    @property
+    def height(self) -> int:
+        return self.planes[0].shape[-2]
+
+    @property
+    def width(self) -> int:
+        return self.planes[0].shape[-1]
+
+    @property
+    def max_value(self) -> int:
+        return 2**self.bitdepth - 1
+
+    def to_444(self) -> np.ndarray:
+        """[3, H, W] samples, 4:2:0 chroma repeated 2x2: how a decoded frame serves as a reference."""
+        if self.color_space != "yuv420":
+            return self.planes[0]
+        luma, *chroma = self.planes
+        height, width = luma.shape[-2:]
+        full = [c.repeat(2, axis=-2).repeat(2, axis=-1)[..., :height, :width] for c in chroma]
+        return np.concatenate([luma, *full])
+
+    def to_frame_data(self) -> FrameData:
+        """The frame as the encoder and the metrics take it: sample / (2^bitdepth - 1) in float32."""
+        import torch
+
+        return FrameData(tuple(torch.from_numpy((plane / self.max_value).astype(np.float32)).unsqueeze(0)
+                               for plane in self.planes), self.bitdepth, self.color_space)
+
+    def with_bitdepth(self, bitdepth: int) -> SampleFrame:
+        """Rescaled to another bit depth as writing the frame's [0, 1] values at that depth
+        does: the float32 value sample / (2^bitdepth - 1), times the new maximum, rounded."""
+        if bitdepth == self.bitdepth:
+            return self
+        scale = 2**bitdepth - 1
+        planes = tuple(np.floor((plane / self.max_value).astype(np.float32).astype(np.float64) * scale + 0.5)
+                       for plane in self.planes)
+        return SampleFrame.of(planes, bitdepth, self.color_space)
+
+
+def sample_type(bitdepth: int) -> type:
+    """The smallest unsigned type that holds samples of ``bitdepth`` bits."""
+    return np.uint8 if bitdepth <= 8 else np.uint16
+
 
 def samples_to_tensor(samples: np.ndarray, bitdepth: int) -> Tensor:
     """[H, W, C] integer samples -> [1, C, H, W] float32 in [0, 1]."""
+    import torch
+
     scale = 1.0 / (2**bitdepth - 1)
     chw = np.ascontiguousarray(samples.transpose(2, 0, 1), dtype=np.float32)
     return torch.from_numpy(chw).mul_(scale).unsqueeze(0)
@@ -75,9 +144,8 @@ def tensor_to_samples(plane: Tensor, bitdepth: int) -> np.ndarray:
     output file does; the dtype is the smallest unsigned type that holds the bit depth.
     """
     max_value = 2**bitdepth - 1
-    values = plane.detach().to("cpu", torch.float64)[0].clamp(0.0, 1.0).mul(max_value).add(0.5).floor()
-    dtype = np.uint8 if bitdepth <= 8 else np.uint16
-    return values.permute(1, 2, 0).numpy().astype(dtype)
+    values = plane.detach().cpu().double()[0].clamp(0.0, 1.0).mul(max_value).add(0.5).floor()
+    return values.permute(1, 2, 0).numpy().astype(sample_type(bitdepth))
 
 
 @contextmanager

@@ -15,11 +15,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
-from coolchic_pl.io.frame import (
-    ColorSpace, FrameData, FrameFormatError, atomic_write, samples_to_tensor, tensor_to_samples,
-)
+from coolchic_pl.io.frame import ColorSpace, FrameData, FrameFormatError, SampleFrame, atomic_write, samples_to_tensor
 
 _SIZE_TOKEN = re.compile(r"^(\d+)x(\d+)$")
 _DEPTH_TOKEN = re.compile(r"^(\d+)b(?:it)?$")
@@ -76,7 +73,7 @@ def parse_yuv_name(path: str | os.PathLike) -> YuvFormat:
     return YuvFormat(width, height, color_space, bitdepth)
 
 
-def yuv_file_name(stem: str, frame: FrameData) -> str:
+def yuv_file_name(stem: str, frame: FrameData | SampleFrame) -> str:
     """``<stem>_<W>x<H>_<colour space>_<n>b.yuv``: the name :func:`parse_yuv_name` reads back."""
     return f"{stem}_{frame.width}x{frame.height}_{frame.color_space}_{frame.bitdepth}b.yuv"
 
@@ -121,16 +118,15 @@ def read_yuv(path: str | os.PathLike, frame_index: int = 0) -> FrameData:
         samples[luma_size:luma_size + chroma_size].reshape(chroma_h, chroma_w, 1),
         samples[luma_size + chroma_size:].reshape(chroma_h, chroma_w, 1),
     ]
-    tensors = [samples_to_tensor(plane, fmt.bitdepth) for plane in planes]
     if fmt.color_space == "yuv444":
-        return FrameData((torch.cat(tensors, dim=1),), fmt.bitdepth, "yuv444")
-    return FrameData(tuple(tensors), fmt.bitdepth, "yuv420")
+        return FrameData((samples_to_tensor(np.concatenate(planes, axis=2), fmt.bitdepth),), fmt.bitdepth, "yuv444")
+    return FrameData(tuple(samples_to_tensor(plane, fmt.bitdepth) for plane in planes), fmt.bitdepth, "yuv420")
 
 
-def write_yuv(frames: FrameData | Sequence[FrameData], path: str | os.PathLike) -> None:
+def write_yuv(frames: FrameData | SampleFrame | Sequence[FrameData | SampleFrame], path: str | os.PathLike) -> None:
     """Write one frame, or the frames of a sequence back to back; their format must agree
     with the file name. The file appears only when complete."""
-    frames = [frames] if isinstance(frames, FrameData) else list(frames)
+    frames = [frames] if isinstance(frames, (FrameData, SampleFrame)) else list(frames)
     fmt = parse_yuv_name(path)
     declared = (fmt.width, fmt.height, fmt.color_space, fmt.bitdepth)
     chunks = []
@@ -140,7 +136,7 @@ def write_yuv(frames: FrameData | Sequence[FrameData], path: str | os.PathLike) 
         actual = (frame.width, frame.height, frame.color_space, frame.bitdepth)
         if declared != actual:
             raise FrameFormatError(path, f"file name declares {declared} but the frame is {actual}")
-        planes = frame.planes if frame.color_space == "yuv420" else frame.planes[0].split(1, dim=1)
-        chunks += [tensor_to_samples(p, frame.bitdepth).astype(fmt.numpy_dtype).tobytes() for p in planes]
+        samples = frame.to_samples() if isinstance(frame, FrameData) else frame
+        chunks += [plane.astype(fmt.numpy_dtype).tobytes() for plane in samples.planes]
     with atomic_write(path) as tmp:
         tmp.write_bytes(b"".join(chunks))

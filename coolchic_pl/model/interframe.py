@@ -14,51 +14,21 @@ runner and callbacks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Literal, Optional
+from typing import TYPE_CHECKING, Iterable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from coolchic_pl.model.architecture import CoolChicArchitecture
 from coolchic_pl.model.coolchic import CoolChic, CoolChicOutput, select_parameters
 from coolchic_pl.model.evalcache import VersionedCache
+from coolchic_pl.model.interparams import FLOW_ACCURACY, MOTION_OUTPUTS, RESIDUE_OUTPUTS, InterFrameParameters
 from coolchic_pl.model.quantizer import NoiseType, QuantizerType
 from coolchic_pl.model.warp import quantize_flow, shift, warp, warp_macs_per_pixel
 
 if TYPE_CHECKING:
     from coolchic_pl.nnquant.quantize import NetworkPrediction
-
-RESIDUE_OUTPUTS = 4  # three colour residues and alpha
-MOTION_OUTPUTS = {1: 2, 2: 5}  # per reference count: flow (P); two flows and beta (B)
-# Flows are rounded to this fraction of a pixel at evaluation, hence in the decoder.
-FLOW_ACCURACY = 64
-
-MotionModelKind = Literal["translation", "affine", "derived"]
-MOTION_MODEL_KINDS: tuple[MotionModelKind, ...] = ("translation", "affine", "derived")
-
-
-@dataclass(frozen=True)
-class MotionModel:
-    """The base motion of every reference, on top of its global translation: none
-    ("translation"), six affine parameters per reference ("affine"), or the decoded motion of
-    the frame ``source[0]`` towards its reference slot ``source[1]`` scaled by temporal
-    distance ("derived")."""
-
-    kind: MotionModelKind = "translation"
-    affine: tuple[tuple[int, ...], ...] = ()
-    source: Optional[tuple[int, int]] = None
-
-
-@dataclass(frozen=True)
-class InterFrameParameters:
-    """What an inter frame's decoder needs besides its Cool-Chics, all sent in the
-    bitstream: the integer global translation (dx, dy) of each reference, the warp filter
-    length and the base motion."""
-
-    translations: tuple[tuple[int, int], ...]
-    warp_filter_size: int = 8
-    motion_model: MotionModel = field(default_factory=MotionModel)
 
 
 def blend_weight(raw: Tensor) -> Tensor:
@@ -69,7 +39,7 @@ def blend_weight(raw: Tensor) -> Tensor:
 class InterCoolChic(nn.Module):
     def __init__(self, image_size: tuple[int, int], references: list[Tensor], parameters: InterFrameParameters,
                  residue: CoolChicArchitecture | None, motion: CoolChicArchitecture | None,
-                 base_flows: Tensor | None = None):
+                 base_flows: Tensor | np.ndarray | None = None):
         """``references`` are the decoded reference frames in 4:4:4, [1, 3, H, W], past
         first; they are shifted by their global translation once, here. ``residue`` and
         ``motion`` are the architectures of the frame's Cool-Chics, None for one it does not
@@ -91,6 +61,7 @@ class InterCoolChic(nn.Module):
         height, width = self.image_size
         if base_flows is None:
             base_flows = torch.zeros((self.n_references, 2, height, width), dtype=torch.int64)
+        base_flows = torch.as_tensor(base_flows, dtype=torch.int64)
         if tuple(base_flows.shape) != (self.n_references, 2, height, width):
             raise ValueError(f"base flows must be [{self.n_references}, 2, {height}, {width}], got "
                              f"{tuple(base_flows.shape)}")

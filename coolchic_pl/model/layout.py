@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from coolchic_pl.model.architecture import CoolChicArchitecture
+from coolchic_pl.model.contexts import context_offsets
 from coolchic_pl.model.layers import parse_synthesis_layers
 
 # The networks a file sends, in its order.
@@ -123,6 +124,21 @@ def polyphase_index(kernel_size: int) -> tuple[list[list[int]], int, int]:
     return index, first, last
 
 
+def check_upsampling(grid_shapes: Sequence[tuple[int, int, int]], ups_k_size: int, refine_k_size: int) -> int:
+    """Raise ValueError for an upsampling that cannot be built; return its first used grid."""
+    if ups_k_size < 4 or ups_k_size % 2:
+        raise ValueError(f"upsampling kernel size must be even and >= 4, got {ups_k_size}")
+    if refine_k_size < 1 or refine_k_size % 2 == 0:
+        raise ValueError(f"refine (pre-concatenation) kernel size must be odd, got {refine_k_size}")
+    channels = [c for c, _, _ in grid_shapes]
+    if channels[-1] == 0:
+        raise ValueError("the coarsest latent grid must have a channel")
+    first_used = next(i for i, c in enumerate(channels) if c)
+    if not all(channels[first_used:]):
+        raise ValueError(f"only the finest latent grids may be empty, got channels {channels}")
+    return first_used
+
+
 def upsampling_macs(grid_shapes: Sequence[tuple[int, int, int]], ups_k_size: int, refine_k_size: int) -> int:
     """Multiply-accumulates of one upsampling, counted as the reference counts its separable
     decoder-side filters (fvcore convention: taps x input samples for the transposed
@@ -141,9 +157,12 @@ def upsampling_macs(grid_shapes: Sequence[tuple[int, int, int]], ups_k_size: int
 def network_shapes(architecture: CoolChicArchitecture, image_size: tuple[int, int],
                    n_outputs: int) -> dict[str, ParameterShapes]:
     """The parameters of each network, by name within it, in the order the modules of
-    :mod:`coolchic_pl.model` hold them (which is the order a file sends them in)."""
+    :mod:`coolchic_pl.model` hold them (which is the order a file sends them in). Raises
+    ValueError for an architecture those modules refuse."""
     architecture = architecture.for_image(image_size)
     layout = LatentLayout.of(image_size, architecture.n_ft_per_res, architecture.hyper_per_res)
+    check_upsampling(layout.synthesis_shapes(), architecture.ups_k_size, architecture.ups_preconcat_k_size)
+    context_offsets(architecture.dim_arm, architecture.context_order)
     width = architecture.dim_arm + architecture.n_ifce_features
     arm: ParameterShapes = []
     if architecture.n_ifce_features:

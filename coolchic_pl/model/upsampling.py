@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from coolchic_pl.model.layout import polyphase_index
+from coolchic_pl.model.layout import check_upsampling, polyphase_index
 
 # Right half of the negated bicubic (a = -0.75) kernel used by the reference to
 # initialise 8-tap (and longer) upsampling filters; the sign cancels in w outer w.
@@ -133,16 +133,7 @@ class Upsampling(nn.Module):
 
     def __init__(self, grid_shapes: Sequence[tuple[int, int, int]], ups_k_size: int, refine_k_size: int):
         super().__init__()
-        if ups_k_size < 4 or ups_k_size % 2:
-            raise ValueError(f"upsampling kernel size must be even and >= 4, got {ups_k_size}")
-        if refine_k_size < 1 or refine_k_size % 2 == 0:
-            raise ValueError(f"refine (pre-concatenation) kernel size must be odd, got {refine_k_size}")
-        channels = [c for c, _, _ in grid_shapes]
-        if channels[-1] == 0:
-            raise ValueError("the coarsest latent grid must have a channel")
-        first_used = next(i for i, c in enumerate(channels) if c)
-        if not all(channels[first_used:]):
-            raise ValueError(f"only the finest latent grids may be empty, got channels {channels}")
+        first_used = check_upsampling(grid_shapes, ups_k_size, refine_k_size)
         self.grid_shapes = [tuple(s) for s in grid_shapes]
         self.first_used = first_used
         self.ups_k_size = ups_k_size

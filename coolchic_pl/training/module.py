@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from coolchic_pl.config import TrainerPhase
-from coolchic_pl.fixedpoint import decoded_planes
+from coolchic_pl.fixedpoint.modules import decoded_planes
 from coolchic_pl.io import FrameData
 from coolchic_pl.metrics import psnr_db
 from coolchic_pl.model.architecture import CoolChicArchitecture

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, TextIO
 
+import numpy as np
 import torch
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
@@ -39,6 +40,7 @@ from coolchic_pl.encode import (
     run_loggers, user_callbacks, write_text,
 )
 from coolchic_pl.extensions import callback_states, load_callback_states
+from coolchic_pl.fixedpoint.modules import coolchic_module, reference_tensor
 from coolchic_pl.io import FrameData, FrameFormatError, count_yuv_frames, read_frame, write_yuv, yuv_file_name
 from coolchic_pl.io.frame import atomic_write
 from coolchic_pl.metrics import yuv_psnrs
@@ -46,8 +48,9 @@ from coolchic_pl.model.architecture import (
     ARCHITECTURES, AUTO_MOTION_ARCHITECTURES, AUTO_RESIDUE_ARCHITECTURES, MOTION_ARCHITECTURES, CoolChicArchitecture,
 )
 from coolchic_pl.model.coolchic import NETWORK_NAMES, CoolChic, NetworkSource
-from coolchic_pl.model.interframe import (
-    FLOW_ACCURACY, MOTION_OUTPUTS, RESIDUE_OUTPUTS, InterCoolChic, InterFrameParameters, MotionModel,
+from coolchic_pl.model.interframe import InterCoolChic
+from coolchic_pl.model.interparams import (
+    FLOW_ACCURACY, MOTION_OUTPUTS, RESIDUE_OUTPUTS, InterFrameParameters, MotionModel,
 )
 from coolchic_pl.model.warp import global_translation, shift
 from coolchic_pl.nnquant import ModuleQuantization
@@ -56,9 +59,9 @@ from coolchic_pl.training.loss import mse
 from coolchic_pl.training.module import CoolChicModule
 from coolchic_pl.training.rng import derive_seed
 from coolchic_pl.training.runner import PhaseRunner
-from coolchic_pl.video.bitstream import (
-    DecodedSequence, FrameHeader, SequenceHeader, base_flows, decode_frame, decode_video, encode_frame, encode_video,
-    to_444,
+from coolchic_pl.video.bitstream import encode_frame, encode_video, to_444
+from coolchic_pl.video.decoder import (
+    DecodedSequence, FrameHeader, SequenceHeader, base_flows, decode_frame, decode_video,
 )
 from coolchic_pl.video.motion import (
     FlowTargetModule, PredictionReport, decoded_motion_psnrs, estimate_motion, final_prediction_psnrs, fit_affine,
@@ -317,7 +320,8 @@ class VideoEncoder:
         saved = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
         load_callback_states(self.user_callbacks, saved.get("user_callbacks", {}))
         planes = torch.load(folder / "decoded.pt", map_location="cpu", weights_only=True)
-        self.state.frames[frame.display] = FrameData(tuple(planes), self.sequence.bitdepth, self.sequence.color_space)
+        self.state.frames[frame.display] = FrameData(tuple(planes), self.sequence.bitdepth,
+                                                     self.sequence.color_space).to_samples()
         self.records.append(record)
         self.results[frame.display] = json.loads((folder / RESULTS_FILE).read_text())
 
@@ -382,7 +386,7 @@ class VideoEncoder:
         B frame."""
         started = time.perf_counter()
         target_444 = to_444(target)
-        references = [to_444(self.state.frames[r]) for r in frame.refs]
+        references = [reference_tensor(self.state.frames[r]) for r in frame.refs]
         use_flow = settings.motion_init == "flow" and preset.motion_pretrain is not None
         if use_flow or "affine" in settings.motion_models:
             translations, flows = (tuple(parts) for parts in zip(*(estimate_motion(target_444, r) for r in references)))
@@ -452,7 +456,8 @@ class VideoEncoder:
         def base(model: MotionModel) -> MotionBase:
             parameters = InterFrameParameters(translations, settings.warp_filter_size, model)
             size = (self.sequence.height, self.sequence.width)
-            return MotionBase(model, base_flows(parameters, frame.display, frame.refs, size, self.state.motion))
+            flows = base_flows(parameters, frame.display, frame.refs, size, self.state.motion)
+            return MotionBase(model, None if flows is None else torch.from_numpy(flows))
 
         bases = {}
         if "translation" in settings.motion_models:
@@ -523,12 +528,13 @@ class VideoEncoder:
         earlier = sorted((f for f in self.structure if f.coding < frame.coding), key=lambda f: f.coding, reverse=True)
         candidates = [(f.display, self.state.coolchics[f.display][role]) for f in earlier
                       if role in self.state.coolchics.get(f.display, {})]
+        bitdepth = self.sequence.bitdepth
         for display, part in candidates:
-            if part.model.architecture == architecture and part.model.n_outputs == n_outputs:
-                return NetworkSource(display, part.model, part.network_quantization)
+            if part.coolchic.architecture == architecture and part.coolchic.n_outputs == n_outputs:
+                return NetworkSource(display, coolchic_module(part.coolchic, bitdepth), part.network_quantization)
         if candidates and not exact:
             display, part = candidates[0]
-            return NetworkSource(display, part.model, part.network_quantization)
+            return NetworkSource(display, coolchic_module(part.coolchic, bitdepth), part.network_quantization)
         return None
 
     def _predict_networks(self, frame: CodedFrame, coolchic: CoolChic, role: str, settings: FrameSettings,
@@ -581,7 +587,7 @@ class VideoEncoder:
         encoder's own reconstruction, which later frames reference)."""
         module = chosen.module
         bitstream_started = time.perf_counter()
-        _, decoded = decode_frame(chosen.record, self.sequence, self.state)
+        decoded = decode_frame(chosen.record, self.sequence, self.state)[1].to_frame_data()
         if not all(torch.equal(a, b) for a, b in zip(decoded.planes, chosen.planes)):
             raise RuntimeError(f"frame {frame.display}: decoding its record does not reproduce the encoder's "
                                "reconstruction")
@@ -647,7 +653,7 @@ class VideoEncoder:
         with atomic_write(path) as tmp:
             tmp.write_bytes(data)
             _, check = decode_video(data)
-            if not all(torch.equal(a, b) for x, y in zip(check, frames) for a, b in zip(x.planes, y.planes)):
+            if not all(np.array_equal(a, b) for x, y in zip(check, frames) for a, b in zip(x.planes, y.planes)):
                 raise RuntimeError(f"{path}: decoding the sequence does not reproduce the encoder's frames")
         write_yuv(frames, self.run_dir / yuv_file_name("decoded", frames[0]))
         per_frame = [self.results[i] for i in range(self.sequence.n_frames)]
@@ -704,7 +710,7 @@ def encode_video_sequence(config: FitConfig, stream: TextIO | None = None,
         for logger in loggers:
             if isinstance(logger, TensorBoardLogger):
                 for display, frame in encoder.state.frames.items():
-                    logger.experiment.add_image("decoded/luma", frame.planes[0][0], display)
+                    logger.experiment.add_image("decoded/luma", frame.to_frame_data().planes[0][0], display)
     finally:
         close_loggers(loggers)
     results = encoder.write_outputs()

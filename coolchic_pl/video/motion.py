@@ -21,7 +21,8 @@ from coolchic_pl.fixedpoint.motionmodel import AFFINE_SCALE_BITS
 from coolchic_pl.fixedpoint.warp import FLOW_PRECISION_BITS
 from coolchic_pl.io import FrameData
 from coolchic_pl.model.coolchic import CoolChic
-from coolchic_pl.model.interframe import FLOW_ACCURACY, InterCoolChic, blend_weight
+from coolchic_pl.model.interframe import InterCoolChic, blend_weight
+from coolchic_pl.model.interparams import FLOW_ACCURACY
 from coolchic_pl.model.warp import global_translation, quantize_flow, shift, warp
 from coolchic_pl.training.module import CoolChicModule
 from coolchic_pl.video.flow import estimate_flow
