@@ -17,9 +17,10 @@ import torch
 
 from coolchic_pl.bitstream import decode_coolchic, encode_coolchic
 from coolchic_pl.decode import decode_sequence
-from coolchic_pl.fixedpoint import ArithmeticBoundError, check_decoder_bounds, decoded_planes
+from coolchic_pl.fixedpoint import ArithmeticBoundError
 from coolchic_pl.fixedpoint.arithmetic import EXACT_LIMIT, UNIT, check_layer_bound
-from coolchic_pl.fixedpoint.image import _pointwise_run, check_bounds
+from coolchic_pl.fixedpoint.image import _pointwise_run, check_bounds, synthesis_layers
+from coolchic_pl.fixedpoint.modules import check_decoder_bounds, coolchic_module, decoded_planes
 from coolchic_pl.fixedpoint.warp import TAP_BITS, tap_table, warp
 from coolchic_pl.io import read_frame
 from coolchic_pl.model.architecture import architecture_from_name
@@ -29,8 +30,9 @@ from coolchic_pl.model.warp import shift
 from coolchic_pl.model.warp import warp as float_warp
 from coolchic_pl.training.loss import output_planes
 from coolchic_pl.bitstream.codec import ByteReader, check_container
-from coolchic_pl.video.bitstream import (
-    MAX_WARP_FILTER, VIDEO_FORMAT_VERSION, VIDEO_MAGIC, DecodedSequence, SequenceHeader, decode_frame, to_444,
+from coolchic_pl.video.bitstream import to_444
+from coolchic_pl.video.decoder import (
+    MAX_WARP_FILTER, VIDEO_FORMAT_VERSION, VIDEO_MAGIC, DecodedSequence, SequenceHeader, decode_frame,
 )
 from golden import GOLDEN, samples_sha256
 
@@ -97,18 +99,14 @@ def test_a_layer_sums_to_the_same_value_in_any_order() -> None:
     """The synthesis layer of a golden decoder, its inputs and weights permuted: a float32
     sum moves in its last bits (checked, on inputs on the 2^-16 grid that upsampled latents
     are on), the integer one does not move at all."""
-    model = decode_coolchic((GOLDEN / "hop.cool").read_bytes()).model
-    layer = model.synthesis.layers[0]
+    layer = synthesis_layers(decode_coolchic((GOLDEN / "hop.cool").read_bytes()).coolchic)[0][0]
     generator = torch.Generator().manual_seed(0)
     latents = torch.round(torch.randn(layer.weight.shape[1], 32 * 48, dtype=torch.float64, generator=generator)
                           * 8 * UNIT)
     permutation = torch.randperm(latents.shape[0], generator=generator)
-    weight = layer.weight.detach().reshape(layer.weight.shape[0], -1).float()
+    weight = torch.from_numpy(layer.weight).reshape(layer.weight.shape[0], -1).float()
     assert not torch.equal(weight @ latents.float(), weight[:, permutation] @ latents[permutation].float())
-    permuted = type(layer)(layer.weight.shape[1], layer.spec)
-    with torch.no_grad():
-        permuted.weight.copy_(layer.weight[:, permutation])
-        permuted.bias.copy_(layer.bias)
+    permuted = layer._replace(weight=layer.weight[:, permutation.numpy()])
     assert (_pointwise_run([layer], latents.numpy()) == _pointwise_run([permuted], latents[permutation].numpy())).all()
 
 
@@ -116,9 +114,10 @@ def test_a_layer_sums_to_the_same_value_in_any_order() -> None:
 def test_integer_decoding_costs_no_quality(name: str) -> None:
     """Against the float32 decoder of the same file: under 1 % of the samples move, by one level."""
     decoded = decode_coolchic((GOLDEN / name).read_bytes())
-    integer = decoded_planes(decoded.model, decoded.color_space, decoded.bitdepth)
+    model = coolchic_module(decoded.coolchic, decoded.bitdepth)
+    integer = decoded_planes(model, decoded.color_space, decoded.bitdepth)
     with torch.no_grad():
-        floating = output_planes(decoded.model().image, decoded.color_space, decoded.bitdepth, rounded=True)
+        floating = output_planes(model().image, decoded.color_space, decoded.bitdepth, rounded=True)
     changed = sum(int((a != b).sum()) for a, b in zip(integer, floating)) / sum(p.numel() for p in integer)
     assert changed < 0.01
     assert max(float((a - b).abs().max()) for a, b in zip(integer, floating)) <= 1 / (2**decoded.bitdepth - 1) + 1e-7
@@ -127,22 +126,20 @@ def test_integer_decoding_costs_no_quality(name: str) -> None:
 def test_the_largest_sums_of_every_golden_decoder_stay_far_below_two_to_the_53() -> None:
     """The per-layer bound the decoder checks, on real decoders: the margin it leaves."""
     for name in IMAGES:
-        model = decode_coolchic((GOLDEN / name).read_bytes()).model
-        layers = list(model.synthesis.layers)
+        layers, _ = synthesis_layers(decode_coolchic((GOLDEN / name).read_bytes()).coolchic)
         largest = max(check_layer_bound(layer.weight, layer.bias, "layer") for layer in layers)
         assert largest < EXACT_LIMIT / 2**8, name
 
 
 def test_a_file_whose_weights_could_leave_the_exact_range_is_refused(tmp_path: Path) -> None:
     decoded = decode_coolchic((GOLDEN / "lop.cool").read_bytes())
-    model, quantization = decoded.model, dict(decoded.quantization)
+    coolchic, quantization = decoded.coolchic, dict(decoded.quantization)
     quantization["synthesis"] = replace(quantization["synthesis"], weight_step=1.0)
-    with torch.no_grad():
-        model.synthesis.layers[0].weight.fill_(60000.0)
+    coolchic.networks["synthesis"]["layers.0.weight"][:] = 60000.0
     with pytest.raises(ArithmeticBoundError, match="synthesis layer 1"):
-        check_bounds(model)
+        check_bounds(coolchic)
     path = tmp_path / "huge.cool"
-    path.write_bytes(encode_coolchic(model, quantization, decoded.color_space, decoded.bitdepth))
+    path.write_bytes(encode_coolchic(coolchic, quantization, decoded.color_space, decoded.bitdepth))
     result = subprocess.run([sys.executable, "-m", "coolchic_pl.decode", str(path), "-o", str(tmp_path / "x.png")],
                             capture_output=True, text=True)
     assert result.returncode == 2 and not (tmp_path / "x.png").exists()
@@ -180,10 +177,11 @@ def test_integer_warp_copies_on_whole_pixels_and_follows_the_float_warp(bqsquare
     height, width = samples.shape[-2:]
     whole = torch.zeros(2, height, width, dtype=torch.long)
     whole[0], whole[1] = 3 * 64, -2 * 64
-    assert torch.equal(warp(samples, whole, filter_size), shift(samples.unsqueeze(0), 3, -2)[0] * UNIT)
+    shifted = shift(samples.unsqueeze(0), 3, -2)[0] * UNIT
+    assert (warp(samples.numpy(), whole.numpy(), filter_size) == shifted.numpy()).all()
     flow = torch.stack([torch.full((height, width), 1.25 * 64), torch.linspace(-80, 80, width).expand(height, width)])
     flow = flow.double().round()
-    integer = warp(samples, flow.long(), filter_size) / UNIT
+    integer = torch.from_numpy(warp(samples.numpy(), flow.long().numpy(), filter_size)) / UNIT
     floating = float_warp(samples.unsqueeze(0), flow.unsqueeze(0) / 64, filter_size)[0]
     assert float((integer - floating).abs().max()) < 0.05
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from coolchic_pl.bitstream import BitstreamError
-from coolchic_pl.fixedpoint import decoded_planes
+from coolchic_pl.fixedpoint.modules import coolchic_module, decoded_planes, reference_tensor
 from coolchic_pl.io import FrameData, read_frame
 from coolchic_pl.metrics import yuv_psnrs
 from coolchic_pl.model.architecture import ARCHITECTURES, MOTION_ARCHITECTURES
@@ -20,9 +20,9 @@ from coolchic_pl.model.warp import shift, warp
 from coolchic_pl.config import make_preset
 from coolchic_pl.nnquant.quantize import TYPICAL_STEPS, difference_bits, network_rate_bits, quantize_networks
 from coolchic_pl.training.module import CoolChicModule
-from coolchic_pl.video.bitstream import (
-    DecodedSequence, FrameHeader, SequenceHeader, base_flows, decode_frame, decode_video, encode_frame, encode_video,
-    to_444,
+from coolchic_pl.video.bitstream import encode_frame, encode_video, to_444
+from coolchic_pl.video.decoder import (
+    DecodedSequence, FrameHeader, SequenceHeader, base_flows, decode_frame, decode_video,
 )
 
 SIZE = (32, 48)
@@ -133,7 +133,7 @@ def _coded(frames: list[FrameData], n_refs: int,
     record, sizes = encode_frame(header, decoder, _quantize(decoder, frames, lmbda))
     assert set(sizes) == {"frame", "residue", "motion"} and sum(sizes.values()) == 8 * len(record)
     sequence = SequenceHeader(*SIZE, "yuv420", 8, 4)
-    return decoder, record, sequence, DecodedSequence(frames={0: frames[0], 1: frames[1]})
+    return decoder, record, sequence, DecodedSequence(frames={0: frames[0].to_samples(), 1: frames[1].to_samples()})
 
 
 @pytest.mark.parametrize("n_refs", [1, 2])
@@ -143,7 +143,7 @@ def test_frame_record_round_trip(frames: list[FrameData], n_refs: int) -> None:
     assert frame.display == 2 and frame.refs == tuple(range(n_refs))
     assert frame.inter == decoder.frame_parameters
     expected = decoded_planes(decoder, "yuv420", 8)
-    assert all(torch.equal(a, b) for a, b in zip(planes.planes, expected))
+    assert all(torch.equal(a, b) for a, b in zip(planes.to_frame_data().planes, expected))
     assert state.frames[2] is planes and set(state.coolchics[2]) == {"residue", "motion"}
     assert state.motion[2].refs == frame.refs and state.motion[2].flows.shape == (n_refs, 2, *SIZE)
 
@@ -178,14 +178,15 @@ def test_a_frame_without_a_residue_or_motion_cool_chic(frames: list[FrameData], 
     quantization = _quantize(decoder, frames)
     record, sizes = encode_frame(FrameHeader(2, (0, 1), decoder.frame_parameters), decoder, quantization)
     assert set(sizes) == {"frame", *roles}
-    state = DecodedSequence(frames={0: frames[0], 1: frames[1]})
+    state = DecodedSequence(frames={0: frames[0].to_samples(), 1: frames[1].to_samples()})
     _, planes = decode_frame(record, SequenceHeader(*SIZE, "yuv420", 8, 4), state)
     expected = decoded_planes(decoder, "yuv420", 8)
-    assert all(torch.equal(a, b) for a, b in zip(planes.planes, expected))
+    assert all(torch.equal(a, b) for a, b in zip(planes.to_frame_data().planes, expected))
     if not roles:
         assert len(record) <= 10  # display, references, length and a few bits of fields
         prediction = (shift(references[0], 2, -1) + shift(references[1], 0, 3)) / 2
-        assert torch.allclose(planes.planes[0], prediction[:, :1], atol=0.5 / 255 + 1e-6)  # luma, rounded
+        luma = planes.to_frame_data().planes[0]
+        assert torch.allclose(luma, prediction[:, :1], atol=0.5 / 255 + 1e-6)  # rounded
 
 
 def test_networks_predicted_from_an_earlier_frame(frames: list[FrameData]) -> None:
@@ -202,7 +203,8 @@ def test_networks_predicted_from_an_earlier_frame(frames: list[FrameData]) -> No
         second = _randomised(_decoder(frames, 2))
         for role, coolchic in second.coolchics.items():
             part = state.coolchics[2][role]
-            coolchic.predict_networks(NetworkSource(2, part.model, part.network_quantization), frozen=frozen)
+            source = NetworkSource(2, coolchic_module(part.coolchic, 8), part.network_quantization)
+            coolchic.predict_networks(source, frozen=frozen)
         return second
 
     reused = predicted(frozen=True)
@@ -230,17 +232,18 @@ def test_networks_predicted_from_an_earlier_frame(frames: list[FrameData]) -> No
     for second, coded in ((reused, reused_record), (trained, trained_record)):
         copy = DecodedSequence(dict(state.frames), dict(state.coolchics), dict(state.motion))
         _, planes = decode_frame(coded, SequenceHeader(*SIZE, "yuv420", 8, 4), copy)
-        assert all(torch.equal(a, b) for a, b in zip(planes.planes, decoded_planes(second, "yuv420", 8)))
-        assert copy.coolchics[3]["residue"].model.network_source.frame == 2
+        expected = decoded_planes(second, "yuv420", 8)
+        assert all(torch.equal(a, b) for a, b in zip(planes.to_frame_data().planes, expected))
+        assert {q.coding for q in copy.coolchics[3]["residue"].network_quantization.values()} <= {"delta", "same"}
     with pytest.raises(BitstreamError, match="predicted from frame 2"):
         decode_frame(reused_record, SequenceHeader(*SIZE, "yuv420", 8, 4),
-                     DecodedSequence(frames={0: frames[0], 1: frames[1]}))
+                     DecodedSequence(frames={0: frames[0].to_samples(), 1: frames[1].to_samples()}))
 
 
 def test_affine_and_derived_motion_models_decode_exactly(frames: list[FrameData]) -> None:
     """A P frame whose motion model is affine, then a B frame whose motion is derived from
     the P frame's decoded motion: both decode to their encoder-side reconstruction."""
-    state = DecodedSequence(frames={0: frames[0], 1: frames[1]})
+    state = DecodedSequence(frames={0: frames[0].to_samples(), 1: frames[1].to_samples()})
     sequence = SequenceHeader(*SIZE, "yuv420", 8, 4)
     affine = MotionModel("affine", affine=((32, 650, -120, -16, 80, 1300),))
     p_parameters = InterFrameParameters(((1, 0),), 4, affine)
@@ -248,17 +251,18 @@ def test_affine_and_derived_motion_models_decode_exactly(frames: list[FrameData]
                                         base_flows(p_parameters, 3, (0,), SIZE, state.motion)))
     record, _ = encode_frame(FrameHeader(3, (0,), p_parameters), p_frame, _quantize(p_frame, frames))
     _, planes = decode_frame(record, sequence, state)
-    assert all(torch.equal(a, b) for a, b in zip(planes.planes, decoded_planes(p_frame, "yuv420", 8)))
+    assert all(torch.equal(a, b) for a, b in zip(planes.to_frame_data().planes, decoded_planes(p_frame, "yuv420", 8)))
     derived = MotionModel("derived", source=(3, 0))
     b_parameters = InterFrameParameters(((0, 0), (1, 1)), 4, derived)
     base = base_flows(b_parameters, 2, (0, 3), SIZE, state.motion)
-    assert base.shape == (2, 2, *SIZE) and base.abs().sum() > 0
-    b_frame = InterCoolChic(SIZE, [to_444(frames[0]), to_444(state.frames[3])], b_parameters, None, None, base).eval()
+    assert base.shape == (2, 2, *SIZE) and base.any()
+    references = [to_444(frames[0]), reference_tensor(state.frames[3])]
+    b_frame = InterCoolChic(SIZE, references, b_parameters, None, None, base).eval()
     record, _ = encode_frame(FrameHeader(2, (0, 3), b_parameters), b_frame, {})
     _, planes = decode_frame(record, sequence, state)
-    assert all(torch.equal(a, b) for a, b in zip(planes.planes, decoded_planes(b_frame, "yuv420", 8)))
+    assert all(torch.equal(a, b) for a, b in zip(planes.to_frame_data().planes, decoded_planes(b_frame, "yuv420", 8)))
     with pytest.raises(BitstreamError, match="derived from frame 3"):
-        decode_frame(record, sequence, DecodedSequence(frames={0: frames[0], 3: state.frames[3]}))
+        decode_frame(record, sequence, DecodedSequence(frames={0: frames[0].to_samples(), 3: state.frames[3]}))
 
 
 def test_a_file_of_video_format_1_still_decodes(data_dir: Path) -> None:
@@ -267,7 +271,7 @@ def test_a_file_of_video_format_1_still_decodes(data_dir: Path) -> None:
     sequence, decoded = decode_video((Path(__file__).parent / "data" / "bqsquare_3frames_video_v1.cool").read_bytes())
     assert (sequence.n_frames, sequence.height, sequence.width) == (3, 128, 224)
     source = data_dir / "video" / "BQSquare_224x128_60p_5frames_yuv420_8b.yuv"
-    psnrs = [yuv_psnrs(frame.planes, read_frame(source, index).planes)["psnr_yuv"]
+    psnrs = [yuv_psnrs(frame.to_frame_data().planes, read_frame(source, index).planes)["psnr_yuv"]
              for index, frame in enumerate(decoded)]
     assert psnrs == pytest.approx([30.8150, 28.8381, 28.4004], abs=2e-3)
 
@@ -284,7 +288,8 @@ def test_training_counts_the_differences_of_warm_started_networks(frames: list[F
         decoder = _randomised(_decoder(frames, 2)).train()
         for role, coolchic in decoder.coolchics.items():
             part = state.coolchics[2][role]
-            coolchic.predict_networks(NetworkSource(2, part.model, part.network_quantization), warm=warm)
+            source = NetworkSource(2, coolchic_module(part.coolchic, 8), part.network_quantization)
+            coolchic.predict_networks(source, warm=warm)
         trained = CoolChicModule(target, decoder, lmbda=1e-2)
         trained.phase = make_preset("debug", 50).all_phases[0]
         trained.configure_optimizers()

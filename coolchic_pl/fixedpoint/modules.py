@@ -34,7 +34,7 @@ def integer_frame(decoder: CoolChic | InterCoolChic, bitdepth: int) -> IntegerCo
 def decoded_samples(decoder: CoolChic | InterCoolChic, bitdepth: int) -> Tensor:
     """[3, H, W] integer samples (float64) of the frame the decoder's latents and quantised
     networks make, identical on every machine, on the decoder's device."""
-    device = next(decoder.parameters()).device
+    device = next(decoder.buffers()).device  # an inter frame may have no Cool-Chic, hence no parameter
     return torch.from_numpy(frame_samples(integer_frame(decoder, bitdepth), bitdepth)).to(device)
 
 
