@@ -71,6 +71,19 @@ def test_golden_files_decode_through_the_cli_on_one_and_two_threads(name: str, o
         assert samples_sha256([read_frame(output, index) for index in range(n_frames)]) == HASHES[name]
 
 
+@pytest.mark.parametrize("name, output_name", [("hop5.cool", "out_192x128_yuv420_10b.yuv"), ("lop.cool", "out.png"),
+                                                ("bqsquare_motion_derived.cool", "out_224x128_yuv420_8b.yuv")])
+def test_coolchic_decode_never_imports_torch(name: str, output_name: str, tmp_path: Path) -> None:
+    """The decoder's start-up is a fraction of a second because it reads, decodes and writes
+    without torch (whose import alone takes most of a second)."""
+    output = tmp_path / output_name
+    code = (f"import sys; from coolchic_pl.decode import main; code = main([{str(GOLDEN / name)!r}, '-o', "
+            f"{str(output)!r}]); print(code, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["0", "False"], result.stderr
+    assert output.stat().st_size > 0
+
+
 def test_the_golden_videos_hold_every_inter_frame_mode_and_network_coding() -> None:
     """Between them, the golden videos of format 4 code an inter frame as the prediction alone
     (translation, affine, derived motion), with a motion, a residue or both Cool-Chics, and

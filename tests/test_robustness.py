@@ -18,6 +18,7 @@ from coolchic_pl.bench.fuzz import KINDS, Case, fuzz, mutate, run_case
 from coolchic_pl.bitstream import BitstreamError, decode_coolchic, encode_coolchic
 from coolchic_pl.bitstream.codec import MAX_MACS_PER_PIXEL, ByteReader, varints_bytes
 from coolchic_pl.decode import decode_bytes
+from coolchic_pl.fixedpoint.coolchic import IntegerCoolChic
 from coolchic_pl.model.architecture import CoolChicArchitecture
 from coolchic_pl.model.coolchic import CoolChic
 from coolchic_pl.nnquant import ModuleQuantization
@@ -98,7 +99,7 @@ def test_a_decoder_beyond_the_format_s_work_per_pixel_is_refused() -> None:
         for parameter in model.parameters():
             parameter.zero_()
     quantization = {name: ModuleQuantization(1.0, 1.0, 0, 0, 0) for name in model.quantizable_modules()}
-    data = encode_coolchic(model, quantization, "rgb", 8)
+    data = encode_coolchic(IntegerCoolChic.from_module(model, 8), quantization, "rgb", 8)
     with pytest.raises(BitstreamError, match="multiplications per pixel exceeds"):
         decode_coolchic(data)
 
