@@ -91,27 +91,39 @@ static void arm_fast(const ArmTables *arm, const double *restrict x, double *res
         h = next, next = swap;
         input = h;
     }
-    for (int64_t n0 = 0; n0 < count; n0 += ARM_BLOCK)
+    /* Both outputs together, the stabiliser's sums apart: eight independent chains. */
+    for (int64_t n0 = 0; n0 < count; n0 += ARM_BLOCK) {
+        f64x4 sums[2][2][2]; /* [branch: hidden, stabiliser][output][half] */
         for (int k = 0; k < 2; k++) {
-            f64x4 low = splat(arm->fast_output_bias[k] + (arm->fast_stabiliser ? arm->fast_stabiliser_bias[k] : 0.0));
-            f64x4 high = low;
-            for (int i = 0; i < d; i++) {
+            sums[0][k][0] = sums[0][k][1] = splat(arm->fast_output_bias[k]);
+            sums[1][k][0] = sums[1][k][1] = splat(arm->fast_stabiliser ? arm->fast_stabiliser_bias[k] : 0.0);
+        }
+        for (int i = 0; i < d; i++) {
+            const f64x4 low = load4(input + i * m + n0), high = load4(input + i * m + n0 + 4);
+            for (int k = 0; k < 2; k++) {
                 const f64x4 weight = splat(arm->fast_output[2 * i + k]);
-                low += weight * load4(input + i * m + n0);
-                high += weight * load4(input + i * m + n0 + 4);
+                sums[0][k][0] += weight * low;
+                sums[0][k][1] += weight * high;
             }
-            if (arm->fast_stabiliser)
-                for (int i = 0; i < d; i++) {
+        }
+        if (arm->fast_stabiliser)
+            for (int i = 0; i < d; i++) {
+                const f64x4 low = load4(x + i * m + n0), high = load4(x + i * m + n0 + 4);
+                for (int k = 0; k < 2; k++) {
                     const f64x4 weight = splat(arm->fast_stabiliser[2 * i + k]);
-                    low += weight * load4(x + i * m + n0);
-                    high += weight * load4(x + i * m + n0 + 4);
+                    sums[1][k][0] += weight * low;
+                    sums[1][k][1] += weight * high;
                 }
+            }
+        for (int k = 0; k < 2; k++) {
+            const f64x4 low = sums[0][k][0] + sums[1][k][0], high = sums[0][k][1] + sums[1][k][1];
             int64_t *restrict out = k ? log_scale : mu;
             for (int t = 0; t < 4; t++) {
                 out[n0 + t] = (int64_t)copysign(floor(fabs(low[t]) + 0.5), low[t]);
                 out[n0 + 4 + t] = (int64_t)copysign(floor(fabs(high[t]) + 0.5), high[t]);
             }
         }
+    }
 }
 
 static int64_t round_shift(int64_t v, int bits) {

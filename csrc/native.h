@@ -33,7 +33,13 @@
  * build, one AVX2 operation in the x86-64-v3 clones. */
 typedef double f64x4 __attribute__((vector_size(32)));
 
+typedef int64_t i64x4 __attribute__((vector_size(32)));
+
 static inline f64x4 splat(double value) { return (f64x4){value, value, value, value}; }
+
+/* Lane by lane, v where mask is set (a comparison's -1), else +0.0: one bitwise and, where
+ * converting the mask to doubles has no AVX2 instruction and compiles to scalar code. */
+static inline f64x4 masked4(f64x4 v, i64x4 mask) { return (f64x4)((i64x4)v & mask); }
 
 static inline f64x4 load4(const double *from) {
     f64x4 value;
@@ -48,16 +54,15 @@ static inline void store4(double *to, f64x4 value) { __builtin_memcpy(to, &value
  * the comparison steps down where that rounded up. Vectorises where a floor instruction
  * may not exist (SSE2). */
 static inline f64x4 floor4(f64x4 v) {
-    const f64x4 magic = {0x1.8p52, 0x1.8p52, 0x1.8p52, 0x1.8p52};
+    const f64x4 magic = splat(0x1.8p52);
     const f64x4 nearest = (v + magic) - magic;
-    const f64x4 above = __builtin_convertvector(nearest > v, f64x4); /* -1.0 or 0.0 */
-    return nearest + above;
+    return nearest - masked4(splat(1.0), nearest > v);
 }
 
 /* max(floor(v), 0): what ends a hidden ARM layer whose rounding half is in its bias. */
 static inline f64x4 relu_floor(f64x4 v) {
     const f64x4 floored = floor4(v);
-    return floored * -__builtin_convertvector(floored > 0.0, f64x4);
+    return masked4(floored, floored > 0.0);
 }
 
 typedef struct {

@@ -22,10 +22,11 @@ from coolchic_pl.bitstream.armint import IntegerArm
 from coolchic_pl.bitstream.codec import header_bits
 from coolchic_pl.bitstream.expgolomb import decode_signed, encode_signed
 from coolchic_pl.bitstream.laplace_table import generate_table, load_table
-from coolchic_pl.bitstream.latents import decode_grid, encode_grid, grid_plan
+from coolchic_pl.bitstream.latents import decode_grid, encode_grid, grid_plan, wavefront_slope
 from coolchic_pl.io import read_frame
 from coolchic_pl.model.architecture import V5_ARCHITECTURES
 from coolchic_pl.model.arm import Arm, context_index
+from coolchic_pl.model.contexts import context_offsets
 from coolchic_pl.nnquant import EXPGOLOMB_ORDERS
 from coolchic_pl.nnquant.expgolomb import best_expgolomb_order, expgolomb_bits
 
@@ -85,6 +86,26 @@ def test_integer_arm_is_the_same_over_grid_rows_and_wavefronts() -> None:
     np.testing.assert_array_equal(whole, by_front)
     coded, escapes = encode_grid(latents, arm, 16)
     np.testing.assert_array_equal(decode_grid(coded, escapes, 37, 53, arm, 16), latents)
+
+
+@pytest.mark.parametrize("height, width, dim_arm, order", [(37, 53, 16, "v4"), (64, 96, 14, "v5"), (9, 2, 32, "v4"),
+                                                            (7, 1, 24, "v5"), (1, 1, 8, "v4")])
+def test_the_grid_plan_codes_front_by_front_every_context_first(height: int, width: int, dim_arm: int,
+                                                                 order: str) -> None:
+    """The coding order is the raster positions sorted by (front x + s*y, row), fronts start
+    where that front's latents start, and every causal context of a latent is coded before it."""
+    plan = grid_plan(height, width, dim_arm, order)
+    rows, cols = np.divmod(np.arange(height * width), width)
+    slope = wavefront_slope(dim_arm, order)
+    front = cols + slope * rows
+    assert np.array_equal(plan.order, np.lexsort((rows, front)))
+    ordered_fronts = front[plan.order]
+    assert np.array_equal(plan.starts, np.append(np.flatnonzero(np.diff(ordered_fronts, prepend=-1)), height * width))
+    padded_width = plan.padded_shape[1]
+    assert np.array_equal(plan.positions, (rows[plan.order] + plan.top) * padded_width + cols[plan.order] + plan.left)
+    for dy, dx in context_offsets(dim_arm, order):
+        assert dy < 0 or dx < 0 and dy == 0
+        assert dx < slope * -dy or dy == 0  # a context of the row above lies in an earlier front
 
 
 def test_float64_integer_arm_gives_the_int64_integers_up_to_its_limit_and_falls_back_beyond(monkeypatch) -> None:
