@@ -197,11 +197,8 @@ enum { WITHIN = 1, NONZERO = 2 };
 /* The contexts of latent `n` (coding order) in 1/256 units beside its IFCE features:
  * column `column` of the [width][m] float64 inputs, and the int64 inputs. WITHIN when the
  * float64 path is exact for them (the bound checked before the scaling, which wraps in int64
- * as NumPy's shift does), NONZERO when any of them is not 0. `row` is the latent's row in its
- * grid as the caller expects it (a front's rows are consecutive), checked here: a 64-bit
- * division per latent took a tenth of the grid's time. */
-static int gather_inputs(const GridInputs *in, int64_t n, int64_t row, double *x, int64_t column, int64_t m,
-                         int64_t *exact) {
+ * as NumPy's shift does), NONZERO when any of them is not 0. */
+static int gather_inputs(const GridInputs *in, int64_t n, double *x, int64_t column, int64_t m, int64_t *exact) {
     const ArmTables *arm = in->arm;
     const int n_contexts = in->n_contexts, width = arm->width;
     const int64_t position = in->positions[n];
@@ -216,9 +213,7 @@ static int gather_inputs(const GridInputs *in, int64_t n, int64_t row, double *x
     }
     int64_t sources[MAX_IFCE_SOURCES];
     if (in->n_sources) {
-        int64_t y = row, x_in_grid = in->order[n] - row * in->grid_width;
-        if (x_in_grid < 0 || x_in_grid >= in->grid_width)
-            y = in->order[n] / in->grid_width, x_in_grid = in->order[n] % in->grid_width;
+        const int64_t y = in->order[n] / in->grid_width, x_in_grid = in->order[n] % in->grid_width;
         for (int s = 0; s < in->n_sources; s++)
             sources[s] = in->flat[in->source_start[s] + (y >> in->source_shift[s]) * in->source_width[s]
                                   + (x_in_grid >> in->source_shift[s])] * ARM_ONE;
@@ -294,11 +289,10 @@ int decode_grid(GridInputs *in) {
     int status = 0;
     for (int64_t f = 0; f < in->n_fronts && !status; f++) {
         const int64_t start = in->starts[f], m = in->starts[f + 1] - start;
-        const int64_t first_row = in->n_sources ? in->order[start] / in->grid_width : 0;
         int64_t packed = 0;
         int all_within = 1;
         for (int64_t n = 0; n < m; n++) {
-            const int flags = gather_inputs(in, start + n, first_row + n, x, packed, longest, exact);
+            const int flags = gather_inputs(in, start + n, x, packed, longest, exact);
             all_within &= flags & WITHIN;
             column[n] = flags & NONZERO ? packed++ : -1;
         }
@@ -309,8 +303,7 @@ int decode_grid(GridInputs *in) {
         }
         if (!all_within)
             for (int64_t n = 0; n < m; n++)
-                if (!(gather_inputs(in, start + n, first_row + n, x, column[n] < 0 ? 0 : column[n], longest, exact)
-                      & WITHIN)) {
+                if (!(gather_inputs(in, start + n, x, column[n] < 0 ? 0 : column[n], longest, exact) & WITHIN)) {
                     int64_t out[2];
                     arm_exact(in->arm, exact, out);
                     mu[n] = out[0], log_scale[n] = out[1];
