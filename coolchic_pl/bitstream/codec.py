@@ -493,23 +493,29 @@ def check_pixel_count(n_pixels: int, file_bytes: int) -> None:
 def decode_latents(coolchic: IntegerCoolChic, arm_quantization: ModuleQuantization, header: ByteReader,
                    payload: ByteReader) -> None:
     """Decode the latent grids ``encode_latents`` wrote into ``coolchic`` (whose networks are set)."""
-    architecture, layout = coolchic.architecture, coolchic.layout
+    architecture = coolchic.architecture
     arm = IntegerArm.from_parameters(coolchic.networks["arm"], *arm_quantization.value_steps)
-    starts = np.cumsum([0] + layout.numels)
     for grid_index in grid_order(coolchic):
         coded_length, escape_length = header.varints(2)
         coded, escapes = payload.bytes(coded_length), payload.bytes(escape_length)
-        if layout.numels[grid_index] and coded_length:
-            grid_h, grid_w = layout.sizes[grid_index]
-            try:
-                latents = decode_grid(coded, escapes, grid_h, grid_w, arm, architecture.dim_arm,
-                                      architecture.context_order, grid_ifce(coolchic, arm, coolchic.latents,
-                                                                            grid_index))
-            except BitstreamError as error:
-                raise BitstreamError(f"latent grid {grid_index}: {error}") from None
-            coolchic.latents[starts[grid_index]:starts[grid_index + 1]] = latents.reshape(-1)
+        if coolchic.layout.numels[grid_index] and coded_length:
+            decode_latent_grid(coolchic, arm, grid_index, lambda height, width, ifce: decode_grid(
+                coded, escapes, height, width, arm, architecture.dim_arm, architecture.context_order, ifce))
         elif coded_length or escape_length:
             raise BitstreamError("an empty latent grid carries data")
+
+
+def decode_latent_grid(coolchic: IntegerCoolChic, arm: IntegerArm, grid: int,
+                       decode: Callable[[int, int, GridIfce | None], np.ndarray]) -> None:
+    """Grid ``grid`` of ``coolchic`` by ``decode(height, width, ifce)`` (a range decoder's
+    grid), into its latents; a damaged stream's error names the grid."""
+    layout = coolchic.layout
+    start = sum(layout.numels[:grid])
+    try:
+        latents = decode(*layout.sizes[grid], grid_ifce(coolchic, arm, coolchic.latents, grid))
+    except BitstreamError as error:
+        raise BitstreamError(f"latent grid {grid}: {error}") from None
+    coolchic.latents[start:start + layout.numels[grid]] = latents.reshape(-1)
 
 
 def header_bits(data: bytes) -> int:

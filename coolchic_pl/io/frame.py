@@ -30,23 +30,11 @@ class FrameFormatError(ValueError):
         self.problem = problem
 
 
-@dataclass(frozen=True)
-class FrameData:
-    """One decoded frame with samples normalised to [0, 1] by 2^bitdepth - 1.
+class _PlaneGeometry:
+    """The size and sample range of a frame, from its first plane [..., H, W] and bit depth."""
 
-    ``rgb`` and ``yuv444`` frames hold one [1, 3, H, W] tensor in ``planes[0]``; ``yuv420``
-    frames hold the luma [1, 1, H, W] and the two chroma planes [1, 1, ceil(H/2), ceil(W/2)]
-    separately, because the codec computes its distortion on the subsampled planes.
-    """
-
-    planes: tuple[Tensor, ...]
+    planes: tuple
     bitdepth: int
-    color_space: ColorSpace
-
-    def __post_init__(self) -> None:
-        expected = 3 if self.color_space == "yuv420" else 1
-        if len(self.planes) != expected:
-            raise ValueError(f"{self.color_space} frame needs {expected} plane tensor(s), got {len(self.planes)}")
 
     @property
     def height(self) -> int:
@@ -64,6 +52,25 @@ class FrameData:
     def max_value(self) -> int:
         return 2**self.bitdepth - 1
 
+
+@dataclass(frozen=True)
+class FrameData(_PlaneGeometry):
+    """One decoded frame with samples normalised to [0, 1] by 2^bitdepth - 1.
+
+    ``rgb`` and ``yuv444`` frames hold one [1, 3, H, W] tensor in ``planes[0]``; ``yuv420``
+    frames hold the luma [1, 1, H, W] and the two chroma planes [1, 1, ceil(H/2), ceil(W/2)]
+    separately, because the codec computes its distortion on the subsampled planes.
+    """
+
+    planes: tuple[Tensor, ...]
+    bitdepth: int
+    color_space: ColorSpace
+
+    def __post_init__(self) -> None:
+        expected = 3 if self.color_space == "yuv420" else 1
+        if len(self.planes) != expected:
+            raise ValueError(f"{self.color_space} frame needs {expected} plane tensor(s), got {len(self.planes)}")
+
     def to_samples(self) -> SampleFrame:
         """The frame's samples as a writer stores them (see :func:`tensor_to_samples`)."""
         planes = tuple(tensor_to_samples(plane, self.bitdepth).transpose(2, 0, 1) for plane in self.planes)
@@ -71,7 +78,7 @@ class FrameData:
 
 
 @dataclass(frozen=True)
-class SampleFrame:
+class SampleFrame(_PlaneGeometry):
     """One frame as integer samples, planes laid out as :class:`FrameData`'s but [C, H, W]
     without the batch dimension, in the smallest unsigned type that holds the bit depth."""
 
@@ -83,18 +90,6 @@ class SampleFrame:
     def of(cls, planes: tuple[np.ndarray, ...], bitdepth: int, color_space: ColorSpace) -> SampleFrame:
         """From integer-valued planes of any numeric type."""
         return cls(tuple(plane.astype(sample_type(bitdepth)) for plane in planes), bitdepth, color_space)
-
-    @property
-    def height(self) -> int:
-        return self.planes[0].shape[-2]
-
-    @property
-    def width(self) -> int:
-        return self.planes[0].shape[-1]
-
-    @property
-    def max_value(self) -> int:
-        return 2**self.bitdepth - 1
 
     def to_444(self) -> np.ndarray:
         """[3, H, W] samples, 4:2:0 chroma repeated 2x2: how a decoded frame serves as a reference."""

@@ -15,7 +15,8 @@ import numpy as np
 from coolchic_pl.bitstream.armint import IntegerArm
 from coolchic_pl.bitstream.codec import (
     MAX_DIMENSION, ByteReader, as_bitstream_errors, check_container, check_pixel_count, check_synthesis_size,
-    decode_latents, decode_networks, empty_coolchic, grid_ifce, grid_order, network_values, read_architecture,
+    decode_latent_grid, decode_latents, decode_networks, empty_coolchic, grid_order, network_values,
+    read_architecture,
 )
 from coolchic_pl.bitstream.errors import BitstreamError
 from coolchic_pl.bitstream.expgolomb import BitReader
@@ -348,20 +349,12 @@ def read_network_parameters(bits: BitReader, coolchic: IntegerCoolChic, quantiza
 def decode_coolchic_latents(coolchic: IntegerCoolChic, arm_quantization: ModuleQuantization, coded_grids: list[bool],
                             decoder: RangeDecoder, escapes: BitReader) -> None:
     """Decode a Cool-Chic's latent grids from a frame's range decoder and escape bits."""
-    architecture, layout = coolchic.architecture, coolchic.layout
+    architecture = coolchic.architecture
     arm = IntegerArm.from_parameters(coolchic.networks["arm"], *arm_quantization.value_steps)
-    starts = np.cumsum([0] + layout.numels)
     for grid_index, coded in zip(non_empty_grids(coolchic), coded_grids):
-        if not coded:
-            continue
-        grid_h, grid_w = layout.sizes[grid_index]
-        try:
-            latents = decode_grid_from(decoder, escapes, grid_h, grid_w, arm, architecture.dim_arm,
-                                       architecture.context_order, grid_ifce(coolchic, arm, coolchic.latents,
-                                                                             grid_index))
-        except BitstreamError as error:
-            raise BitstreamError(f"latent grid {grid_index}: {error}") from None
-        coolchic.latents[starts[grid_index]:starts[grid_index + 1]] = latents.reshape(-1)
+        if coded:
+            decode_latent_grid(coolchic, arm, grid_index, lambda height, width, ifce: decode_grid_from(
+                decoder, escapes, height, width, arm, architecture.dim_arm, architecture.context_order, ifce))
 
 
 # ------------------------------------------------------------ formats 1 to 3 (still decoded)
