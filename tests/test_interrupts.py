@@ -5,6 +5,7 @@ encode must write a .cool file byte-identical to an uninterrupted one."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -31,8 +32,8 @@ LONG_PHASE = DEBUG + ["--preset", "measure_speed", "--n_itr", "500"]
 pytestmark = pytest.mark.slow
 
 
-def _start(command: list[str]) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def _start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=reset_signals)
 
@@ -41,8 +42,8 @@ def fit_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "coolchic_pl.fit", *args]
 
 
-def run(command: list[str], timeout: float = 240) -> tuple[int, str]:
-    process = _start(command)
+def run(command: list[str], timeout: float = 240, env: dict[str, str] | None = None) -> tuple[int, str]:
+    process = _start(command, env)
     _, err = process.communicate(timeout=timeout)
     return process.returncode, err
 
@@ -131,6 +132,25 @@ def test_signal_inside_a_phase_checkpoints_and_the_rerun_finishes(reference, kod
     assert code == 0, err
     resumed_at = re.search(rf"resuming {re.escape(str(run_dir))} at phase0, iteration (\d+)", err)
     assert resumed_at and 100 <= int(resumed_at.group(1)) < 500, err  # where the signal found it
+    assert cool_bytes(tmp_path) == reference["long"]
+
+
+def test_a_sigterm_seen_only_by_lightning_checkpoints_the_finished_iteration(reference, kodim15: Path,
+                                                                             tmp_path: Path) -> None:
+    """A SIGTERM landing after the encode's checks of an iteration ends the fit at the end of
+    it through Lightning's SIGTERMException: the iteration is checkpointed all the same, and
+    the rerun resumes there and writes the same file."""
+    callback = json.dumps([{"class_path": "lightning_sigterm.LightningSigtermAt",
+                            "init_args": {"step": 200, "marker": str(tmp_path / "sent")}}])
+    command = fit_command(*LONG_PHASE, "--input", str(kodim15), "--output_dir", str(tmp_path),
+                          "--checkpoint_interval_s", "0", "--callbacks", callback)
+    tests_importable = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    code, err = run(command, env=tests_importable)
+    assert code == EXIT_TERMINATED, err
+    assert err.strip().splitlines()[-1].startswith("terminated (SIGTERM): the encode is checkpointed in")
+    code, err = run(command, env=tests_importable)
+    assert code == 0, err
+    assert f"resuming {tmp_path / RUN_NAME} at phase0, iteration 200" in err
     assert cool_bytes(tmp_path) == reference["long"]
 
 

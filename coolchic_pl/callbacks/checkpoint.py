@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from coolchic_pl.config import TrainerPhase
 from coolchic_pl.training.checkpoint import CHECKPOINT_KEY, Checkpointer
@@ -21,6 +22,11 @@ class StageCheckpoint(Checkpoint):
     never at the last iteration of the stage, whose end (restoring the best parameters,
     quantising) belongs to the stage-end checkpoint. ``extras`` gives the runner's part
     of the checkpoint (its state, where it is, the random generators).
+
+    Lightning's own SIGTERM handler makes it raise ``SIGTERMException`` at the very end of
+    an iteration, after every callback: a signal that lands after this callback's last look
+    at the iteration ends the fit there, and ``on_exception`` saves that finished iteration
+    (Lightning resumes such a checkpoint at the next one, without repeating the validation).
     """
 
     def __init__(self, checkpointer: Checkpointer, phase: TrainerPhase, extras: Callable[[], dict[str, Any]]):
@@ -39,6 +45,10 @@ class StageCheckpoint(Checkpoint):
     def _save_if_asked(self, trainer: pl.Trainer) -> None:
         if trainer.global_step < self.phase.max_itr:
             self.checkpointer.at_safe_point(lambda: self.checkpointer.save_trainer(trainer))
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.global_step < self.phase.max_itr:
+            self.checkpointer.save_trainer(trainer)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
