@@ -306,40 +306,46 @@ error:
     return NULL;
 }
 
-PyDoc_STRVAR(filter_doc, "filter_1d(x, outer, in_length, inner, taps, n_taps, phases, out_length, y)\n\n"
+PyDoc_STRVAR(filter_doc, "filter_1d(x, outer, in_length, inner, taps, n_taps, phases, out_length, offset, zero, y)\n\n"
                          "1-D filter of float64 activations [outer, in_length, inner] along their middle "
-                         "dimension into [outer, out_length * phases, inner], each output floor(1/2 + sum) "
-                         "clamped; with two phases, a 2x upsampling whose phases interleave.");
+                         "dimension into [outer, out_length, inner]: output o = phases * i + p is "
+                         "floor(1/2 + sum_t taps[p][t] x[i + t + offset]) clamped, the inputs outside x "
+                         "replicating the nearest one (zero false) or 0 (zero true); with two phases, a 2x "
+                         "upsampling whose phases interleave.");
 
 static PyObject *py_filter_1d(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *x, *taps, *y;
-    long long outer, in_length, inner, out_length;
-    int n_taps, phases;
-    if (!PyArg_ParseTuple(args, "OLLLOiiLO", &x, &outer, &in_length, &inner, &taps, &n_taps, &phases, &out_length,
-                          &y))
+    long long outer, in_length, inner, out_length, offset;
+    int n_taps, phases, zero;
+    if (!PyArg_ParseTuple(args, "OLLLOiiLLpO", &x, &outer, &in_length, &inner, &taps, &n_taps, &phases, &out_length,
+                          &offset, &zero, &y))
         return NULL;
     Buffers held = {.count = 0};
     const double *in, *tap_values;
     double *out;
-    if (outer < 0 || inner < 1 || n_taps < 1 || phases < 1 || phases > MAX_FILTER_PHASES || out_length < 0
-        || in_length < out_length + n_taps - 1) {
+    if (outer < 0 || in_length < 1 || inner < 1 || n_taps < 1 || phases < 1 || phases > MAX_FILTER_PHASES
+        || out_length < 0 || offset < -(1LL << 40) || offset > (1LL << 40)) {
         PyErr_SetString(PyExc_ValueError, "filter shape");
         return NULL;
     }
     if (!(in = view(&held, x, 8, (Py_ssize_t)(outer * in_length * inner), 0, NULL, "x"))
         || !(tap_values = view(&held, taps, 8, (Py_ssize_t)n_taps * phases, 0, NULL, "taps"))
-        || !(out = (double *)view(&held, y, 8, (Py_ssize_t)(outer * out_length * phases * inner), 1, NULL, "y"))) {
+        || !(out = (double *)view(&held, y, 8, (Py_ssize_t)(outer * out_length * inner), 1, NULL, "y"))) {
         release(&held);
         return NULL;
     }
+    const int mode = zero ? PAD_ZERO : PAD_EDGE;
+    int status = 0;
     Py_BEGIN_ALLOW_THREADS
     if (inner == 1)
-        filter_columns(in, outer, in_length, tap_values, n_taps, phases, out_length, out);
+        status = filter_columns(in, outer, in_length, tap_values, n_taps, phases, out_length, offset, mode, out);
     else
-        filter_rows(in, outer, in_length, inner, tap_values, n_taps, phases, out_length, out);
+        filter_rows(in, outer, in_length, inner, tap_values, n_taps, phases, out_length, offset, mode, out);
     Py_END_ALLOW_THREADS
     release(&held);
+    if (status)
+        return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 

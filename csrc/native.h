@@ -128,10 +128,12 @@ typedef struct {
 int pointwise_run(const DenseLayer *layers, int n_layers, const double *x, int n_in, double *y, int64_t n);
 int spatial_layer(const DenseLayer *layer, int kernel, const double *x, int channels, int64_t height, int64_t width,
                   double *y);
+/* How a filter pads its inputs: with the nearest one (replicate) or with zeros. */
+enum { PAD_EDGE = 0, PAD_ZERO = 1 };
 void filter_rows(const double *x, int64_t planes, int64_t in_rows, int64_t width, const double *taps, int n_taps,
-                 int phases, int64_t out_rows, double *y);
-void filter_columns(const double *x, int64_t lines, int64_t in_width, const double *taps, int n_taps, int phases,
-                    int64_t out_width, double *y);
+                 int phases, int64_t out_rows, int64_t offset, int mode, double *y);
+int filter_columns(const double *x, int64_t lines, int64_t in_width, const double *taps, int n_taps, int phases,
+                   int64_t out_width, int64_t offset, int mode, double *y);
 void warp(const double *samples, int channels, int64_t height, int64_t width, const int64_t *flow,
           const int64_t *table, int n_taps, double *out);
 

@@ -139,44 +139,66 @@ int spatial_layer(const DenseLayer *layer, int kernel, const double *x, int chan
     return 0;
 }
 
-/* out[p + phases * i][...] = clamp(floor(1/2 + sum_t taps[p][t] x[i + t][...])) along the
- * rows (dim -2) of [planes][rows][width]: the phases' outputs interleave (2 phases: a 2x
- * upsampling, 1 phase: a filter). */
-NATIVE_VECTORISED
-void filter_rows(const double *x, int64_t planes, int64_t in_rows, int64_t width, const double *taps, int n_taps,
-                 int phases, int64_t out_rows, double *y) {
-    for (int64_t plane = 0; plane < planes; plane++)
-        for (int64_t i = 0; i < out_rows; i++)
-            for (int p = 0; p < phases; p++) {
-                double *restrict out = y + ((plane * out_rows + i) * phases + p) * width;
-                const double *phase_taps = taps + p * n_taps;
-                for (int64_t c = 0; c < width; c++)
-                    out[c] = 0.5;
-                for (int t = 0; t < n_taps; t++) {
-                    const double tap = phase_taps[t];
-                    if (tap == 0.0)
-                        continue;
-                    const double *restrict in = x + (plane * in_rows + i + t) * width;
-                    for (int64_t c = 0; c < width; c++)
-                        out[c] += tap * in[c];
-                }
-                for (int64_t c = 0; c < width; c++) {
-                    const double f = __builtin_floor(out[c]);
-                    out[c] = f < -ACTIVATION_LIMIT ? -ACTIVATION_LIMIT : f > ACTIVATION_LIMIT ? ACTIVATION_LIMIT : f;
-                }
-            }
+static inline double clamp_activation(double v) {
+    return v < -ACTIVATION_LIMIT ? -ACTIVATION_LIMIT : v > ACTIVATION_LIMIT ? ACTIVATION_LIMIT : v;
 }
 
-/* The same along the columns (dim -1) of [lines][in_width]: out[line][phases * j + p]. */
+/* Input index `k` of a filter whose inputs are padded by `mode`: the nearest one (EDGE), or
+ * -1 for a zero (ZERO). */
+static inline int64_t padded_index(int64_t k, int64_t length, int mode) {
+    if (k >= 0 && k < length)
+        return k;
+    return mode == PAD_EDGE ? (k < 0 ? 0 : length - 1) : -1;
+}
+
+/* y[o][...] = clamp(floor(1/2 + sum_t taps[p][t] x[i + t + offset][...])), o = phases * i + p,
+ * for the first `out_rows` outputs o along the rows (dim -2) of [planes][in_rows][width], the
+ * rows outside x padded by `mode`: the phases' outputs interleave (2 phases: a 2x upsampling,
+ * 1 phase: a filter). */
 NATIVE_VECTORISED
-void filter_columns(const double *x, int64_t lines, int64_t in_width, const double *taps, int n_taps, int phases,
-                    int64_t out_width, double *y) {
+void filter_rows(const double *x, int64_t planes, int64_t in_rows, int64_t width, const double *taps, int n_taps,
+                 int phases, int64_t out_rows, int64_t offset, int mode, double *y) {
+    for (int64_t plane = 0; plane < planes; plane++)
+        for (int64_t o = 0; o < out_rows; o++) {
+            const int64_t i = o / phases;
+            const double *phase_taps = taps + (o % phases) * n_taps;
+            double *restrict out = y + (plane * out_rows + o) * width;
+            for (int64_t c = 0; c < width; c++)
+                out[c] = 0.5;
+            for (int t = 0; t < n_taps; t++) {
+                const double tap = phase_taps[t];
+                const int64_t row = padded_index(i + t + offset, in_rows, mode);
+                if (tap == 0.0 || row < 0)
+                    continue;
+                const double *restrict in = x + (plane * in_rows + row) * width;
+                for (int64_t c = 0; c < width; c++)
+                    out[c] += tap * in[c];
+            }
+            for (int64_t c = 0; c < width; c++)
+                out[c] = clamp_activation(__builtin_floor(out[c]));
+        }
+}
+
+/* The same along the columns (dim -1) of [lines][in_width] into [lines][out_width]: each line
+ * is first copied with its padding, so that the sums run over contiguous inputs. Returns -1
+ * when that copy cannot be allocated. */
+NATIVE_VECTORISED
+int filter_columns(const double *x, int64_t lines, int64_t in_width, const double *taps, int n_taps, int phases,
+                   int64_t out_width, int64_t offset, int mode, double *y) {
+    const int64_t per_phase = (out_width + phases - 1) / phases, span = per_phase + n_taps - 1;
+    double *line_copy = malloc(sizeof(double) * (size_t)(span > 0 ? span : 1));
+    if (!line_copy)
+        return -1;
     double sums[MAX_FILTER_PHASES][FILTER_CHUNK];
     for (int64_t line = 0; line < lines; line++) {
         const double *in = x + line * in_width;
-        double *out = y + line * out_width * phases;
-        for (int64_t j0 = 0; j0 < out_width; j0 += FILTER_CHUNK) {
-            const int64_t count = out_width - j0 < FILTER_CHUNK ? out_width - j0 : FILTER_CHUNK;
+        for (int64_t k = 0; k < span; k++) {
+            const int64_t column = padded_index(k + offset, in_width, mode);
+            line_copy[k] = column < 0 ? 0.0 : in[column];
+        }
+        double *out = y + line * out_width;
+        for (int64_t j0 = 0; j0 < per_phase; j0 += FILTER_CHUNK) {
+            const int64_t count = per_phase - j0 < FILTER_CHUNK ? per_phase - j0 : FILTER_CHUNK;
             for (int p = 0; p < phases; p++) {
                 const double *phase_taps = taps + p * n_taps;
                 for (int64_t j = 0; j < count; j++)
@@ -186,18 +208,17 @@ void filter_columns(const double *x, int64_t lines, int64_t in_width, const doub
                     if (tap == 0.0)
                         continue;
                     for (int64_t j = 0; j < count; j++)
-                        sums[p][j] += tap * in[j0 + j + t];
+                        sums[p][j] += tap * line_copy[j0 + j + t];
                 }
             }
             for (int64_t j = 0; j < count; j++)
-                for (int p = 0; p < phases; p++) {
-                    const double f = __builtin_floor(sums[p][j]);
-                    out[(j0 + j) * phases + p] = f < -ACTIVATION_LIMIT ? -ACTIVATION_LIMIT
-                                                 : f > ACTIVATION_LIMIT  ? ACTIVATION_LIMIT
-                                                                         : f;
-                }
+                for (int p = 0; p < phases; p++)
+                    if ((j0 + j) * phases + p < out_width)
+                        out[(j0 + j) * phases + p] = clamp_activation(__builtin_floor(sums[p][j]));
         }
     }
+    free(line_copy);
+    return 0;
 }
 
 /* Backward warp of integer samples [channels][height][width] by flows [2][height][width] in

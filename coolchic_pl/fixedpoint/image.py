@@ -20,28 +20,28 @@ from coolchic_pl.model.layers import SynthesisLayerSpec, parse_synthesis_layers
 from coolchic_pl.model.layout import polyphase_index
 
 
-def _filter(x: np.ndarray, phases: list[list[float]], length: int, axis: int) -> np.ndarray:
-    """Along ``axis`` (-2 or -1): output i of phase p, at len(phases) * i + p, is
-    floor(1/2 + sum_t phases[p][t] x[..., i + t, ...]), clamped; ``length`` outputs per phase."""
+def _filter(x: np.ndarray, phases: np.ndarray, length: int, offset: int, zero: bool, axis: int,
+            out: np.ndarray | None = None) -> np.ndarray:
+    """Along ``axis`` (-2 or -1), output o = len(phases) * i + p for o < ``length``:
+    floor(1/2 + sum_t phases[p][t] x[..., i + t + offset, ...]), clamped, the inputs beyond x
+    padded with zeros (``zero``) or the nearest one; into ``out`` when given (contiguous)."""
     x = np.ascontiguousarray(x)
     inner = x.shape[-1] if axis == -2 else 1
     in_length = x.shape[axis]
     shape = list(x.shape)
-    shape[axis] = length * len(phases)
-    y = np.empty(shape)
-    taps = np.ascontiguousarray(phases, dtype=np.float64)
-    _native.filter_1d(x, x.size // (in_length * inner), in_length, inner, taps, taps.shape[1], taps.shape[0], length, y)
+    shape[axis] = length
+    y = np.empty(shape) if out is None else out
+    taps = np.ascontiguousarray(phases, dtype=np.float64).reshape(-1, np.shape(phases)[-1])
+    _native.filter_1d(x, x.size // (in_length * inner), in_length, inner, taps, taps.shape[1], taps.shape[0], length,
+                      offset, zero, y)
     return y
 
 
-def _filter_rows(x: np.ndarray, phases: list[list[float]], rows: int) -> np.ndarray:
-    """[P, R, W] -> [P, rows * len(phases), W], filtered along R."""
-    return _filter(x, phases, rows, -2)
-
-
-def _filter_columns(x: np.ndarray, phases: list[list[float]], columns: int) -> np.ndarray:
-    """[..., W] -> [..., columns * len(phases)], filtered along W."""
-    return _filter(x, phases, columns, -1)
+def _filter_2d(x: np.ndarray, phases: np.ndarray, height: int, width: int, offset: int, zero: bool,
+               out: np.ndarray) -> None:
+    """Rows, then columns, each pass rounding: [C, h, w] -> ``out`` [C, height, width]."""
+    rows = _filter(x, phases, height, offset, zero, -2)
+    _filter(rows, phases, width, offset, zero, -1, out)
 
 
 class UpsamplingKernels(NamedTuple):
@@ -70,22 +70,23 @@ def upsampling_kernels(coolchic: IntegerCoolChic) -> UpsamplingKernels:
 
 def upsample(coolchic: IntegerCoolChic, grids: list[np.ndarray]) -> np.ndarray:
     """Integer counterpart of ``Upsampling.forward`` on [C, h, w] grids in activation units:
-    each 1-D pass rounds."""
+    each 1-D pass rounds. The 2x filters read beyond the coarser grid's border its nearest
+    sample, the refine filters zeros (the reference's replicate and zero padding), and each
+    level is written straight into its place in the next one."""
     _, phases, refine = upsampling_kernels(coolchic)
-    _, first, last = polyphase_index(coolchic.architecture.ups_k_size)
-    before, after = -first, last
+    _, first, _ = polyphase_index(coolchic.architecture.ups_k_size)
     half = coolchic.architecture.ups_preconcat_k_size // 2
     first_used = next(g for g, grid in enumerate(grids) if grid.shape[0])
     dense = grids[-1]
     for level, target in enumerate(range(len(grids) - 2, first_used - 1, -1)):
         fine = grids[target]
         height, width = fine.shape[-2:]
-        _, h, w = dense.shape
-        padded = np.pad(dense, ((0, 0), (before, after), (before, after)), mode="edge")
-        upsampled = _filter_columns(_filter_rows(padded, phases[level], h), phases[level], w)[:, :height, :width]
-        zero_padded = np.pad(fine, ((0, 0), (half, half), (half, half)))
-        refined = _filter_columns(_filter_rows(zero_padded, [refine[level]], height), [refine[level]], width)
-        dense = np.concatenate([np.clip(refined + fine, -ACTIVATION_LIMIT, ACTIVATION_LIMIT), upsampled])
+        level_out = np.empty((1 + dense.shape[0], height, width))
+        _filter_2d(dense, phases[level], height, width, first, False, level_out[1:])
+        _filter_2d(fine, refine[level][None], height, width, -half, True, level_out[:1])
+        level_out[0] += fine[0]
+        np.clip(level_out[0], -ACTIVATION_LIMIT, ACTIVATION_LIMIT, out=level_out[0])
+        dense = level_out
     return dense
 
 
