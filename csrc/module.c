@@ -349,35 +349,85 @@ static PyObject *py_filter_1d(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(warp_doc, "warp(samples, channels, height, width, flow, table, n_taps, out)\n\n"
+PyDoc_STRVAR(warp_doc, "warp(samples, channels, height, width, base_flow, motion, table, n_taps, out, flows)\n\n"
                        "Backward warp of float64 integer samples [channels, height, width] by int64 flows "
-                       "[2, height, width] in 1/64 pel with the int64 tap table [64, n_taps].");
+                       "[2, height, width] in 1/64 pel with the int64 tap table [64, n_taps]: the base flows, "
+                       "plus the float64 motion output [2, height, width] in 2^-16 units (or None) rounded to "
+                       "1/64 pel; the flows used are written to the int64 `flows`.");
+
+/* An optional float64 array of `expected` items: NULL for None. */
+static int optional_doubles(Buffers *held, PyObject *object, Py_ssize_t expected, const char *what,
+                            const double **values) {
+    *values = NULL;
+    if (object == Py_None)
+        return 0;
+    return (*values = view(held, object, 8, expected, 0, NULL, what)) ? 0 : -1;
+}
 
 static PyObject *py_warp(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *samples, *flow, *table, *out;
+    PyObject *samples, *flow, *motion_object, *table, *out, *flows_object;
     int channels, n_taps;
     long long height, width;
-    if (!PyArg_ParseTuple(args, "OiLLOOiO", &samples, &channels, &height, &width, &flow, &table, &n_taps, &out))
+    if (!PyArg_ParseTuple(args, "OiLLOOOiOO", &samples, &channels, &height, &width, &flow, &motion_object, &table,
+                          &n_taps, &out, &flows_object))
         return NULL;
     if (channels < 1 || height < 1 || width < 1 || n_taps < 1 || n_taps > MAX_WARP_TAPS) {
         PyErr_SetString(PyExc_ValueError, "warp shape");
         return NULL;
     }
     Buffers held = {.count = 0};
-    const double *in;
+    const double *in, *motion;
     const int64_t *flows, *taps;
     double *result;
+    int64_t *flows_out;
     const Py_ssize_t plane = (Py_ssize_t)(height * width);
     if (!(in = view(&held, samples, 8, channels * plane, 0, NULL, "samples"))
         || !(flows = view(&held, flow, 8, 2 * plane, 0, NULL, "flow"))
+        || optional_doubles(&held, motion_object, 2 * plane, "motion", &motion)
         || !(taps = view(&held, table, 8, (Py_ssize_t)WARP_POSITIONS * n_taps, 0, NULL, "table"))
-        || !(result = (double *)view(&held, out, 8, channels * plane, 1, NULL, "out"))) {
+        || !(result = (double *)view(&held, out, 8, channels * plane, 1, NULL, "out"))
+        || !(flows_out = (int64_t *)view(&held, flows_object, 8, 2 * plane, 1, NULL, "flows"))) {
         release(&held);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    warp(in, channels, height, width, flows, taps, n_taps, result);
+    warp(in, channels, height, width, flows, motion, taps, n_taps, result, flows_out);
+    Py_END_ALLOW_THREADS
+    release(&held);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(blend_doc, "blend(first, second, beta, residue, n, max_value, out)\n\n"
+                        "The samples [3, n] of an inter frame from its float64 predictions [3, n] (`second` None "
+                        "for one reference), the motion's beta output [n] (or None: one half) and the residue "
+                        "output [4, n] (or None), as fixedpoint.samples.inter_samples defines them.");
+
+static PyObject *py_blend(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *first_object, *second_object, *beta_object, *residue_object, *out_object;
+    long long n;
+    double max_value;
+    if (!PyArg_ParseTuple(args, "OOOOLdO", &first_object, &second_object, &beta_object, &residue_object, &n,
+                          &max_value, &out_object))
+        return NULL;
+    if (n < 0 || max_value < 1 || max_value > 65535) {
+        PyErr_SetString(PyExc_ValueError, "blend shape");
+        return NULL;
+    }
+    Buffers held = {.count = 0};
+    const double *first, *second, *beta, *residue;
+    double *out;
+    if (!(first = view(&held, first_object, 8, 3 * (Py_ssize_t)n, 0, NULL, "first"))
+        || optional_doubles(&held, second_object, 3 * (Py_ssize_t)n, "second", &second)
+        || optional_doubles(&held, beta_object, (Py_ssize_t)n, "beta", &beta)
+        || optional_doubles(&held, residue_object, 4 * (Py_ssize_t)n, "residue", &residue)
+        || !(out = (double *)view(&held, out_object, 8, 3 * (Py_ssize_t)n, 1, NULL, "out"))) {
+        release(&held);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    blend(first, second, beta, residue, n, max_value, out);
     Py_END_ALLOW_THREADS
     release(&held);
     Py_RETURN_NONE;
@@ -425,6 +475,7 @@ static PyMethodDef methods[] = {
     {"pointwise_run", py_pointwise_run, METH_VARARGS, pointwise_run_doc},
     {"spatial_layer", py_spatial_layer, METH_VARARGS, spatial_layer_doc},
     {"filter_1d", py_filter_1d, METH_VARARGS, filter_doc},
+    {"blend", py_blend, METH_VARARGS, blend_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -134,7 +134,9 @@ void filter_rows(const double *x, int64_t planes, int64_t in_rows, int64_t width
                  int phases, int64_t out_rows, int64_t offset, int mode, double *y);
 int filter_columns(const double *x, int64_t lines, int64_t in_width, const double *taps, int n_taps, int phases,
                    int64_t out_width, int64_t offset, int mode, double *y);
-void warp(const double *samples, int channels, int64_t height, int64_t width, const int64_t *flow,
-          const int64_t *table, int n_taps, double *out);
+void warp(const double *samples, int channels, int64_t height, int64_t width, const int64_t *base_flow,
+          const double *motion, const int64_t *table, int n_taps, double *out, int64_t *flows_out);
+void blend(const double *first, const double *second, const double *beta, const double *residue, int64_t n,
+           double max_value, double *out);
 
 #endif

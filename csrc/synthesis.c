@@ -139,9 +139,9 @@ int spatial_layer(const DenseLayer *layer, int kernel, const double *x, int chan
     return 0;
 }
 
-static inline double clamp_activation(double v) {
-    return v < -ACTIVATION_LIMIT ? -ACTIVATION_LIMIT : v > ACTIVATION_LIMIT ? ACTIVATION_LIMIT : v;
-}
+static inline double clamp_range(double v, double low, double high) { return v < low ? low : v > high ? high : v; }
+
+static inline double clamp_activation(double v) { return clamp_range(v, -ACTIVATION_LIMIT, ACTIVATION_LIMIT); }
 
 /* Input index `k` of a filter whose inputs are padded by `mode`: the nearest one (EDGE), or
  * -1 for a zero (ZERO). */
@@ -223,13 +223,22 @@ int filter_columns(const double *x, int64_t lines, int64_t in_width, const doubl
 
 /* Backward warp of integer samples [channels][height][width] by flows [2][height][width] in
  * 1/64 pel, borders replicated (coolchic_pl.fixedpoint.warp): output = floor(1/2 + sum_r sum_k
- * taps_y[r] taps_x[k] sample / 2^16) with the taps in 2^-16 units, in int64, exact. */
-void warp(const double *samples, int channels, int64_t height, int64_t width, const int64_t *flow,
-          const int64_t *table, int n_taps, double *out) {
+ * taps_y[r] taps_x[k] sample / 2^16) with the taps in 2^-16 units, in int64, exact. The flow of
+ * a pixel is base_flow plus, with a motion output [2][height][width] (activation units), its
+ * 1/64-pel value floor(1/2 + motion / 2^10); the flows used go to `flows_out`. */
+void warp(const double *samples, int channels, int64_t height, int64_t width, const int64_t *base_flow,
+          const double *motion, const int64_t *table, int n_taps, double *out, int64_t *flows_out) {
     const int64_t plane = height * width;
+    const double flow_unit = (double)(1 << (FRACTION_BITS - WARP_POSITION_BITS));
     for (int64_t y = 0; y < height; y++)
         for (int64_t x = 0; x < width; x++) {
-            const int64_t at = y * width + x, dx = flow[at], dy = flow[plane + at];
+            const int64_t at = y * width + x;
+            int64_t dx = base_flow[at], dy = base_flow[plane + at];
+            if (motion) {
+                dx += (int64_t)__builtin_floor(motion[at] / flow_unit + 0.5);
+                dy += (int64_t)__builtin_floor(motion[plane + at] / flow_unit + 0.5);
+            }
+            flows_out[at] = dx, flows_out[plane + at] = dy;
             const int64_t *taps_x = table + (dx & (WARP_POSITIONS - 1)) * n_taps;
             const int64_t *taps_y = table + (dy & (WARP_POSITIONS - 1)) * n_taps;
             /* floor(flow / 64) + position + offset, the offset from -n/2 + 1 */
@@ -253,5 +262,29 @@ void warp(const double *samples, int channels, int64_t height, int64_t width, co
                 out[c * plane + at] = (double)((total + ((int64_t)1 << (2 * WARP_TAP_BITS - FRACTION_BITS - 1)))
                                                >> (2 * WARP_TAP_BITS - FRACTION_BITS));
             }
+        }
+}
+
+/* A frame's samples from its warped predictions (coolchic_pl.fixedpoint.samples.inter_samples):
+ * with two, their blend by beta = clamp(motion_beta + 2^15, 0, 2^16) (2^15 without a motion
+ * output), rounded; then, with a residue output [4][n], alpha = clamp(residue[3] + 2^15, 0,
+ * 2^16) times the prediction, rounded, plus residue[c] x max_value; finally divided by 2^16,
+ * rounded and clamped to [0, max_value]. Every product and sum is an integer below 2^53. */
+void blend(const double *first, const double *second, const double *beta, const double *residue, int64_t n,
+           double max_value, double *out) {
+    const double unit = (double)(1 << FRACTION_BITS), half_unit = unit / 2;
+    for (int c = 0; c < 3; c++)
+        for (int64_t i = 0; i < n; i++) {
+            double prediction = first[c * n + i];
+            if (second) {
+                const double weight = beta ? clamp_range(beta[i] + half_unit, 0.0, unit) : half_unit;
+                prediction = __builtin_floor((weight * prediction + (unit - weight) * second[c * n + i]) / unit + 0.5);
+            }
+            double value = prediction;
+            if (residue) {
+                const double alpha = clamp_range(residue[3 * n + i] + half_unit, 0.0, unit);
+                value = __builtin_floor(alpha * prediction / unit + 0.5) + residue[c * n + i] * max_value;
+            }
+            out[c * n + i] = clamp_range(__builtin_floor(value / unit + 0.5), 0.0, max_value);
         }
 }

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from coolchic_pl import _native
 from coolchic_pl.fixedpoint.arithmetic import UNIT, round_half_up
 from coolchic_pl.fixedpoint.coolchic import IntegerCoolChic, IntegerInterFrame
 from coolchic_pl.fixedpoint.image import check_bounds, raw_output
-from coolchic_pl.fixedpoint.warp import FLOW_PRECISION_BITS, flow_units, warp
+from coolchic_pl.fixedpoint.warp import FLOW_PRECISION_BITS, warp
 from coolchic_pl.io.frame import ColorSpace
-
-
-def _blend_weight(raw: np.ndarray) -> np.ndarray:
-    """alpha and beta as ``interframe.blend_weight``, in activation units (0 .. 2^16)."""
-    return np.clip(raw + UNIT / 2, 0.0, UNIT)
 
 
 def image_samples(coolchic: IntegerCoolChic, max_value: int) -> np.ndarray:
@@ -35,25 +31,22 @@ def image_samples(coolchic: IntegerCoolChic, max_value: int) -> np.ndarray:
 def inter_samples(frame: IntegerInterFrame, max_value: int) -> tuple[np.ndarray, np.ndarray]:
     """alpha * prediction + residue, and the flows [references, 2, H, W] (int64, 1/64 pel,
     relative to the shifted references) that made the prediction: the base flows plus the
-    motion Cool-Chic's. The prediction warps the references' integer samples."""
+    motion Cool-Chic's. The prediction warps the references' integer samples; with two, their
+    blend by beta (one half without a motion Cool-Chic), alpha and beta as
+    ``interframe.blend_weight`` in activation units (:func:`coolchic_pl._native.blend`)."""
     n_references = len(frame.references)
-    flows = frame.base_flows.copy()
-    beta = np.full_like(frame.references[0][:1], UNIT / 2)
-    if frame.motion is not None:
-        motion = raw_output(frame.motion)
-        flows += flow_units(motion[:2 * n_references]).reshape(flows.shape)
-        if n_references == 2:
-            beta = _blend_weight(motion[4:5])
-    size = frame.warp_filter_size
-    prediction = warp(frame.references[0], flows[0], size)
-    if n_references == 2:
-        blend = beta * prediction + (UNIT - beta) * warp(frame.references[1], flows[1], size)
-        prediction = round_half_up(blend / UNIT)
-    if frame.residue is None:
-        return np.clip(round_half_up(prediction / UNIT), 0, max_value), flows
-    residue = raw_output(frame.residue)
-    scaled = round_half_up(_blend_weight(residue[3:4]) * prediction / UNIT)
-    return np.clip(round_half_up((scaled + residue[:3] * max_value) / UNIT), 0, max_value), flows
+    motion = None if frame.motion is None else raw_output(frame.motion)
+    predictions, flows = zip(*(warp(reference, frame.base_flows[r], frame.warp_filter_size,
+                                    None if motion is None else motion[2 * r:2 * r + 2])
+                               for r, reference in enumerate(frame.references)))
+    beta = motion[4] if motion is not None and n_references == 2 else None
+    residue = None if frame.residue is None else raw_output(frame.residue)
+    _, height, width = predictions[0].shape
+    samples = np.empty((3, height, width))
+    _native.blend(predictions[0], predictions[1] if n_references == 2 else None,
+                  None if beta is None else np.ascontiguousarray(beta),
+                  None if residue is None else np.ascontiguousarray(residue), height * width, float(max_value), samples)
+    return samples, np.stack(flows)
 
 
 def frame_samples(frame: IntegerCoolChic | IntegerInterFrame, bitdepth: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 
 from coolchic_pl import _native
-from coolchic_pl.fixedpoint.arithmetic import FRACTION_BITS, round_half_up
+from coolchic_pl.fixedpoint.arithmetic import FRACTION_BITS
 
 FLOW_PRECISION_BITS = 6
 TAP_BITS = FRACTION_BITS
@@ -57,23 +57,24 @@ def tap_table(filter_size: int) -> tuple[tuple[int, ...], ...]:
                  for s in range(positions))
 
 
-def flow_units(flow: np.ndarray) -> np.ndarray:
-    """Flows in activation units -> int64 flows in 1/64 pel, rounded half up."""
-    return round_half_up(flow / 2**(FRACTION_BITS - FLOW_PRECISION_BITS)).astype(np.int64)
-
-
 @lru_cache(maxsize=None)
 def tap_array(filter_size: int) -> np.ndarray:
     """:func:`tap_table` as the [64, N] int64 array the compiled warp reads."""
     return np.ascontiguousarray(tap_table(filter_size), dtype=np.int64)
 
 
-def warp(samples: np.ndarray, flow: np.ndarray, filter_size: int) -> np.ndarray:
-    """Backward warp of integer samples [C, H, W] by int64 flows [2, H, W] in 1/64 pel,
-    borders replicated: a [C, H, W] prediction in activation units of samples (x 2^16),
-    computed in int64 by :mod:`coolchic_pl._native`."""
+def warp(samples: np.ndarray, base_flow: np.ndarray, filter_size: int,
+         motion: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Backward warp of integer samples [C, H, W] by int64 flows [2, H, W] in 1/64 pel, borders
+    replicated: a [C, H, W] prediction in activation units of samples (x 2^16), computed in
+    int64 by :mod:`coolchic_pl._native`, and the flows used. The flows are ``base_flow`` plus,
+    with a motion output [2, H, W] in activation units, that output rounded half up to 1/64 pel
+    (the 2^10 activation units a 1/64 pel spans)."""
     channels, height, width = samples.shape
     out = np.empty((channels, height, width))
+    flows = np.empty((2, height, width), dtype=np.int64)
     _native.warp(np.ascontiguousarray(samples, dtype=np.float64), channels, height, width,
-                 np.ascontiguousarray(flow, dtype=np.int64), tap_array(filter_size), filter_size, out)
-    return out
+                 np.ascontiguousarray(base_flow, dtype=np.int64),
+                 None if motion is None else np.ascontiguousarray(motion, dtype=np.float64), tap_array(filter_size),
+                 filter_size, out, flows)
+    return out, flows
