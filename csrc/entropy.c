@@ -202,13 +202,11 @@ static int gather_inputs(const GridInputs *in, int64_t n, double *x, int64_t col
     const ArmTables *arm = in->arm;
     const int n_contexts = in->n_contexts, width = arm->width;
     const int64_t position = in->positions[n];
-    /* Locals: a store to `x` may alias a double of `arm`, which would reload (and divide) per context. */
-    const double context_limit = arm->fast_limit / ARM_ONE, feature_limit = arm->fast_limit;
     int within = 1;
     int64_t any = 0;
     for (int i = 0; i < n_contexts; i++) {
         const int64_t context = in->latents[position + in->deltas[i]];
-        within &= fabs((double)context) <= context_limit;
+        within &= fabs((double)context) <= arm->fast_limit / ARM_ONE;
         any |= context;
         exact[i] = (int64_t)((uint64_t)context << ARM_FRACTIONAL_BITS);
         x[i * m + column] = (double)context * ARM_ONE;
@@ -229,7 +227,7 @@ static int gather_inputs(const GridInputs *in, int64_t n, double *x, int64_t col
                 acc += in->ifce_weight[k * in->n_sources + s] * sources[s];
             feature = round_shift(acc, ARM_FRACTIONAL_BITS);
         }
-        within &= fabs((double)feature) <= feature_limit;
+        within &= fabs((double)feature) <= arm->fast_limit;
         any |= feature;
         exact[i] = feature;
         x[i * m + column] = (double)feature;
