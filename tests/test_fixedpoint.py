@@ -20,7 +20,8 @@ from coolchic_pl.decode import decode_sequence
 from coolchic_pl.fixedpoint import ArithmeticBoundError
 from coolchic_pl.fixedpoint.arithmetic import EXACT_LIMIT, UNIT, check_layer_bound
 from coolchic_pl.fixedpoint.image import _pointwise_run, check_bounds, synthesis_layers
-from coolchic_pl.fixedpoint.modules import check_decoder_bounds, coolchic_module, decoded_planes
+from coolchic_pl.fixedpoint.modules import coolchic_module, decoded_planes, integer_frame
+from coolchic_pl.fixedpoint.samples import check_frame_bounds
 from coolchic_pl.fixedpoint.warp import TAP_BITS, tap_table, warp
 from coolchic_pl.io import read_frame
 from coolchic_pl.model.architecture import architecture_from_name
@@ -212,8 +213,8 @@ def test_bounds_of_an_inter_frame_are_checked_for_both_cool_chics() -> None:
     with torch.no_grad():  # on the q-step grid, as a decoded file's parameters are
         for parameter in [*inter.residue.parameters(), *inter.motion.parameters()]:
             parameter.copy_(torch.round(parameter * 2**12) / 2**12)
-    check_decoder_bounds(inter)
+    check_frame_bounds(integer_frame(inter, 8))
     with torch.no_grad():
         inter.motion.synthesis.layers[0].weight.fill_(1e6)
     with pytest.raises(ArithmeticBoundError):
-        check_decoder_bounds(inter)
+        check_frame_bounds(integer_frame(inter, 8))

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from coolchic_pl.fixedpoint.coolchic import IntegerCoolChic, IntegerInterFrame
-from coolchic_pl.fixedpoint.samples import check_frame_bounds, frame_samples, sample_planes
+from coolchic_pl.fixedpoint.samples import frame_samples, sample_planes
 from coolchic_pl.io.frame import ColorSpace, FrameData, SampleFrame
 from coolchic_pl.model.coolchic import CoolChic
 from coolchic_pl.model.interframe import InterCoolChic
@@ -36,12 +36,6 @@ def decoded_samples(decoder: CoolChic | InterCoolChic, bitdepth: int) -> Tensor:
     networks make, identical on every machine, on the decoder's device."""
     device = next(decoder.buffers()).device  # an inter frame may have no Cool-Chic, hence no parameter
     return torch.from_numpy(frame_samples(integer_frame(decoder, bitdepth), bitdepth)).to(device)
-
-
-def check_decoder_bounds(decoder: CoolChic | InterCoolChic) -> None:
-    """Raise ``ArithmeticBoundError`` if a network could leave the exact range (the bounds
-    involve the networks alone, not the bit depth, which scales the output range)."""
-    check_frame_bounds(integer_frame(decoder, bitdepth=8))
 
 
 def decoded_planes(decoder: CoolChic | InterCoolChic, color_space: ColorSpace, bitdepth: int,
