@@ -42,6 +42,19 @@ static int read_expgolomb(GridInputs *in, int order, int64_t *value) {
     return 0;
 }
 
+/* sums[k] += weights[i][k] x column i of `in` ([d][m], ARM_BLOCK latents), for the two
+ * outputs k of the ARM's output layer or of its stabiliser. */
+static inline void add_two_outputs(const double *weights, const double *in, int d, int64_t m, f64x4 sums[2][2]) {
+    for (int i = 0; i < d; i++) {
+        const f64x4 low = load4(in + i * m), high = load4(in + i * m + 4);
+        for (int k = 0; k < 2; k++) {
+            const f64x4 weight = splat(weights[2 * i + k]);
+            sums[k][0] += weight * low;
+            sums[k][1] += weight * high;
+        }
+    }
+}
+
 /* The ARM in float64 with its scales folded into the weights, on a front held as
  * [width][m] (inputs in `x`, hidden activations in `h` and `next`) whose first `count`
  * columns, rounded up to a multiple of ARM_BLOCK (m being one), are latents: exact for
@@ -98,23 +111,9 @@ static void arm_fast(const ArmTables *arm, const double *restrict x, double *res
             sums[0][k][0] = sums[0][k][1] = splat(arm->fast_output_bias[k]);
             sums[1][k][0] = sums[1][k][1] = splat(arm->fast_stabiliser ? arm->fast_stabiliser_bias[k] : 0.0);
         }
-        for (int i = 0; i < d; i++) {
-            const f64x4 low = load4(input + i * m + n0), high = load4(input + i * m + n0 + 4);
-            for (int k = 0; k < 2; k++) {
-                const f64x4 weight = splat(arm->fast_output[2 * i + k]);
-                sums[0][k][0] += weight * low;
-                sums[0][k][1] += weight * high;
-            }
-        }
+        add_two_outputs(arm->fast_output, input + n0, d, m, sums[0]);
         if (arm->fast_stabiliser)
-            for (int i = 0; i < d; i++) {
-                const f64x4 low = load4(x + i * m + n0), high = load4(x + i * m + n0 + 4);
-                for (int k = 0; k < 2; k++) {
-                    const f64x4 weight = splat(arm->fast_stabiliser[2 * i + k]);
-                    sums[1][k][0] += weight * low;
-                    sums[1][k][1] += weight * high;
-                }
-            }
+            add_two_outputs(arm->fast_stabiliser, x + n0, d, m, sums[1]);
         for (int k = 0; k < 2; k++) {
             const f64x4 low = sums[0][k][0] + sums[1][k][0], high = sums[0][k][1] + sums[1][k][1];
             int64_t *restrict out = k ? log_scale : mu;
