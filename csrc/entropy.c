@@ -158,17 +158,14 @@ static void arm_exact(const ArmTables *arm, const int64_t *x, int64_t out[2]) {
     }
 }
 
-/* The symbol whose interval [cdf[s], cdf[s + 1]) holds `quantile` (cdf[0] = 0, cdf[last] = 2^24). */
-static int find_symbol(const uint32_t *cdf, int alphabet, uint32_t quantile) {
-    int low = 0, high = alphabet;
-    while (high - low > 1) {
-        const int middle = (low + high) / 2;
-        if (cdf[middle] <= quantile)
-            low = middle;
-        else
-            high = middle;
-    }
-    return low;
+/* The symbol whose interval [cdf[s], cdf[s + 1]) holds `quantile` (cdf[0] = 0, cdf[last] =
+ * 2^24, increasing): the number of inner bounds at or below it, counted without a branch
+ * (a binary search's loads and branches wait on one another). */
+static inline int find_symbol(const uint32_t *cdf, int alphabet, uint32_t quantile) {
+    int below = 0;
+    for (int s = 1; s < alphabet; s++)
+        below += cdf[s] <= quantile;
+    return below;
 }
 
 static int decode_symbol(GridInputs *in, const uint32_t *cdf, int *symbol) {
@@ -191,54 +188,80 @@ static int decode_symbol(GridInputs *in, const uint32_t *cdf, int *symbol) {
     return 0;
 }
 
-enum { WITHIN = 1, NONZERO = 2 };
-
-/* The contexts of latent `n` (coding order) in 1/256 units beside its IFCE features:
- * column `column` of the [width][m] float64 inputs, and the int64 inputs. WITHIN when the
- * float64 path is exact for them (the bound checked before the scaling, which wraps in int64
- * as NumPy's shift does), NONZERO when any of them is not 0. */
-static int gather_inputs(const GridInputs *in, int64_t n, double *x, int64_t column, int64_t m, int64_t *exact) {
-    const ArmTables *arm = in->arm;
-    const int n_contexts = in->n_contexts, width = arm->width;
-    const int64_t position = in->positions[n];
-    int within = 1;
-    int64_t any = 0;
-    for (int i = 0; i < n_contexts; i++) {
-        const int64_t context = in->latents[position + in->deltas[i]];
-        within &= fabs((double)context) <= arm->fast_limit / ARM_ONE;
-        any |= context;
-        exact[i] = (int64_t)((uint64_t)context << ARM_FRACTIONAL_BITS);
-        x[i * m + column] = (double)context * ARM_ONE;
-    }
-    int64_t sources[MAX_IFCE_SOURCES];
-    if (in->n_sources) {
-        const int64_t y = in->order[n] / in->grid_width, x_in_grid = in->order[n] % in->grid_width;
-        for (int s = 0; s < in->n_sources; s++)
-            sources[s] = in->flat[in->source_start[s] + (y >> in->source_shift[s]) * in->source_width[s]
-                                  + (x_in_grid >> in->source_shift[s])] * ARM_ONE;
-    }
-    for (int i = n_contexts; i < width; i++) {
-        int64_t feature = 0;
-        if (in->n_sources) {
-            const int k = i - n_contexts;
-            int64_t acc = in->ifce_bias[k];
-            for (int s = 0; s < in->n_sources; s++)
-                acc += in->ifce_weight[k * in->n_sources + s] * sources[s];
-            feature = round_shift(acc, ARM_FRACTIONAL_BITS);
-        }
-        within &= fabs((double)feature) <= arm->fast_limit;
-        any |= feature;
-        exact[i] = feature;
-        x[i * m + column] = (double)feature;
-    }
-    return (within ? WITHIN : 0) | (any ? NONZERO : 0);
+/* The latents of front f: rows first .. first + count - 1 (count <= 0 for an empty front). */
+static inline void front_rows(const GridInputs *in, int64_t f, int64_t *first, int64_t *count) {
+    *first = f < in->width ? 0 : (f - in->width + in->slope) / in->slope;
+    const int64_t last = f / in->slope < in->height - 1 ? f / in->slope : in->height - 1;
+    *count = last - *first + 1;
 }
 
-/* Symbols of latents start..end-1 given their ARM outputs, written to the grid. */
-static int decode_front(GridInputs *in, int64_t start, int64_t end, const int64_t *mu, const int64_t *log_scale) {
+/* Where latent (y, x) sits in the bordered copy. */
+static inline int64_t bordered(const GridInputs *in, int64_t y, int64_t x) {
+    return (y + in->top) * in->padded_width + x + in->left;
+}
+
+/* The IFCE features of latent (y, x) in 1/256 units (zeros without sources). */
+static inline void ifce_features(const GridInputs *in, int64_t y, int64_t x, int64_t *features) {
+    const int n_features = in->arm->width - in->n_contexts;
+    if (!in->n_sources) {
+        memset(features, 0, sizeof(int64_t) * (size_t)n_features);
+        return;
+    }
+    int64_t sources[MAX_IFCE_SOURCES];
+    for (int s = 0; s < in->n_sources; s++)
+        sources[s] = in->flat[in->source_start[s] + (y >> in->source_shift[s]) * in->source_width[s]
+                              + (x >> in->source_shift[s])] * ARM_ONE;
+    for (int k = 0; k < n_features; k++) {
+        int64_t acc = in->ifce_bias[k];
+        for (int s = 0; s < in->n_sources; s++)
+            acc += in->ifce_weight[k * in->n_sources + s] * sources[s];
+        features[k] = round_shift(acc, ARM_FRACTIONAL_BITS);
+    }
+}
+
+/* -limit <= v <= limit, for 0 <= limit < 2^62, in one comparison that wraps safely. */
+static inline int within(int64_t v, int64_t limit) { return (uint64_t)v + (uint64_t)limit <= 2 * (uint64_t)limit; }
+
+enum { WITHIN = 1, NONZERO = 2 };
+
+/* The inputs of latent (y, x), at bordered position p, in 1/256 units (contexts, then IFCE
+ * features) as column `column` of the [width][m] float64 inputs. WITHIN when the float64
+ * path is exact for them, NONZERO when any of them is not 0. */
+static inline int gather_fast(const GridInputs *in, int64_t y, int64_t x, int64_t p, double *inputs, int64_t column,
+                              int64_t m, int64_t context_limit, int64_t feature_limit) {
+    const int n_contexts = in->n_contexts, width = in->arm->width;
+    int ok = 1;
+    int64_t any = 0;
+    for (int i = 0; i < n_contexts; i++) {
+        const int64_t context = in->latents[p + in->deltas[i]];
+        ok &= within(context, context_limit);
+        any |= context;
+        inputs[i * m + column] = (double)context * ARM_ONE;
+    }
+    int64_t features[MAX_ARM_WIDTH];
+    ifce_features(in, y, x, features);
+    for (int i = n_contexts; i < width; i++) {
+        const int64_t feature = features[i - n_contexts];
+        ok &= within(feature, feature_limit);
+        any |= feature;
+        inputs[i * m + column] = (double)feature;
+    }
+    return (ok ? WITHIN : 0) | (any ? NONZERO : 0);
+}
+
+/* The same inputs in int64 for the exact path (the scaling wraps as NumPy's shift does). */
+static void gather_exact(const GridInputs *in, int64_t y, int64_t x, int64_t p, int64_t *exact) {
+    for (int i = 0; i < in->n_contexts; i++)
+        exact[i] = (int64_t)((uint64_t)in->latents[p + in->deltas[i]] << ARM_FRACTIONAL_BITS);
+    ifce_features(in, y, x, exact + in->n_contexts);
+}
+
+/* Symbols of front f's `count` latents from row `first` given their ARM outputs, written to the grid. */
+static int decode_front(GridInputs *in, int64_t f, int64_t first, int64_t count, const int64_t *mu,
+                        const int64_t *log_scale) {
     const RowConstants *rows = in->rows;
-    for (int64_t n = start; n < end; n++) {
-        const int64_t out_mu = mu[n - start], out_log_scale = log_scale[n - start];
+    for (int64_t n = 0; n < count; n++) {
+        const int64_t out_mu = mu[n], out_log_scale = log_scale[n];
         const int64_t mu_rounded = round_shift(out_mu, ARM_FRACTIONAL_BITS);
         const int64_t clamped = out_log_scale < rows->low ? rows->low : out_log_scale > rows->high ? rows->high
                                                                                                      : out_log_scale;
@@ -257,41 +280,54 @@ static int decode_front(GridInputs *in, int64_t start, int64_t end, const int64_
             excess += rows->residual_range + 1;
             residual = residual > 0 ? excess : -excess;
         }
-        in->latents[in->positions[n]] = mu_rounded + residual;
+        const int64_t y = first + n;
+        in->latents[bordered(in, y, f - in->slope * y)] = mu_rounded + residual;
     }
     return 0;
 }
 
 /* Front by front: the ARM of every latent of a front at once (their contexts lie in earlier
  * fronts), then its symbols in coding order. Latents whose inputs are all 0 (most of a
- * fine grid at low rates) take the ARM's output for zero inputs, computed once. */
-int decode_grid(GridInputs *in) {
+ * fine grid at low rates) take the ARM's output for zero inputs, computed once. The grid is
+ * decoded in a bordered copy (in->latents) and copied out to `out` at the end. */
+NATIVE_VECTORISED
+int decode_grid(GridInputs *in, int64_t *out) {
     const int width = in->arm->width;
+    const int64_t n_fronts = in->width + in->slope * (in->height - 1);
     int64_t longest = 1;
-    for (int64_t f = 0; f < in->n_fronts; f++)
-        if (in->starts[f + 1] - in->starts[f] > longest)
-            longest = in->starts[f + 1] - in->starts[f];
+    for (int64_t f = 0; f < n_fronts; f++) {
+        int64_t first, count;
+        front_rows(in, f, &first, &count);
+        longest = count > longest ? count : longest;
+    }
     longest = (longest + ARM_BLOCK - 1) / ARM_BLOCK * ARM_BLOCK;
+    const int64_t n_bordered = (in->top + in->height) * in->padded_width;
     /* Zeroed: the columns past a front's last latent are computed too, and must hold numbers. */
     double *scratch = calloc((size_t)(3 * width * longest), sizeof(double));
-    int64_t *integers = malloc(sizeof(int64_t) * (size_t)(5 * longest + width));
-    if (!scratch || !integers) {
-        free(scratch), free(integers);
+    int64_t *integers = malloc(sizeof(int64_t) * (size_t)(6 * longest + width));
+    in->latents = calloc((size_t)n_bordered, sizeof(int64_t));
+    if (!scratch || !integers || !in->latents) {
+        free(scratch), free(integers), free(in->latents);
         return fail(in, "out of memory");
     }
     double *x = scratch, *h = scratch + width * longest, *next = scratch + 2 * width * longest;
     int64_t *mu = integers, *log_scale = integers + longest, *packed_mu = integers + 2 * longest,
             *packed_log_scale = integers + 3 * longest, *column = integers + 4 * longest,
-            *exact = integers + 5 * longest;
+            *inexact = integers + 5 * longest, *exact = integers + 6 * longest;
+    const int64_t feature_limit = (int64_t)in->arm->fast_limit, context_limit = feature_limit / ARM_ONE;
     arm_fast(in->arm, x, h, next, 1, longest, mu, log_scale);
     const int64_t zero_mu = mu[0], zero_log_scale = log_scale[0];
     int status = 0;
-    for (int64_t f = 0; f < in->n_fronts && !status; f++) {
-        const int64_t start = in->starts[f], m = in->starts[f + 1] - start;
+    for (int64_t f = 0; f < n_fronts && !status; f++) {
+        int64_t first, m;
+        front_rows(in, f, &first, &m);
         int64_t packed = 0;
         int all_within = 1;
         for (int64_t n = 0; n < m; n++) {
-            const int flags = gather_inputs(in, start + n, x, packed, longest, exact);
+            const int64_t y = first + n, x_in_grid = f - in->slope * y;
+            const int flags = gather_fast(in, y, x_in_grid, bordered(in, y, x_in_grid), x, packed, longest,
+                                          context_limit, feature_limit);
+            inexact[n] = !(flags & WITHIN);
             all_within &= flags & WITHIN;
             column[n] = flags & NONZERO ? packed++ : -1;
         }
@@ -302,14 +338,20 @@ int decode_grid(GridInputs *in) {
         }
         if (!all_within)
             for (int64_t n = 0; n < m; n++)
-                if (!(gather_inputs(in, start + n, x, column[n] < 0 ? 0 : column[n], longest, exact) & WITHIN)) {
-                    int64_t out[2];
-                    arm_exact(in->arm, exact, out);
-                    mu[n] = out[0], log_scale[n] = out[1];
+                if (inexact[n]) {
+                    const int64_t y = first + n, x_in_grid = f - in->slope * y;
+                    int64_t result[2];
+                    gather_exact(in, y, x_in_grid, bordered(in, y, x_in_grid), exact);
+                    arm_exact(in->arm, exact, result);
+                    mu[n] = result[0], log_scale[n] = result[1];
                 }
-        status = decode_front(in, start, start + m, mu, log_scale);
+        if (m > 0)
+            status = decode_front(in, f, first, m, mu, log_scale);
     }
-    free(scratch), free(integers);
+    for (int64_t y = 0; y < in->height && !status; y++)
+        memcpy(out + y * in->width, in->latents + bordered(in, y, 0), sizeof(int64_t) * (size_t)in->width);
+    free(scratch), free(integers), free(in->latents);
+    in->latents = NULL;
     return status;
 }
 

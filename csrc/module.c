@@ -50,8 +50,8 @@ static int parse_arm(Buffers *held, PyObject *spec, ArmTables *arm) {
                           &fob, &fs, &fsb, &eh, &ehb, &eo, &eob, &es, &esb))
         return -1;
     const Py_ssize_t d = arm->width, layers = arm->n_hidden;
-    if (d < 1 || d > MAX_ARM_WIDTH || layers < 0) {
-        PyErr_SetString(PyExc_ValueError, "ARM width or depth out of range");
+    if (d < 1 || d > MAX_ARM_WIDTH || layers < 0 || !(arm->fast_limit >= 0.0 && arm->fast_limit <= 0x1p53)) {
+        PyErr_SetString(PyExc_ValueError, "ARM width, depth or exact range out of range");
         return -1;
     }
     Py_ssize_t n_stabiliser;
@@ -89,34 +89,30 @@ static int parse_rows(PyObject *spec, RowConstants *rows) {
 }
 
 PyDoc_STRVAR(decode_grid_doc,
-             "decode_grid(words, state, bits, bit_pos, latents, positions, starts, deltas, ifce, n_contexts, cdf, arm, "
-             "rows) -> (state, bit_pos)\n\n"
-             "`ifce` is None or (n_features, weight, bias, flat, sources, order, grid_height, grid_width). "
-             "Decode one latent grid into the zero-bordered int64 `latents` at `positions`; `state` is the "
-             "range decoder's (word position, lower, range, point), `bit_pos` the escape reader's. A damaged "
-             "stream raises ValueError with the reason.");
+             "decode_grid(words, state, bits, bit_pos, out, height, width, slope, offsets, ifce, cdf, arm, rows) "
+             "-> (state, bit_pos)\n\n"
+             "Decode one latent grid into the int64 [height, width] `out`, front by front (front f holds "
+             "(y, f - slope * y)); `offsets` are the ARM contexts' (dy, dx), int64; `ifce` is None or "
+             "(n_features, weight, bias, flat, sources). `state` is the range decoder's (word position, lower, "
+             "range, point), `bit_pos` the escape reader's. A damaged stream raises ValueError with the reason.");
 
-/* The IFCE tuple (n_features, weight, bias, flat, sources, order, grid_height, grid_width),
- * every source position checked against `flat`. */
-static int parse_ifce(Buffers *held, PyObject *spec, GridInputs *in, int n_features, Py_ssize_t n_latents) {
-    PyObject *weight, *bias, *flat, *sources, *order;
+/* The IFCE tuple (n_features, weight, bias, flat, sources), every source position checked
+ * against `flat` for a height x width grid. */
+static int parse_ifce(Buffers *held, PyObject *spec, GridInputs *in, int n_features) {
+    PyObject *weight, *bias, *flat, *sources;
     int declared;
-    long long height, width;
-    if (!PyArg_ParseTuple(spec, "iOOOO!OLL", &declared, &weight, &bias, &flat, &PyTuple_Type, &sources, &order,
-                          &height, &width))
+    if (!PyArg_ParseTuple(spec, "iOOOO!", &declared, &weight, &bias, &flat, &PyTuple_Type, &sources))
         return -1;
     Py_ssize_t n_flat;
     const Py_ssize_t n_sources = PyTuple_GET_SIZE(sources);
-    if (declared != n_features || n_sources > MAX_IFCE_SOURCES || height < 1 || width < 1
-        || height * width != n_latents) {
+    if (declared != n_features || n_sources > MAX_IFCE_SOURCES) {
         PyErr_SetString(PyExc_ValueError, "inconsistent IFCE arguments");
         return -1;
     }
-    in->n_sources = (int)n_sources, in->grid_width = width;
+    in->n_sources = (int)n_sources;
     if (!(in->ifce_weight = view(held, weight, 8, n_features * n_sources, 0, NULL, "IFCE weight"))
         || !(in->ifce_bias = view(held, bias, 8, n_sources ? n_features : 0, 0, NULL, "IFCE bias"))
-        || !(in->flat = view(held, flat, 8, -1, 0, &n_flat, "flat latents"))
-        || !(in->order = view(held, order, 8, n_latents, 0, NULL, "order")))
+        || !(in->flat = view(held, flat, 8, -1, 0, &n_flat, "flat latents")))
         return -1;
     for (Py_ssize_t s = 0; s < n_sources; s++) {
         long long start, source_width;
@@ -124,76 +120,79 @@ static int parse_ifce(Buffers *held, PyObject *spec, GridInputs *in, int n_featu
         if (!PyArg_ParseTuple(PyTuple_GET_ITEM(sources, s), "LLi", &start, &source_width, &shift))
             return -1;
         if (start < 0 || source_width < 1 || shift < 0 || shift > 30
-            || start + ((height - 1) >> shift) * source_width + ((width - 1) >> shift) >= n_flat
-            || ((width - 1) >> shift) >= source_width) {
+            || start + ((in->height - 1) >> shift) * source_width + ((in->width - 1) >> shift) >= n_flat
+            || ((in->width - 1) >> shift) >= source_width) {
             PyErr_SetString(PyExc_ValueError, "an IFCE source outside the latents");
             return -1;
         }
         in->source_start[s] = start, in->source_width[s] = source_width, in->source_shift[s] = shift;
     }
-    for (Py_ssize_t n = 0; n < n_latents; n++)
-        if (in->order[n] < 0 || in->order[n] >= n_latents) {
-            PyErr_SetString(PyExc_ValueError, "an order outside the grid");
+    return 0;
+}
+
+/* The contexts' offsets (dy, dx) into the border and the deltas of `in`: each above the
+ * current row or to its left, in an earlier front (dx + slope * dy < 0). */
+static int place_contexts(const int64_t *offsets, int n_contexts, GridInputs *in) {
+    int64_t top = 0, left = 0, right = 0;
+    for (int i = 0; i < n_contexts; i++) {
+        const int64_t dy = offsets[2 * i], dx = offsets[2 * i + 1];
+        if (dy > 0 || dy < -MAX_ARM_WIDTH || dx < -MAX_ARM_WIDTH || dx > MAX_ARM_WIDTH || dx + in->slope * dy >= 0) {
+            PyErr_SetString(PyExc_ValueError, "a context that is not decoded before its latent");
             return -1;
         }
+        top = -dy > top ? -dy : top;
+        left = -dx > left ? -dx : left;
+        right = dx > right ? dx : right;
+    }
+    in->top = top, in->left = left, in->padded_width = in->width + left + right;
+    for (int i = 0; i < n_contexts; i++)
+        in->deltas[i] = offsets[2 * i] * in->padded_width + offsets[2 * i + 1];
     return 0;
 }
 
 static PyObject *py_decode_grid(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *words, *bits, *latents, *positions, *starts, *deltas, *ifce, *cdf, *arm_spec, *rows_spec;
-    long long word_pos, bit_pos;
+    PyObject *words, *bits, *out, *offsets, *ifce, *cdf, *arm_spec, *rows_spec;
+    long long word_pos, bit_pos, height, width, slope;
     unsigned long long lower, range, point;
-    int n_contexts;
-    if (!PyArg_ParseTuple(args, "O(LKKK)OLOOOOOiOOO", &words, &word_pos, &lower, &range, &point, &bits, &bit_pos,
-                          &latents, &positions, &starts, &deltas, &ifce, &n_contexts, &cdf, &arm_spec, &rows_spec))
+    if (!PyArg_ParseTuple(args, "O(LKKK)OLOLLLOOOOO", &words, &word_pos, &lower, &range, &point, &bits, &bit_pos,
+                          &out, &height, &width, &slope, &offsets, &ifce, &cdf, &arm_spec, &rows_spec))
         return NULL;
     Buffers held = {.count = 0};
     ArmTables arm;
     RowConstants rows;
     GridInputs in = {.arm = &arm, .rows = &rows, .error = NULL};
-    Py_ssize_t n_words, n_bits, n_latents, n_padded, n_cdf, n_starts;
+    Py_ssize_t n_words, n_bits, n_offsets, n_cdf;
+    int64_t *decoded;
+    const int64_t *context_offsets;
+    if (height < 1 || width < 1 || height > (1 << 20) || width > (1 << 20) || slope < 1 || slope > MAX_ARM_WIDTH) {
+        PyErr_SetString(PyExc_ValueError, "grid size or wavefront slope out of range");
+        return NULL;
+    }
+    in.height = height, in.width = width, in.slope = slope;
     if (parse_arm(&held, arm_spec, &arm) || parse_rows(rows_spec, &rows))
         goto error;
     if (!(in.words = view(&held, words, 4, -1, 0, &n_words, "words"))
         || !(in.bits = view(&held, bits, 1, -1, 0, &n_bits, "bits"))
-        || !(in.latents = (int64_t *)view(&held, latents, 8, -1, 1, &n_padded, "latents"))
-        || !(in.positions = view(&held, positions, 8, -1, 0, &n_latents, "positions"))
-        || !(in.starts = view(&held, starts, 8, -1, 0, &n_starts, "starts"))
-        || !(in.deltas = view(&held, deltas, 8, n_contexts, 0, NULL, "deltas"))
+        || !(decoded = (int64_t *)view(&held, out, 8, height * width, 1, NULL, "out"))
+        || !(context_offsets = view(&held, offsets, 8, -1, 0, &n_offsets, "offsets"))
         || !(in.cdf = view(&held, cdf, 4, -1, 0, &n_cdf, "cdf")))
         goto error;
-    if (arm.width > n_contexts && (ifce == Py_None || parse_ifce(&held, ifce, &in, arm.width - n_contexts, n_latents)))
+    in.n_contexts = (int)(n_offsets / 2);
+    if (n_offsets % 2 || in.n_contexts > arm.width || place_contexts(context_offsets, in.n_contexts, &in))
+        goto error_set;
+    if (arm.width > in.n_contexts && (ifce == Py_None || parse_ifce(&held, ifce, &in, arm.width - in.n_contexts)))
         goto ifce_error;
-    if (n_contexts < 0 || n_contexts > arm.width || n_cdf != (Py_ssize_t)rows.n_rows * (rows.alphabet + 1)
-        || word_pos < 0 || word_pos > n_words || bit_pos < 0 || bit_pos > n_bits) {
+    if (n_cdf != (Py_ssize_t)rows.n_rows * (rows.alphabet + 1) || word_pos < 0 || word_pos > n_words || bit_pos < 0
+        || bit_pos > n_bits) {
         PyErr_SetString(PyExc_ValueError, "inconsistent decode_grid arguments");
         goto error;
     }
-    if (n_starts < 1 || in.starts[0] != 0 || in.starts[n_starts - 1] != n_latents) {
-        PyErr_SetString(PyExc_ValueError, "fronts that do not cover the latents");
-        goto error;
-    }
-    for (Py_ssize_t f = 1; f < n_starts; f++)
-        if (in.starts[f] < in.starts[f - 1]) {
-            PyErr_SetString(PyExc_ValueError, "fronts out of order");
-            goto error;
-        }
-    in.n_fronts = n_starts - 1;
-    for (Py_ssize_t i = 0; i < n_latents; i++)
-        for (int c = 0; c < n_contexts; c++) {
-            const int64_t at = in.positions[i] + in.deltas[c];
-            if (in.positions[i] < 0 || in.positions[i] >= n_padded || at < 0 || at >= n_padded) {
-                PyErr_SetString(PyExc_ValueError, "a context position outside the grid");
-                goto error;
-            }
-        }
-    in.n_words = n_words, in.n_bits = n_bits, in.bit_pos = bit_pos, in.n_latents = n_latents;
-    in.n_contexts = n_contexts;
+    in.n_words = n_words, in.n_bits = n_bits, in.bit_pos = bit_pos;
     in.range = (RangeState){.lower = lower, .range = range, .point = point, .word_pos = word_pos};
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = decode_grid(&in);
+    status = decode_grid(&in, decoded);
     Py_END_ALLOW_THREADS
     release(&held);
     if (status) {
@@ -203,6 +202,10 @@ static PyObject *py_decode_grid(PyObject *self, PyObject *args) {
     return Py_BuildValue("(LKKK)L", (long long)in.range.word_pos, (unsigned long long)in.range.lower,
                          (unsigned long long)in.range.range, (unsigned long long)in.range.point,
                          (long long)in.bit_pos);
+error_set:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "more contexts than ARM inputs");
+    goto error;
 ifce_error:
     if (!PyErr_Occurred())
         PyErr_SetString(PyExc_ValueError, "an ARM with IFCE inputs needs the IFCE tuple");

@@ -90,18 +90,20 @@ typedef struct {
     RangeState range;
     const uint8_t *bits; /* escape bits, one per byte */
     int64_t n_bits, bit_pos;
-    int64_t *latents; /* zero-bordered grid, written at `positions` */
-    const int64_t *positions, *deltas;
-    const int64_t *starts; /* first latent of each front, then n_latents */
-    /* Inter-feature contexts (width - n_contexts of them): feature k of the latent at flat
-     * grid position order[n] = (y, x) is round(sum_s weight[k][s] flat[source_s(y, x)] + bias[k]),
-     * source_s(y, x) = start_s + (y >> shift_s) * width_s + (x >> shift_s); 0 without sources. */
-    const int64_t *order, *ifce_weight, *ifce_bias, *flat;
-    int64_t grid_width;
+    /* The grid, coded front by front: front f holds the latents (y, f - slope * y), top to
+     * bottom (coolchic_pl.bitstream.latents.grid_plan). They are decoded into a copy bordered
+     * by `top` zero rows and `left` and `right` zero columns, wide enough for every context,
+     * so the contexts of the latent at bordered position p are p + deltas. */
+    int64_t height, width, slope, top, left, padded_width;
+    int64_t deltas[MAX_ARM_WIDTH];
+    int64_t *latents; /* [height][width], the decoded grid */
+    /* Inter-feature contexts (width - n_contexts of them): feature k of the latent (y, x) is
+     * round(sum_s weight[k][s] flat[source_s(y, x)] + bias[k]), source_s(y, x) = start_s +
+     * (y >> shift_s) * width_s + (x >> shift_s); 0 without sources. */
+    const int64_t *ifce_weight, *ifce_bias, *flat;
     int n_sources;
     int64_t source_start[MAX_IFCE_SOURCES], source_width[MAX_IFCE_SOURCES];
     int source_shift[MAX_IFCE_SOURCES];
-    int64_t n_latents, n_fronts;
     int n_contexts;
     const uint32_t *cdf; /* [rows][alphabet + 1] interval bounds */
     const ArmTables *arm;
@@ -114,7 +116,8 @@ static inline int fail(GridInputs *in, const char *message) {
     return -1;
 }
 
-int decode_grid(GridInputs *in);
+/* Decodes the grid into out [height][width]; -1 with in->error set on a damaged stream. */
+int decode_grid(GridInputs *in, int64_t *out);
 int read_signed(GridInputs *in, int64_t count, int order, int64_t *values);
 
 /* A synthesis layer as a product: weight [n_out][n_in] (a k x k layer's inputs in channel,

@@ -152,14 +152,16 @@ def decode_grid(coded: bytes, escape_bytes: bytes, height: int, width: int, arm:
 def decode_grid_from(decoder: RangeDecoder, escapes: BitReader, height: int, width: int, arm: IntegerArm,
                      dim_arm: int, context_order: ContextOrder = "v4", ifce: GridIfce | None = None) -> np.ndarray:
     """Inverse of :func:`encode_grid_into`: the next grid of a range decoder and escape reader,
-    decoded latent by latent in compiled code (:mod:`coolchic_pl._native`)."""
-    plan = grid_plan(height, width, dim_arm, context_order)
-    ifce_spec = None if ifce is None else (*ifce[:4], ifce.sources, plan.order, height, width)
-    decoded = np.zeros(plan.padded_shape, dtype=np.int64)
+    decoded latent by latent in compiled code (:mod:`coolchic_pl._native`), which follows
+    :func:`grid_plan`'s fronts from their closed form."""
+    offsets = np.array(context_offsets(dim_arm, context_order), dtype=np.int64).reshape(-1)
+    ifce_spec = None if ifce is None else (*ifce[:4], ifce.sources)
+    decoded = np.empty((height, width), dtype=np.int64)
     try:
         decoder.state, escapes.position = _native.decode_grid(
-            decoder.words, decoder.state, escapes.bits, escapes.position, decoded, plan.positions, plan.starts,
-            plan.deltas, ifce_spec, len(plan.deltas), interval_bounds(), arm.native_tables(), ROW_CONSTANTS)
+            decoder.words, decoder.state, escapes.bits, escapes.position, decoded, height, width,
+            wavefront_slope(dim_arm, context_order), offsets, ifce_spec, interval_bounds(), arm.native_tables(),
+            ROW_CONSTANTS)
     except ValueError as error:
         raise BitstreamError(str(error)) from None
-    return decoded[plan.top:, plan.left:plan.left + width].copy()
+    return decoded
