@@ -231,15 +231,16 @@ static int parse_layer(Buffers *held, PyObject *spec, DenseLayer *layer) {
     return 0;
 }
 
-PyDoc_STRVAR(pointwise_run_doc, "pointwise_run(x, n_in, n, layers, y)\n\n"
-                                "A run of 1x1 layers on float64 [n_in, n] into [n_out, n].");
+PyDoc_STRVAR(pointwise_run_doc, "pointwise_run(x, n_in, n, layers, y, accumulate)\n\n"
+                                "A run of 1x1 layers on float64 [n_in, n] into [n_out, n], or with `accumulate` "
+                                "added to it, clamped.");
 
 static PyObject *py_pointwise_run(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *x, *layer_specs, *y;
-    int n_in;
+    int n_in, accumulate;
     long long n;
-    if (!PyArg_ParseTuple(args, "OiLO!O", &x, &n_in, &n, &PyList_Type, &layer_specs, &y))
+    if (!PyArg_ParseTuple(args, "OiLO!Op", &x, &n_in, &n, &PyList_Type, &layer_specs, &y, &accumulate))
         return NULL;
     Buffers held = {.count = 0};
     DenseLayer layers[MAX_LAYERS];
@@ -265,7 +266,7 @@ static PyObject *py_pointwise_run(PyObject *self, PyObject *args) {
         goto error;
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = pointwise_run(layers, (int)n_layers, in, n_in, out, n);
+    status = pointwise_run(layers, (int)n_layers, in, n_in, out, n, accumulate);
     Py_END_ALLOW_THREADS
     release(&held);
     return status ? PyErr_NoMemory() : Py_NewRef(Py_None);
@@ -436,6 +437,40 @@ static PyObject *py_blend(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(image_samples_doc, "image_samples(x, channels, n, low, span, max_value, out)\n\n"
+                                "An image's integer samples (float64 [channels, n]) from its synthesis output x "
+                                "in activation units and each channel's output range low, span (float64).");
+
+static PyObject *py_image_samples(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *x_object, *low_object, *span_object, *out_object;
+    int channels;
+    long long n;
+    double max_value;
+    if (!PyArg_ParseTuple(args, "OiLOOdO", &x_object, &channels, &n, &low_object, &span_object, &max_value,
+                          &out_object))
+        return NULL;
+    if (channels < 1 || channels > MAX_CHANNELS || n < 0 || max_value < 1 || max_value > 65535) {
+        PyErr_SetString(PyExc_ValueError, "image samples shape");
+        return NULL;
+    }
+    Buffers held = {.count = 0};
+    const double *x, *low, *span;
+    double *out;
+    if (!(x = view(&held, x_object, 8, channels * (Py_ssize_t)n, 0, NULL, "x"))
+        || !(low = view(&held, low_object, 8, channels, 0, NULL, "low"))
+        || !(span = view(&held, span_object, 8, channels, 0, NULL, "span"))
+        || !(out = (double *)view(&held, out_object, 8, channels * (Py_ssize_t)n, 1, NULL, "out"))) {
+        release(&held);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    image_samples(x, channels, n, low, span, max_value, out);
+    Py_END_ALLOW_THREADS
+    release(&held);
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(read_signed_doc, "read_signed(bits, bit_pos, count, order, values) -> bit_pos\n\n"
                               "`count` signed exp-Golomb values into the int64 `values` from the bits (one per "
                               "byte) at `bit_pos`; a stream too short or damaged raises ValueError.");
@@ -479,6 +514,7 @@ static PyMethodDef methods[] = {
     {"spatial_layer", py_spatial_layer, METH_VARARGS, spatial_layer_doc},
     {"filter_1d", py_filter_1d, METH_VARARGS, filter_doc},
     {"blend", py_blend, METH_VARARGS, blend_doc},
+    {"image_samples", py_image_samples, METH_VARARGS, image_samples_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -128,7 +128,8 @@ typedef struct {
 } DenseLayer;
 
 /* Both return -1 when their scratch memory cannot be allocated. */
-int pointwise_run(const DenseLayer *layers, int n_layers, const double *x, int n_in, double *y, int64_t n);
+int pointwise_run(const DenseLayer *layers, int n_layers, const double *x, int n_in, double *y, int64_t n,
+                  int accumulate);
 int spatial_layer(const DenseLayer *layer, int kernel, const double *x, int channels, int64_t height, int64_t width,
                   double *y);
 /* How a filter pads its inputs: with the nearest one (replicate) or with zeros. */
@@ -139,6 +140,8 @@ int filter_columns(const double *x, int64_t lines, int64_t in_width, const doubl
                    int64_t out_width, int64_t offset, int mode, double *y);
 void warp(const double *samples, int channels, int64_t height, int64_t width, const int64_t *base_flow,
           const double *motion, const int64_t *table, int n_taps, double *out, int64_t *flows_out);
+void image_samples(const double *x, int channels, int64_t n, const double *low, const double *span,
+                   double max_value, double *out);
 void blend(const double *first, const double *second, const double *beta, const double *residue, int64_t n,
            double max_value, double *out);
 

@@ -19,6 +19,10 @@ static inline f64x4 clamp4(f64x4 v, double low, double high) {
     return v;
 }
 
+static inline double clamp_range(double v, double low, double high) { return v < low ? low : v > high ? high : v; }
+
+static inline double clamp_activation(double v) { return clamp_range(v, -ACTIVATION_LIMIT, ACTIVATION_LIMIT); }
+
 /* One layer on a block: out[j][BLOCK] from in[i][BLOCK], both with a row stride of BLOCK;
  * `source` [n_out][BLOCK] is the residual input of a residual layer (NULL otherwise). */
 NATIVE_VECTORISED
@@ -66,8 +70,10 @@ static void dense_block(const DenseLayer *layer, const double *restrict in, cons
 }
 
 /* A run of 1x1 layers on [channels][n] pixels, BLOCK pixels at a time, the hidden
- * activations of a block staying in two small buffers. */
-int pointwise_run(const DenseLayer *layers, int n_layers, const double *x, int n_in, double *y, int64_t n) {
+ * activations of a block staying in two small buffers; with `accumulate`, its output is
+ * added to y and clamped (a stabiliser's) rather than written. */
+int pointwise_run(const DenseLayer *layers, int n_layers, const double *x, int n_in, double *y, int64_t n,
+                  int accumulate) {
     int widest = n_in;
     for (int l = 0; l < n_layers; l++)
         widest = layers[l].n_out > widest ? layers[l].n_out : widest;
@@ -89,7 +95,11 @@ int pointwise_run(const DenseLayer *layers, int n_layers, const double *x, int n
             current = next;
         }
         for (int c = 0; c < n_out; c++)
-            memcpy(y + c * n + p0, current + c * BLOCK, sizeof(double) * (size_t)count);
+            if (accumulate)
+                for (int t = 0; t < count; t++)
+                    y[c * n + p0 + t] = clamp_activation(y[c * n + p0 + t] + current[c * BLOCK + t]);
+            else
+                memcpy(y + c * n + p0, current + c * BLOCK, sizeof(double) * (size_t)count);
     }
     free(scratch);
     return 0;
@@ -139,9 +149,6 @@ int spatial_layer(const DenseLayer *layer, int kernel, const double *x, int chan
     return 0;
 }
 
-static inline double clamp_range(double v, double low, double high) { return v < low ? low : v > high ? high : v; }
-
-static inline double clamp_activation(double v) { return clamp_range(v, -ACTIVATION_LIMIT, ACTIVATION_LIMIT); }
 
 /* Input index `k` of a filter whose inputs are padded by `mode`: the nearest one (EDGE), or
  * -1 for a zero (ZERO). */
@@ -287,4 +294,16 @@ void blend(const double *first, const double *second, const double *beta, const 
             }
             out[c * n + i] = clamp_range(__builtin_floor(value / unit + 0.5), 0.0, max_value);
         }
+}
+
+/* An image's samples from its synthesis output x [channels][n] in activation units
+ * (coolchic_pl.fixedpoint.samples.image_samples): low[c] + floor(1/2 + x span[c] / 2^16),
+ * clamped to [0, max_value]; exact, every product being an integer below 2^53. */
+NATIVE_VECTORISED
+void image_samples(const double *x, int channels, int64_t n, const double *low, const double *span,
+                   double max_value, double *out) {
+    const double unit = (double)(1 << FRACTION_BITS);
+    for (int c = 0; c < channels; c++)
+        for (int64_t i = 0; i < n; i++)
+            out[c * n + i] = clamp_range(low[c] + __builtin_floor(x[c * n + i] * span[c] / unit + 0.5), 0.0, max_value);
 }

@@ -29,11 +29,6 @@ class ArithmeticBoundError(ValueError):
     """A layer whose weights could make a sum leave float64's exact integer range."""
 
 
-def round_half_up(x: np.ndarray) -> np.ndarray:
-    """floor(x + 1/2), element-wise (x already holds exact values)."""
-    return np.floor(x + 0.5)
-
-
 def rounded_bias(bias: np.ndarray) -> np.ndarray:
     """A bias in activation units plus the rounding half: adding it before a floor rounds the
     layer's output half up at no extra pass over the activations."""

@@ -119,11 +119,13 @@ def _layer_tuple(layer: SynthesisLayer) -> tuple:
             int(layer.spec.relu))
 
 
-def _pointwise_run(layers: list[SynthesisLayer], x: np.ndarray) -> np.ndarray:
-    """Consecutive 1x1 layers on [C, n] (compiled: each block of pixels through every layer)."""
+def _pointwise_run(layers: list[SynthesisLayer], x: np.ndarray, into: np.ndarray | None = None) -> np.ndarray:
+    """Consecutive 1x1 layers on [C, n] (compiled: each block of pixels through every layer);
+    added to ``into`` (contiguous [C', n]) and clamped when given, as a stabiliser's output is."""
     channels, n = x.shape
-    y = np.empty((layers[-1].weight.shape[0], n))
-    _native.pointwise_run(np.ascontiguousarray(x), channels, n, [_layer_tuple(layer) for layer in layers], y)
+    y = np.empty((layers[-1].weight.shape[0], n)) if into is None else into
+    _native.pointwise_run(np.ascontiguousarray(x), channels, n, [_layer_tuple(layer) for layer in layers], y,
+                          into is not None)
     return y
 
 
@@ -151,8 +153,7 @@ def synthesise(coolchic: IntegerCoolChic, latents: np.ndarray) -> np.ndarray:
             run.append(layers.pop(0))
         x = _pointwise_run(run, x.reshape(x.shape[0], height * width)).reshape(-1, height, width)
     if stabiliser is not None:
-        stabilised = _pointwise_run([stabiliser], latents.reshape(channels, -1)).reshape(x.shape)
-        x = np.clip(x + stabilised, -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+        _pointwise_run([stabiliser], latents.reshape(channels, -1), into=x.reshape(x.shape[0], -1))
     return x
 
 
@@ -166,10 +167,16 @@ def check_bounds(coolchic: IntegerCoolChic) -> None:
         check_layer_bound(layer.weight, layer.bias, f"synthesis layer {index + 1}")
 
 
+def _activations(latents: np.ndarray) -> np.ndarray:
+    """Integer latents in activation units, clamped."""
+    scaled = latents * UNIT
+    return np.clip(scaled, -ACTIVATION_LIMIT, ACTIVATION_LIMIT, out=scaled)
+
+
 def raw_output(coolchic: IntegerCoolChic) -> np.ndarray:
     """[outputs, H, W] synthesis output in activation units at the image size (a smaller
     output, from empty finest latent grids, repeats each sample, as ``CoolChic`` does)."""
-    grids = [np.clip(grid * UNIT, -ACTIVATION_LIMIT, ACTIVATION_LIMIT) for grid in coolchic.synthesis_grids()]
+    grids = [_activations(grid) for grid in coolchic.synthesis_grids()]
     output = synthesise(coolchic, upsample(coolchic, grids))
     height, width = coolchic.image_size
     if output.shape[-2:] != (height, width):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 from coolchic_pl import _native
-from coolchic_pl.fixedpoint.arithmetic import UNIT, round_half_up
 from coolchic_pl.fixedpoint.coolchic import IntegerCoolChic, IntegerInterFrame
 from coolchic_pl.fixedpoint.image import check_bounds, raw_output
 from coolchic_pl.fixedpoint.warp import FLOW_PRECISION_BITS, warp
@@ -19,13 +18,18 @@ from coolchic_pl.io.frame import ColorSpace
 
 
 def image_samples(coolchic: IntegerCoolChic, max_value: int) -> np.ndarray:
-    """low + floor(1/2 + output x (high - low) / 2^16), clamped: [0, 1] maps onto the output
-    range [low, high] the file sends, or onto [0, max_value] without one."""
-    low, span = np.zeros((1, 1, 1)), float(max_value)
+    """low + floor(1/2 + output x (high - low) / 2^16), clamped to [0, max_value] (compiled):
+    [0, 1] maps onto the output range [low, high] the file sends, or onto [0, max_value]
+    without one."""
+    output = np.ascontiguousarray(raw_output(coolchic))
+    channels = output.shape[0]
+    low, span = np.zeros(channels), np.full(channels, float(max_value))
     if coolchic.output_range is not None:
-        low = coolchic.output_range[:, :1, None].astype(np.float64)
-        span = (coolchic.output_range[:, 1:, None] - coolchic.output_range[:, :1, None]).astype(np.float64)
-    return np.clip(low + round_half_up(raw_output(coolchic) * span / UNIT), 0, max_value)
+        low = coolchic.output_range[:, 0].astype(np.float64)
+        span = (coolchic.output_range[:, 1] - coolchic.output_range[:, 0]).astype(np.float64)
+    samples = np.empty_like(output)
+    _native.image_samples(output, channels, output[0].size, low, span, float(max_value), samples)
+    return samples
 
 
 def inter_samples(frame: IntegerInterFrame, max_value: int) -> tuple[np.ndarray, np.ndarray]:
