@@ -13,21 +13,25 @@
 
 enum { BLOCK = 8 }; /* pixels per block: two vectors of four */
 
+/* v clamped to [low, high], lane by lane, by comparison masks: no branch, whatever loop
+ * surrounds it. */
 static inline f64x4 clamp4(f64x4 v, double low, double high) {
-    for (int t = 0; t < 4; t++)
-        v[t] = v[t] < low ? low : v[t] > high ? high : v[t];
-    return v;
+    const f64x4 lows = splat(low), highs = splat(high);
+    const i64x4 above = v > lows, below = v < highs;
+    v = (f64x4)(((i64x4)v & above) | ((i64x4)lows & ~above));
+    return (f64x4)(((i64x4)v & below) | ((i64x4)highs & ~below));
 }
 
 static inline double clamp_range(double v, double low, double high) { return v < low ? low : v > high ? high : v; }
 
 static inline double clamp_activation(double v) { return clamp_range(v, -ACTIVATION_LIMIT, ACTIVATION_LIMIT); }
 
-/* One layer on a block: out[j][BLOCK] from in[i][BLOCK], both with a row stride of BLOCK;
- * `source` [n_out][BLOCK] is the residual input of a residual layer (NULL otherwise). */
+/* One layer on a block of BLOCK pixels: out[j][BLOCK] (row stride BLOCK) from the inputs
+ * in + offsets[i], BLOCK consecutive values each; `source` (row stride `source_stride`) is
+ * the residual input of a residual layer, NULL otherwise. */
 NATIVE_VECTORISED
-static void dense_block(const DenseLayer *layer, const double *restrict in, const double *source,
-                        double *restrict out) {
+static void dense_block(const DenseLayer *layer, const double *restrict in, const int64_t *restrict offsets, const double *source,
+                        int64_t source_stride, double *restrict out) {
     const int n_in = layer->n_in, n_out = layer->n_out;
     const double *w = layer->weight, *b = layer->bias;
     const double low = layer->relu ? 0.0 : -ACTIVATION_LIMIT;
@@ -37,8 +41,8 @@ static void dense_block(const DenseLayer *layer, const double *restrict in, cons
         for (int u = 0; u < 4; u++)
             sums[u][0] = sums[u][1] = splat(b[j + u]);
         const double *rows[4] = {w + (j + 0) * n_in, w + (j + 1) * n_in, w + (j + 2) * n_in, w + (j + 3) * n_in};
-        const double *column = in;
-        for (int i = 0; i < n_in; i++, column += BLOCK) {
+        for (int i = 0; i < n_in; i++) {
+            const double *column = in + offsets[i];
             const f64x4 first = load4(column), second = load4(column + 4);
             for (int u = 0; u < 4; u++) {
                 const f64x4 weight = splat(rows[u][i]);
@@ -54,19 +58,20 @@ static void dense_block(const DenseLayer *layer, const double *restrict in, cons
         f64x4 first = splat(b[j]), second = first;
         for (int i = 0; i < n_in; i++) {
             const f64x4 weight = splat(w[j * n_in + i]);
-            first += weight * load4(in + i * BLOCK);
-            second += weight * load4(in + i * BLOCK + 4);
+            first += weight * load4(in + offsets[i]);
+            second += weight * load4(in + offsets[i] + 4);
         }
         store4(out + j * BLOCK, floor4(first));
         store4(out + j * BLOCK + 4, floor4(second));
     }
     /* floor(sum), plus the residual source, then the layer's clamp. */
-    for (int k = 0; k < n_out * BLOCK; k += 4) {
-        f64x4 v = load4(out + k);
-        if (source)
-            v += load4(source + k);
-        store4(out + k, clamp4(v, low, ACTIVATION_LIMIT));
-    }
+    for (int c = 0; c < n_out; c++)
+        for (int half = 0; half < BLOCK; half += 4) {
+            f64x4 v = load4(out + c * BLOCK + half);
+            if (source)
+                v += load4(source + c * source_stride + half);
+            store4(out + c * BLOCK + half, clamp4(v, low, ACTIVATION_LIMIT));
+        }
 }
 
 /* A run of 1x1 layers on [channels][n] pixels, BLOCK pixels at a time, the hidden
@@ -78,8 +83,13 @@ int pointwise_run(const DenseLayer *layers, int n_layers, const double *x, int n
     for (int l = 0; l < n_layers; l++)
         widest = layers[l].n_out > widest ? layers[l].n_out : widest;
     double *scratch = malloc(sizeof(double) * 2 * BLOCK * (size_t)widest);
-    if (!scratch)
+    int64_t *offsets = malloc(sizeof(int64_t) * (size_t)widest);
+    if (!scratch || !offsets) {
+        free(scratch), free(offsets);
         return -1;
+    }
+    for (int i = 0; i < widest; i++)
+        offsets[i] = (int64_t)i * BLOCK;
     double *buffers[2] = {scratch, scratch + (size_t)widest * BLOCK};
     const int n_out = layers[n_layers - 1].n_out;
     for (int64_t p0 = 0; p0 < n; p0 += BLOCK) {
@@ -91,7 +101,7 @@ int pointwise_run(const DenseLayer *layers, int n_layers, const double *x, int n
         }
         for (int l = 0; l < n_layers; l++) {
             double *next = current == buffers[0] ? buffers[1] : buffers[0];
-            dense_block(&layers[l], current, layers[l].residual ? current : NULL, next);
+            dense_block(&layers[l], current, offsets, layers[l].residual ? current : NULL, BLOCK, next);
             current = next;
         }
         for (int c = 0; c < n_out; c++)
@@ -101,51 +111,53 @@ int pointwise_run(const DenseLayer *layers, int n_layers, const double *x, int n
             else
                 memcpy(y + c * n + p0, current + c * BLOCK, sizeof(double) * (size_t)count);
     }
-    free(scratch);
+    free(scratch), free(offsets);
     return 0;
 }
 
-/* A k x k layer with replicate padding on [channels][height][width]: each block of BLOCK
- * pixels of a row gathers its k x k neighbours (channel, dy, dx order, as the weights) and
- * goes through dense_block. */
+/* A k x k layer with replicate padding on [channels][height][width], row by row: the k
+ * input rows of every channel an output row reads are copied once, extended by their
+ * nearest sample (`half` on each side, then enough for a last whole block), and
+ * dense_block reads its k x k x channels inputs (channel, dy, dx order, as the weights)
+ * straight from them. */
 int spatial_layer(const DenseLayer *layer, int kernel, const double *x, int channels, int64_t height, int64_t width,
                   double *y) {
     const int half = kernel / 2, n_in = channels * kernel * kernel;
-    double *scratch = malloc(sizeof(double) * BLOCK * (size_t)(n_in + 2 * layer->n_out));
-    if (!scratch)
+    const int64_t padded_width = width + 2 * half + BLOCK;
+    double *rows = malloc(sizeof(double) * (size_t)(channels * kernel * padded_width));
+    double *out = malloc(sizeof(double) * BLOCK * (size_t)layer->n_out);
+    int64_t *offsets = malloc(sizeof(int64_t) * (size_t)n_in);
+    if (!rows || !out || !offsets) {
+        free(rows), free(out), free(offsets);
         return -1;
-    double *gathered = scratch, *out = scratch + (size_t)n_in * BLOCK, *source = out + (size_t)layer->n_out * BLOCK;
-    for (int64_t row = 0; row < height; row++)
+    }
+    for (int c = 0; c < channels; c++)
+        for (int dy = 0; dy < kernel; dy++)
+            for (int dx = 0; dx < kernel; dx++)
+                offsets[(c * kernel + dy) * kernel + dx] = (c * kernel + dy) * padded_width + dx;
+    /* Channel c's own sample at (row, x) is in its dy = half copy, dx = half along. */
+    const double *source = layer->residual ? rows + half * padded_width + half : NULL;
+    for (int64_t row = 0; row < height; row++) {
+        for (int c = 0; c < channels; c++)
+            for (int dy = 0; dy < kernel; dy++) {
+                int64_t r = row + dy - half;
+                r = r < 0 ? 0 : r >= height ? height - 1 : r;
+                const double *line = x + (c * height + r) * width;
+                double *copy = rows + (c * kernel + dy) * padded_width;
+                for (int t = 0; t < half; t++)
+                    copy[t] = line[0];
+                memcpy(copy + half, line, sizeof(double) * (size_t)width);
+                for (int64_t t = half + width; t < padded_width; t++)
+                    copy[t] = line[width - 1];
+            }
         for (int64_t x0 = 0; x0 < width; x0 += BLOCK) {
             const int count = width - x0 < BLOCK ? (int)(width - x0) : BLOCK;
-            for (int c = 0; c < channels; c++)
-                for (int dy = 0; dy < kernel; dy++) {
-                    int64_t r = row + dy - half;
-                    r = r < 0 ? 0 : r >= height ? height - 1 : r;
-                    const double *line = x + (c * height + r) * width;
-                    const int interior = x0 >= half && x0 + BLOCK + half <= width;
-                    for (int dx = 0; dx < kernel; dx++) {
-                        double *into = gathered + ((c * kernel + dy) * kernel + dx) * BLOCK;
-                        if (interior) {
-                            memcpy(into, line + x0 + dx - half, sizeof(double) * BLOCK);
-                            continue;
-                        }
-                        for (int t = 0; t < BLOCK; t++) {
-                            int64_t col = x0 + (t < count ? t : 0) + dx - half;
-                            col = col < 0 ? 0 : col >= width ? width - 1 : col;
-                            into[t] = line[col];
-                        }
-                    }
-                }
-            if (layer->residual)
-                for (int c = 0; c < layer->n_out; c++)
-                    for (int t = 0; t < BLOCK; t++)
-                        source[c * BLOCK + t] = x[(c * height + row) * width + x0 + (t < count ? t : 0)];
-            dense_block(layer, gathered, layer->residual ? source : NULL, out);
+            dense_block(layer, rows + x0, offsets, source ? source + x0 : NULL, kernel * padded_width, out);
             for (int c = 0; c < layer->n_out; c++)
                 memcpy(y + (c * height + row) * width + x0, out + c * BLOCK, sizeof(double) * (size_t)count);
         }
-    free(scratch);
+    }
+    free(rows), free(out), free(offsets);
     return 0;
 }
 
