@@ -200,23 +200,49 @@ static inline int64_t bordered(const GridInputs *in, int64_t y, int64_t x) {
     return (y + in->top) * in->padded_width + x + in->left;
 }
 
-/* The IFCE features of latent (y, x) in 1/256 units (zeros without sources). */
-static inline void ifce_features(const GridInputs *in, int64_t y, int64_t x, int64_t *features) {
+/* The IFCE features of the latents (y, x) with y >> step = row, x >> step = column, step
+ * being the finest source's shift (they read the same coarser latents), in 1/256 units:
+ * zeros without sources. */
+static void ifce_cell(const GridInputs *in, int64_t row, int64_t column, int step, int64_t *features) {
     const int n_features = in->arm->width - in->n_contexts;
-    if (!in->n_sources) {
-        memset(features, 0, sizeof(int64_t) * (size_t)n_features);
-        return;
-    }
     int64_t sources[MAX_IFCE_SOURCES];
-    for (int s = 0; s < in->n_sources; s++)
-        sources[s] = in->flat[in->source_start[s] + (y >> in->source_shift[s]) * in->source_width[s]
-                              + (x >> in->source_shift[s])] * ARM_ONE;
+    for (int s = 0; s < in->n_sources; s++) {
+        const int coarser = in->source_shift[s] - step;
+        sources[s] = in->flat[in->source_start[s] + (row >> coarser) * in->source_width[s] + (column >> coarser)]
+                     * ARM_ONE;
+    }
     for (int k = 0; k < n_features; k++) {
-        int64_t acc = in->ifce_bias[k];
+        int64_t acc = in->n_sources ? in->ifce_bias[k] : 0;
         for (int s = 0; s < in->n_sources; s++)
             acc += in->ifce_weight[k * in->n_sources + s] * sources[s];
-        features[k] = round_shift(acc, ARM_FRACTIONAL_BITS);
+        features[k] = in->n_sources ? round_shift(acc, ARM_FRACTIONAL_BITS) : 0;
     }
+}
+
+/* The IFCE features of the whole grid, computed before its latents (they depend on coarser
+ * grids only), once per cell of 2^step x 2^step latents sharing them: in->features,
+ * in->feature_step and in->feature_columns. -1 when out of memory. */
+static int ifce_table(GridInputs *in) {
+    const int n_features = in->arm->width - in->n_contexts;
+    int step = 30;
+    for (int s = 0; s < in->n_sources; s++)
+        step = in->source_shift[s] < step ? in->source_shift[s] : step;
+    step = in->n_sources ? step : 30;
+    const int64_t rows = ((in->height - 1) >> step) + 1, columns = ((in->width - 1) >> step) + 1;
+    in->features = malloc(sizeof(int64_t) * (size_t)(rows * columns * n_features + 1));
+    if (!in->features)
+        return -1;
+    in->feature_step = step, in->feature_columns = columns;
+    for (int64_t row = 0; row < rows; row++)
+        for (int64_t column = 0; column < columns; column++)
+            ifce_cell(in, row, column, step, in->features + (row * columns + column) * n_features);
+    return 0;
+}
+
+/* The IFCE features of latent (y, x), from the grid's table. */
+static inline const int64_t *ifce_features(const GridInputs *in, int64_t y, int64_t x) {
+    const int n_features = in->arm->width - in->n_contexts;
+    return in->features + ((y >> in->feature_step) * in->feature_columns + (x >> in->feature_step)) * n_features;
 }
 
 /* -limit <= v <= limit, for 0 <= limit < 2^62, in one comparison that wraps safely. */
@@ -238,8 +264,7 @@ static inline int gather_fast(const GridInputs *in, int64_t y, int64_t x, int64_
         any |= context;
         inputs[i * m + column] = (double)context * ARM_ONE;
     }
-    int64_t features[MAX_ARM_WIDTH];
-    ifce_features(in, y, x, features);
+    const int64_t *features = ifce_features(in, y, x);
     for (int i = n_contexts; i < width; i++) {
         const int64_t feature = features[i - n_contexts];
         ok &= within(feature, feature_limit);
@@ -253,7 +278,7 @@ static inline int gather_fast(const GridInputs *in, int64_t y, int64_t x, int64_
 static void gather_exact(const GridInputs *in, int64_t y, int64_t x, int64_t p, int64_t *exact) {
     for (int i = 0; i < in->n_contexts; i++)
         exact[i] = (int64_t)((uint64_t)in->latents[p + in->deltas[i]] << ARM_FRACTIONAL_BITS);
-    ifce_features(in, y, x, exact + in->n_contexts);
+    memcpy(exact + in->n_contexts, ifce_features(in, y, x), sizeof(int64_t) * (size_t)(in->arm->width - in->n_contexts));
 }
 
 /* Symbols of front f's `count` latents from row `first` given their ARM outputs, written to the grid. */
@@ -306,8 +331,8 @@ int decode_grid(GridInputs *in, int64_t *out) {
     double *scratch = calloc((size_t)(3 * width * longest), sizeof(double));
     int64_t *integers = malloc(sizeof(int64_t) * (size_t)(6 * longest + width));
     in->latents = calloc((size_t)n_bordered, sizeof(int64_t));
-    if (!scratch || !integers || !in->latents) {
-        free(scratch), free(integers), free(in->latents);
+    if (!scratch || !integers || !in->latents || ifce_table(in)) {
+        free(scratch), free(integers), free(in->latents), free(in->features);
         return fail(in, "out of memory");
     }
     double *x = scratch, *h = scratch + width * longest, *next = scratch + 2 * width * longest;
@@ -350,8 +375,8 @@ int decode_grid(GridInputs *in, int64_t *out) {
     }
     for (int64_t y = 0; y < in->height && !status; y++)
         memcpy(out + y * in->width, in->latents + bordered(in, y, 0), sizeof(int64_t) * (size_t)in->width);
-    free(scratch), free(integers), free(in->latents);
-    in->latents = NULL;
+    free(scratch), free(integers), free(in->latents), free(in->features);
+    in->latents = NULL, in->features = NULL;
     return status;
 }
 

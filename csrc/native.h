@@ -104,6 +104,10 @@ typedef struct {
     int n_sources;
     int64_t source_start[MAX_IFCE_SOURCES], source_width[MAX_IFCE_SOURCES];
     int source_shift[MAX_IFCE_SOURCES];
+    /* Computed by decode_grid: the features of each cell of 2^feature_step latents square,
+     * [cell row][feature_columns][features]. */
+    int64_t *features, feature_columns;
+    int feature_step;
     int n_contexts;
     const uint32_t *cdf; /* [rows][alphabet + 1] interval bounds */
     const ArmTables *arm;
