@@ -7,7 +7,7 @@ import pytest
 
 from coolchic_pl.bitstream import BitstreamError
 from coolchic_pl.bitstream.expgolomb import BitReader, BitWriter, decode_signed, encode_signed
-from coolchic_pl.bitstream.laplace_table import ALPHABET, interval_bounds, model_rows
+from coolchic_pl.bitstream.laplace_table import ALPHABET, interval_bounds, load_rows, model_rows, quantised_bounds
 from coolchic_pl.bitstream.latents import decode_grid, encode_grid, grid_plan
 from test_bitstream import _random_arm
 
@@ -20,7 +20,10 @@ def _spread_latents(seed: int, height: int, width: int) -> np.ndarray:
 
 
 def test_interval_bounds_split_the_range_coder_s_precision_among_every_symbol() -> None:
+    """The shipped bounds are those of the shipped masses, and every symbol has room."""
     bounds = interval_bounds()
+    np.testing.assert_array_equal(bounds, quantised_bounds(load_rows()))
+    assert bounds.dtype == np.uint32 and bounds.flags.c_contiguous
     assert bounds.shape[1] == ALPHABET + 1
     assert (bounds[:, 0] == 0).all() and (bounds[:, -1] == 2**24).all()
     assert (np.diff(bounds.astype(np.int64), axis=1) >= 1).all()
