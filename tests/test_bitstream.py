@@ -93,7 +93,9 @@ def test_integer_arm_is_the_same_over_grid_rows_and_wavefronts() -> None:
 def test_the_grid_plan_codes_front_by_front_every_context_first(height: int, width: int, dim_arm: int,
                                                                  order: str) -> None:
     """The coding order is the raster positions sorted by (front x + s*y, row), fronts start
-    where that front's latents start, and every causal context of a latent is coded before it."""
+    where that front's latents start, and every causal context of a latent is coded before it.
+    The compiled decoder, which walks the fronts from their closed form, decodes what was
+    coded in the plan's order."""
     plan = grid_plan(height, width, dim_arm, order)
     rows, cols = np.divmod(np.arange(height * width), width)
     slope = wavefront_slope(dim_arm, order)
@@ -106,6 +108,10 @@ def test_the_grid_plan_codes_front_by_front_every_context_first(height: int, wid
     for dy, dx in context_offsets(dim_arm, order):
         assert dy < 0 or dx < 0 and dy == 0
         assert dx < slope * -dy or dy == 0  # a context of the row above lies in an earlier front
+    arm = _random_arm(height, dim_arm)
+    latents = np.round(np.random.default_rng(width).laplace(0, 3.0, (height, width))).astype(np.int64)
+    coded, escapes = encode_grid(latents, arm, dim_arm, order)
+    np.testing.assert_array_equal(decode_grid(coded, escapes, height, width, arm, dim_arm, order), latents)
 
 
 def test_float64_integer_arm_gives_the_int64_integers_up_to_its_limit_and_falls_back_beyond(monkeypatch) -> None:
