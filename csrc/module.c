@@ -9,7 +9,7 @@
 
 #include "native.h"
 
-#define MAX_BUFFERS 24
+#define MAX_BUFFERS 96
 
 typedef struct {
     Py_buffer views[MAX_BUFFERS];
@@ -506,6 +506,168 @@ static PyObject *py_read_signed(PyObject *self, PyObject *args) {
     return PyLong_FromLongLong(in.bit_pos);
 }
 
+/* float32 arrays of n_out x n_in weights and n_out biases. */
+static int view_train_layer(Buffers *held, PyObject *weight, PyObject *bias, int n_in, int n_out, TrainLayer *layer) {
+    layer->n_in = n_in;
+    return !(layer->weight = view(held, weight, 4, (Py_ssize_t)n_in * n_out, 0, NULL, "ARM weight"))
+           || !(layer->bias = view(held, bias, 4, n_out, 0, NULL, "ARM bias"));
+}
+
+/* A (weight, bias) tuple, as view_train_layer takes them. */
+static int parse_train_layer(Buffers *held, PyObject *spec, int n_in, int n_out, TrainLayer *layer) {
+    PyObject *weight, *bias;
+    if (!PyArg_ParseTuple(spec, "OO", &weight, &bias))
+        return -1;
+    return view_train_layer(held, weight, bias, n_in, n_out, layer);
+}
+
+/* The tuple (width, n_latents, hidden, output, stabiliser, ifce, segments) of
+ * coolchic_pl.model.armrate into `arm`, with the padded latents and the spatial index. */
+static int parse_train_arm(Buffers *held, PyObject *spec, PyObject *padded_object, PyObject *spatial_object,
+                           TrainArm *arm, const float **padded, const int64_t **spatial) {
+    PyObject *hidden, *output, *stabiliser, *ifce, *segments;
+    long long n_latents;
+    if (!PyArg_ParseTuple(spec, "iLO!OOO!O!", &arm->width, &n_latents, &PyTuple_Type, &hidden, &output, &stabiliser,
+                          &PyTuple_Type, &ifce, &PyTuple_Type, &segments))
+        return -1;
+    const int width = arm->width;
+    Py_ssize_t n_spatial_values;
+    arm->n_latents = n_latents;
+    arm->n_hidden = (int)PyTuple_GET_SIZE(hidden);
+    arm->n_ifce = (int)PyTuple_GET_SIZE(ifce);
+    arm->n_segments = (int)PyTuple_GET_SIZE(segments);
+    arm->has_stabiliser = stabiliser != Py_None;
+    if (width < 1 || width > MAX_ARM_WIDTH || n_latents < 1 || arm->n_hidden > MAX_TRAIN_HIDDEN
+        || arm->n_ifce > MAX_IFCE_LAYERS || arm->n_segments < 1 || arm->n_segments > MAX_TRAIN_SEGMENTS) {
+        PyErr_SetString(PyExc_ValueError, "ARM shape out of range");
+        return -1;
+    }
+    if (!(*padded = view(held, padded_object, 4, n_latents + 1, 0, NULL, "padded latents"))
+        || !(*spatial = view(held, spatial_object, 8, -1, 0, &n_spatial_values, "spatial index")))
+        return -1;
+    arm->n_spatial = (int)(n_spatial_values / n_latents);
+    if (n_spatial_values % n_latents || arm->n_spatial > width) {
+        PyErr_SetString(PyExc_ValueError, "a spatial context index that is not [n_spatial, n_latents]");
+        return -1;
+    }
+    const int n_features = width - arm->n_spatial;
+    int64_t parameters = 0;
+    for (int l = 0; l < arm->n_hidden; l++, parameters += width * width + width)
+        if (parse_train_layer(held, PyTuple_GET_ITEM(hidden, l), width, width, &arm->hidden[l]))
+            return -1;
+    if (parse_train_layer(held, output, width, 2, &arm->output)
+        || (arm->has_stabiliser && parse_train_layer(held, stabiliser, width, 2, &arm->stabiliser)))
+        return -1;
+    parameters += (2 * width + 2) * (1 + arm->has_stabiliser);
+    for (int l = 0; l < arm->n_ifce; l++) {
+        PyObject *weight, *bias;
+        int n_in;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(ifce, l), "OOi", &weight, &bias, &n_in))
+            return -1;
+        if (n_in < 1 || n_in > MAX_IFCE_INPUTS) {
+            PyErr_SetString(PyExc_ValueError, "IFCE input count out of range");
+            return -1;
+        }
+        if (view_train_layer(held, weight, bias, n_in, n_features, &arm->ifce[l]))
+            return -1;
+        parameters += (int64_t)n_in * n_features + n_features;
+    }
+    arm->n_parameters = parameters;
+    int64_t covered = 0;
+    for (int s = 0; s < arm->n_segments; s++) {
+        TrainSegment *segment = &arm->segments[s];
+        PyObject *inputs;
+        long long start, end;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(segments, s), "LLiO", &start, &end, &segment->layer, &inputs))
+            return -1;
+        segment->start = start, segment->end = end;
+        if (start != covered || end <= start || end > n_latents || segment->layer < -1
+            || segment->layer >= arm->n_ifce || (segment->layer >= 0) != (inputs != Py_None)) {
+            PyErr_SetString(PyExc_ValueError, "ARM segments that do not cover the latents in order");
+            return -1;
+        }
+        covered = end;
+        if (segment->layer >= 0) {
+            const Py_ssize_t count = (Py_ssize_t)arm->ifce[segment->layer].n_in * (end - start);
+            if (!(segment->inputs = view(held, inputs, 8, count, 0, NULL, "IFCE inputs")))
+                return -1;
+        }
+    }
+    if (covered != n_latents) {
+        PyErr_SetString(PyExc_ValueError, "ARM segments that do not cover the latents in order");
+        return -1;
+    }
+    return 0;
+}
+
+/* None, or the exception an arm_train_* status stands for. */
+static PyObject *train_status(int status) {
+    if (status == -1)
+        return PyErr_NoMemory();
+    if (status) {
+        PyErr_SetString(PyExc_ValueError, "a context or IFCE input outside the latents");
+        return NULL;
+    }
+    return Py_NewRef(Py_None);
+}
+
+PyDoc_STRVAR(arm_train_forward_doc, "arm_train_forward(padded, spatial, arm, raw)\n\n"
+                                    "The training ARM's raw outputs (float32 [2, n]) of the float32 latents "
+                                    "`padded` (n, then a zero); see coolchic_pl.model.armrate.");
+
+static PyObject *py_arm_train_forward(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *padded_object, *spatial_object, *spec, *raw_object;
+    if (!PyArg_ParseTuple(args, "OOO!O", &padded_object, &spatial_object, &PyTuple_Type, &spec, &raw_object))
+        return NULL;
+    Buffers held = {.count = 0};
+    TrainArm arm;
+    const float *padded;
+    const int64_t *spatial;
+    float *raw;
+    if (parse_train_arm(&held, spec, padded_object, spatial_object, &arm, &padded, &spatial)
+        || !(raw = (float *)view(&held, raw_object, 4, 2 * arm.n_latents, 1, NULL, "raw"))) {
+        release(&held);
+        return NULL;
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = arm_train_forward(&arm, padded, spatial, raw);
+    Py_END_ALLOW_THREADS
+    release(&held);
+    return train_status(status);
+}
+
+PyDoc_STRVAR(arm_train_backward_doc, "arm_train_backward(padded, spatial, arm, grad_raw, grad_padded, grads)\n\n"
+                                     "Adds the latents' gradients through the ARM to `grad_padded` and writes the "
+                                     "parameters' gradients, flat in layer order, to `grads` (float32).");
+
+static PyObject *py_arm_train_backward(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *padded_object, *spatial_object, *spec, *grad_raw_object, *grad_padded_object, *grads_object;
+    if (!PyArg_ParseTuple(args, "OOO!OOO", &padded_object, &spatial_object, &PyTuple_Type, &spec, &grad_raw_object,
+                          &grad_padded_object, &grads_object))
+        return NULL;
+    Buffers held = {.count = 0};
+    TrainArm arm;
+    const float *padded, *grad_raw;
+    const int64_t *spatial;
+    float *grad_padded, *grads;
+    if (parse_train_arm(&held, spec, padded_object, spatial_object, &arm, &padded, &spatial)
+        || !(grad_raw = view(&held, grad_raw_object, 4, 2 * arm.n_latents, 0, NULL, "grad raw"))
+        || !(grad_padded = (float *)view(&held, grad_padded_object, 4, arm.n_latents + 1, 1, NULL, "grad padded"))
+        || !(grads = (float *)view(&held, grads_object, 4, arm.n_parameters, 1, NULL, "grads"))) {
+        release(&held);
+        return NULL;
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = arm_train_backward(&arm, padded, spatial, grad_raw, grad_padded, grads);
+    Py_END_ALLOW_THREADS
+    release(&held);
+    return train_status(status);
+}
+
 static PyMethodDef methods[] = {
     {"read_signed", py_read_signed, METH_VARARGS, read_signed_doc},
     {"warp", py_warp, METH_VARARGS, warp_doc},
@@ -515,6 +677,8 @@ static PyMethodDef methods[] = {
     {"filter_1d", py_filter_1d, METH_VARARGS, filter_doc},
     {"blend", py_blend, METH_VARARGS, blend_doc},
     {"image_samples", py_image_samples, METH_VARARGS, image_samples_doc},
+    {"arm_train_forward", py_arm_train_forward, METH_VARARGS, arm_train_forward_doc},
+    {"arm_train_backward", py_arm_train_backward, METH_VARARGS, arm_train_backward_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -19,6 +19,10 @@
 #define WARP_POSITIONS (1 << WARP_POSITION_BITS)
 #define WARP_TAP_BITS 16 /* fixedpoint.warp.TAP_BITS */
 #define MAX_WARP_TAPS 16
+#define MAX_TRAIN_HIDDEN 16
+#define MAX_IFCE_LAYERS 16
+#define MAX_IFCE_INPUTS 64
+#define MAX_TRAIN_SEGMENTS 64
 
 /* Loops that gain from wider vectors get an AVX2/FMA clone picked at load time on x86-64;
  * their sums are exact (integers within float64's exact range), so every clone gives the
@@ -27,6 +31,35 @@
 #define NATIVE_VECTORISED __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define NATIVE_VECTORISED
+/* The ARM of a training step (armtrain.c), float32: each layer's weight [out][in] (the
+ * hidden ones without their residual identity) and bias. */
+typedef struct {
+    const float *weight, *bias;
+    int n_in;
+} TrainLayer;
+
+/* Latents [start, end) whose IFCE features come from IFCE layer `layer` (-1: features 0),
+ * their inputs' flat positions [n_in][end - start]. */
+typedef struct {
+    int64_t start, end;
+    int layer;
+    const int64_t *inputs;
+} TrainSegment;
+
+typedef struct {
+    int width, n_spatial, n_hidden, has_stabiliser, n_ifce, n_segments;
+    int64_t n_latents, n_parameters;
+    TrainLayer hidden[MAX_TRAIN_HIDDEN], output, stabiliser, ifce[MAX_IFCE_LAYERS];
+    TrainSegment segments[MAX_TRAIN_SEGMENTS]; /* covering [0, n_latents) in order */
+} TrainArm;
+
+/* raw [2][n_latents] (mu, log-scale before its shift) of the latents `padded` holds (then a
+ * zero), their spatial contexts at the flat positions spatial [n_spatial][n_latents]. Both
+ * return -1 when out of memory, -2 when a context or IFCE input lies outside the latents. */
+int arm_train_forward(const TrainArm *arm, const float *padded, const int64_t *spatial, float *raw);
+int arm_train_backward(const TrainArm *arm, const float *padded, const int64_t *spatial, const float *grad_raw,
+                       float *grad_padded, float *grads);
+
 #endif
 
 /* Four doubles: GCC and Clang vector extensions, two SSE2 operations each in the default
@@ -148,5 +181,34 @@ void image_samples(const double *x, int channels, int64_t n, const double *low, 
                    double max_value, double *out);
 void blend(const double *first, const double *second, const double *beta, const double *residue, int64_t n,
            double max_value, double *out);
+
+/* The ARM of a training step (armtrain.c), float32: each layer's weight [out][in] (the
+ * hidden ones without their residual identity) and bias. */
+typedef struct {
+    const float *weight, *bias;
+    int n_in;
+} TrainLayer;
+
+/* Latents [start, end) whose IFCE features come from IFCE layer `layer` (-1: features 0),
+ * their inputs' flat positions [n_in][end - start]. */
+typedef struct {
+    int64_t start, end;
+    int layer;
+    const int64_t *inputs;
+} TrainSegment;
+
+typedef struct {
+    int width, n_spatial, n_hidden, has_stabiliser, n_ifce, n_segments;
+    int64_t n_latents, n_parameters;
+    TrainLayer hidden[MAX_TRAIN_HIDDEN], output, stabiliser, ifce[MAX_IFCE_LAYERS];
+    TrainSegment segments[MAX_TRAIN_SEGMENTS]; /* covering [0, n_latents) in order */
+} TrainArm;
+
+/* raw [2][n_latents] (mu, log-scale before its shift) of the latents `padded` holds (then a
+ * zero), their spatial contexts at the flat positions spatial [n_spatial][n_latents]. Both
+ * return -1 when out of memory, -2 when a context or IFCE input lies outside the latents. */
+int arm_train_forward(const TrainArm *arm, const float *padded, const int64_t *spatial, float *raw);
+int arm_train_backward(const TrainArm *arm, const float *padded, const int64_t *spatial, const float *grad_raw,
+                       float *grad_padded, float *grads);
 
 #endif

@@ -152,13 +152,20 @@ def test_ifce_matches_cool_chic_5_formulation() -> None:
         assert torch.allclose(features[grid], expected[0].permute(1, 2, 0).reshape(-1, 2), atol=1e-5)
 
 
-@pytest.mark.parametrize("arch, chunk", [("lop5", 8192), ("hop5", 1000), ("hop", 777)])
-def test_fused_training_rate_matches_the_layer_by_layer_rate(arch: str, chunk: int) -> None:
-    """The training path's one-node rate (chunked, recomputing its forward in the backward)
-    gives the evaluation path's bits and the gradients autograd takes through it, for
-    decoders with and without IFCE and stabiliser, chunks splitting grids anywhere."""
+@pytest.mark.parametrize("arch, chunk, compiled", [("lop5", 8192, True), ("hop5", 1000, True), ("hop", 777, True),
+                                                     ("lop5", 8192, False), ("hop5", 1000, False), ("hop", 777, False)])
+def test_fused_training_rate_matches_the_layer_by_layer_rate(arch: str, chunk: int, compiled: bool,
+                                                              monkeypatch) -> None:
+    """The training path's one-node rate gives the evaluation path's bits and the gradients
+    autograd takes through it, for decoders with and without IFCE and stabiliser: compiled
+    (the CPU's, csrc/armtrain.c) and in tensor operations (other devices', chunks splitting
+    grids anywhere)."""
+    from coolchic_pl.model import armrate
     from coolchic_pl.model.architecture import architecture_from_name
     from coolchic_pl.model.armrate import ArmPlan, arm_rate_bits
+
+    if not compiled:
+        monkeypatch.setattr(armrate, "_CompiledArmRate", armrate._ArmRate)
 
     torch.manual_seed(0)
     model = CoolChic((40, 56), architecture_from_name(arch))
@@ -179,3 +186,25 @@ def test_fused_training_rate_matches_the_layer_by_layer_rate(arch: str, chunk: i
     for ours, reference in zip(results[1], results[0]):
         assert torch.allclose(ours, reference, rtol=1e-4, atol=1e-4 * reference.abs().max().item())
     assert results[0][1].abs().sum() > 0
+
+
+def test_the_compiled_training_arm_refuses_contexts_outside_the_latents() -> None:
+    """A context index past the latents is a ValueError, not a read out of bounds."""
+    from coolchic_pl import _native
+    from coolchic_pl.model.architecture import architecture_from_name
+    from coolchic_pl.model.armrate import ArmPlan, _native_arm
+
+    model = CoolChic((24, 32), architecture_from_name("lop5"))
+    plan = ArmPlan.build(model.context_index, model.arm.ifce)
+    arm = model.arm
+    weights = [t for layer in arm.hidden for t in (layer.weight, layer.bias)] + [arm.output.weight, arm.output.bias,
+                                                                                 arm.stabiliser.weight, arm.stabiliser.bias]
+    weights += [t for layer in arm.ifce.layers for t in (layer.weight, layer.bias)]
+    native = _native_arm(plan, len(arm.hidden), True, weights)
+    padded = torch.zeros(plan.n_latents + 1)
+    raw = torch.empty(2, plan.n_latents)
+    _native.arm_train_forward(padded.numpy(), plan.spatial.numpy(), native, raw.numpy())
+    spatial = plan.spatial.clone()
+    spatial[0, -1] = plan.n_latents + 1
+    with pytest.raises(ValueError, match="outside the latents"):
+        _native.arm_train_forward(padded.numpy(), spatial.numpy(), native, raw.numpy())
