@@ -668,6 +668,118 @@ static PyObject *py_arm_train_backward(PyObject *self, PyObject *args) {
     return train_status(status);
 }
 
+/* (grids ((channels, height, width), ...), first_used, phases, phase_taps, phase_offset,
+ * refine, refine_taps) into `up`, for flat latents of n_latents values. */
+static int parse_train_upsampling(Buffers *held, PyObject *spec, Py_ssize_t n_latents, TrainUpsampling *up) {
+    PyObject *grids, *phases, *refine;
+    long long offset;
+    if (!PyArg_ParseTuple(spec, "O!iOiLOi", &PyTuple_Type, &grids, &up->first_used, &phases, &up->phase_taps, &offset,
+                          &refine, &up->refine_taps))
+        return -1;
+    up->n_grids = (int)PyTuple_GET_SIZE(grids);
+    up->phase_offset = offset, up->n_latents = n_latents;
+    if (up->n_grids < 1 || up->n_grids > MAX_GRIDS || up->first_used < 0 || up->first_used >= up->n_grids
+        || up->phase_taps < 1 || up->phase_taps > 64 || up->refine_taps < 1 || up->refine_taps > 63
+        || up->refine_taps % 2 == 0 || offset < -64 || offset > 64) {
+        PyErr_SetString(PyExc_ValueError, "upsampling shape out of range");
+        return -1;
+    }
+    int64_t start = 0;
+    for (int g = 0; g < up->n_grids; g++) {
+        long long channels, height, width;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(grids, g), "LLL", &channels, &height, &width))
+            return -1;
+        if (channels < 0 || height < 1 || width < 1 || height > (1 << 20) || width > (1 << 20)
+            || (g >= up->first_used) != (channels > 0)) {
+            PyErr_SetString(PyExc_ValueError, "upsampling grid shape out of range");
+            return -1;
+        }
+        up->channels[g] = channels, up->heights[g] = height, up->widths[g] = width, up->starts[g] = start;
+        start += channels * height * width;
+    }
+    for (int g = up->first_used; g + 1 < up->n_grids; g++)
+        if (up->heights[g + 1] * 2 < up->heights[g] || up->widths[g + 1] * 2 < up->widths[g]) {
+            PyErr_SetString(PyExc_ValueError, "an upsampling grid more than twice its coarser one");
+            return -1;
+        }
+    const Py_ssize_t levels = up->n_grids - 1;
+    if (start != n_latents) {
+        PyErr_SetString(PyExc_ValueError, "upsampling grids that do not fill the latents");
+        return -1;
+    }
+    return !(up->phases = view(held, phases, 4, levels * 2 * up->phase_taps, 0, NULL, "phases"))
+           || !(up->refine = view(held, refine, 4, levels * up->refine_taps, 0, NULL, "refine"));
+}
+
+static Py_ssize_t upsampled_size(const TrainUpsampling *up) {
+    int64_t channels = 0;
+    for (int g = up->first_used; g < up->n_grids; g++)
+        channels += up->channels[g];
+    return channels * up->heights[up->first_used] * up->widths[up->first_used];
+}
+
+PyDoc_STRVAR(upsampling_train_forward_doc, "upsampling_train_forward(latents, upsampling, out)\n\n"
+                                           "The training upsampling of the float32 flat synthesis latents into "
+                                           "`out`; see coolchic_pl.model.upsampling.");
+
+static PyObject *py_upsampling_train_forward(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *latents_object, *spec, *out_object;
+    if (!PyArg_ParseTuple(args, "OO!O", &latents_object, &PyTuple_Type, &spec, &out_object))
+        return NULL;
+    Buffers held = {.count = 0};
+    TrainUpsampling up;
+    Py_ssize_t n_latents;
+    const float *latents;
+    float *out;
+    if (!(latents = view(&held, latents_object, 4, -1, 0, &n_latents, "latents"))
+        || parse_train_upsampling(&held, spec, n_latents, &up)
+        || !(out = (float *)view(&held, out_object, 4, upsampled_size(&up), 1, NULL, "out"))) {
+        release(&held);
+        return NULL;
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = upsampling_train_forward(&up, latents, out);
+    Py_END_ALLOW_THREADS
+    release(&held);
+    return status ? PyErr_NoMemory() : Py_NewRef(Py_None);
+}
+
+PyDoc_STRVAR(upsampling_train_backward_doc,
+             "upsampling_train_backward(latents, upsampling, grad_out, grad_latents, grad_phases, grad_refine)\n\n"
+             "The gradients of the training upsampling (float32), written.");
+
+static PyObject *py_upsampling_train_backward(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *latents_object, *spec, *grad_out_object, *grad_latents_object, *grad_phases_object, *grad_refine_object;
+    if (!PyArg_ParseTuple(args, "OO!OOOO", &latents_object, &PyTuple_Type, &spec, &grad_out_object,
+                          &grad_latents_object, &grad_phases_object, &grad_refine_object))
+        return NULL;
+    Buffers held = {.count = 0};
+    TrainUpsampling up;
+    Py_ssize_t n_latents;
+    const float *latents, *grad_out;
+    float *grad_latents, *grad_phases, *grad_refine;
+    if (!(latents = view(&held, latents_object, 4, -1, 0, &n_latents, "latents"))
+        || parse_train_upsampling(&held, spec, n_latents, &up)
+        || !(grad_out = view(&held, grad_out_object, 4, upsampled_size(&up), 0, NULL, "grad out"))
+        || !(grad_latents = (float *)view(&held, grad_latents_object, 4, n_latents, 1, NULL, "grad latents"))
+        || !(grad_phases = (float *)view(&held, grad_phases_object, 4, (up.n_grids - 1) * 2 * (Py_ssize_t)up.phase_taps,
+                                         1, NULL, "grad phases"))
+        || !(grad_refine = (float *)view(&held, grad_refine_object, 4, (up.n_grids - 1) * (Py_ssize_t)up.refine_taps, 1,
+                                         NULL, "grad refine"))) {
+        release(&held);
+        return NULL;
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = upsampling_train_backward(&up, latents, grad_out, grad_latents, grad_phases, grad_refine);
+    Py_END_ALLOW_THREADS
+    release(&held);
+    return status ? PyErr_NoMemory() : Py_NewRef(Py_None);
+}
+
 static PyMethodDef methods[] = {
     {"read_signed", py_read_signed, METH_VARARGS, read_signed_doc},
     {"warp", py_warp, METH_VARARGS, warp_doc},
@@ -679,6 +791,8 @@ static PyMethodDef methods[] = {
     {"image_samples", py_image_samples, METH_VARARGS, image_samples_doc},
     {"arm_train_forward", py_arm_train_forward, METH_VARARGS, arm_train_forward_doc},
     {"arm_train_backward", py_arm_train_backward, METH_VARARGS, arm_train_backward_doc},
+    {"upsampling_train_forward", py_upsampling_train_forward, METH_VARARGS, upsampling_train_forward_doc},
+    {"upsampling_train_backward", py_upsampling_train_backward, METH_VARARGS, upsampling_train_backward_doc},
     {NULL, NULL, 0, NULL},
 };
 

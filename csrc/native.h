@@ -23,6 +23,7 @@
 #define MAX_IFCE_LAYERS 16
 #define MAX_IFCE_INPUTS 64
 #define MAX_TRAIN_SEGMENTS 64
+#define MAX_GRIDS 32
 
 /* Loops that gain from wider vectors get an AVX2/FMA clone picked at load time on x86-64;
  * their sums are exact (integers within float64's exact range), so every clone gives the
@@ -52,6 +53,23 @@ typedef struct {
     TrainLayer hidden[MAX_TRAIN_HIDDEN], output, stabiliser, ifce[MAX_IFCE_LAYERS];
     TrainSegment segments[MAX_TRAIN_SEGMENTS]; /* covering [0, n_latents) in order */
 } TrainArm;
+
+/* The upsampling of a training step (upsampling.c): the synthesis grids, finest first, at
+ * `starts` in the flat float32 latents (n_latents of them), those before first_used empty;
+ * the polyphase filters [n_grids - 1][2][phase_taps] (output 2i + p reads inputs i +
+ * phase_offset ...), the refine filters [n_grids - 1][refine_taps]. */
+typedef struct {
+    int n_grids, first_used, phase_taps, refine_taps;
+    int64_t phase_offset, n_latents;
+    int64_t channels[MAX_GRIDS], heights[MAX_GRIDS], widths[MAX_GRIDS], starts[MAX_GRIDS];
+    const float *phases, *refine;
+} TrainUpsampling;
+
+/* out [channels of the used grids][H][W] (the finest used grid's size); both return -1 when
+ * out of memory. */
+int upsampling_train_forward(const TrainUpsampling *up, const float *latents, float *out);
+int upsampling_train_backward(const TrainUpsampling *up, const float *latents, const float *grad_out,
+                              float *grad_latents, float *grad_phases, float *grad_refine);
 
 /* raw [2][n_latents] (mu, log-scale before its shift) of the latents `padded` holds (then a
  * zero), their spatial contexts at the flat positions spatial [n_spatial][n_latents]. Both
@@ -203,6 +221,23 @@ typedef struct {
     TrainLayer hidden[MAX_TRAIN_HIDDEN], output, stabiliser, ifce[MAX_IFCE_LAYERS];
     TrainSegment segments[MAX_TRAIN_SEGMENTS]; /* covering [0, n_latents) in order */
 } TrainArm;
+
+/* The upsampling of a training step (upsampling.c): the synthesis grids, finest first, at
+ * `starts` in the flat float32 latents (n_latents of them), those before first_used empty;
+ * the polyphase filters [n_grids - 1][2][phase_taps] (output 2i + p reads inputs i +
+ * phase_offset ...), the refine filters [n_grids - 1][refine_taps]. */
+typedef struct {
+    int n_grids, first_used, phase_taps, refine_taps;
+    int64_t phase_offset, n_latents;
+    int64_t channels[MAX_GRIDS], heights[MAX_GRIDS], widths[MAX_GRIDS], starts[MAX_GRIDS];
+    const float *phases, *refine;
+} TrainUpsampling;
+
+/* out [channels of the used grids][H][W] (the finest used grid's size); both return -1 when
+ * out of memory. */
+int upsampling_train_forward(const TrainUpsampling *up, const float *latents, float *out);
+int upsampling_train_backward(const TrainUpsampling *up, const float *latents, const float *grad_out,
+                              float *grad_latents, float *grad_phases, float *grad_refine);
 
 /* raw [2][n_latents] (mu, log-scale before its shift) of the latents `padded` holds (then a
  * zero), their spatial contexts at the flat positions spatial [n_spatial][n_latents]. Both

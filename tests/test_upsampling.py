@@ -73,6 +73,7 @@ def test_banded_matrix_levels_match_the_convolution_levels(ups_k: int, refine_k:
     that leave partial blocks."""
     from coolchic_pl.model import upsampling
 
+    monkeypatch.setattr(upsampling, "compiled_path", lambda x: False)
     shapes = [(1, h, w) for h, w in grid_sizes((75, 101), 6)]
     grids = [torch.randn(1, *shape, requires_grad=True) for shape in shapes]
     results = []
@@ -92,6 +93,37 @@ def test_banded_matrix_levels_match_the_convolution_levels(ups_k: int, refine_k:
         results.append([out.detach(), *(t.grad.clone() for t in tensors)])
     for banded, convolution in zip(results[1], results[0]):
         assert torch.allclose(banded, convolution, atol=1e-5 * convolution.abs().max().item())
+
+
+@pytest.mark.parametrize("ups_k, refine_k, channels", [(8, 7, (1,) * 7), (4, 1, (1, 1, 1, 1)), (12, 3, (0, 0, 1, 1, 1)),
+                                                      (8, 7, (0, 0, 0, 0, 0, 0, 1))])
+def test_the_compiled_upsampling_matches_the_tensor_operations(ups_k: int, refine_k: int, channels: tuple,
+                                                               monkeypatch) -> None:
+    """On the CPU in float32 the upsampling runs compiled (csrc/upsampling.c): its output and
+    the gradients of the grids and the filters are those of the tensor path (no gradient
+    there meaning zeros), with empty finest grids and odd sizes."""
+    from coolchic_pl.model import upsampling
+
+    shapes = [(c, h, w) for c, (h, w) in zip(channels, grid_sizes((75, 101), len(channels)))]
+    torch.manual_seed(0)
+    module = Upsampling(shapes, ups_k, refine_k)
+    with torch.no_grad():
+        module.upsampling_half_kernels.add_(torch.randn_like(module.upsampling_half_kernels) * 0.1)
+        module.refine_half_kernels.add_(torch.randn_like(module.refine_half_kernels) * 0.1)
+    grids = [torch.randn(1, *shape, requires_grad=True) for shape in shapes]
+    results = []
+    for compiled in (True, False):
+        monkeypatch.setattr(upsampling, "compiled_path", lambda x: compiled)
+        tensors = [*grids, *module.parameters()]
+        for t in tensors:
+            t.grad = None
+        out = module(grids)
+        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+        results.append([out.detach(), *(torch.zeros_like(t) if t.grad is None else t.grad.clone() for t in tensors)])
+    assert results[1][-1].abs().sum() > 0 or channels[-2] == 0
+    for ours, reference in zip(*results):
+        assert ours.shape == reference.shape
+        assert torch.allclose(ours, reference, atol=1e-5 * float(reference.abs().sum() and reference.abs().max()))
 
 
 @pytest.mark.parametrize("dim", [-1, -2])

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from coolchic_pl import _native
 from coolchic_pl.model.layout import check_upsampling, polyphase_index
 
 # Right half of the negated bicubic (a = -0.75) kernel used by the reference to
@@ -26,6 +27,12 @@ BILINEAR_HALF_KERNEL = (0.25, 0.75)
 def mirror_half_kernels(half: Tensor, kernel_size: int) -> Tensor:
     """[..., n] halves -> [..., kernel_size] kernels: (a b c) -> (a b c c b a) or (a b c b a)."""
     return torch.cat([half, half.flip(-1)[..., kernel_size % 2:]], dim=-1)
+
+
+def compiled_path(x: Tensor) -> bool:
+    """Whether the upsampling of ``x``'s grids runs compiled (:class:`_CompiledUpsampling`):
+    on the CPU in float32; other devices and types keep the tensor operations."""
+    return x.device.type == "cpu" and x.dtype == torch.float32
 
 
 def single_channel_conv(x: Tensor, weight: Tensor, padding: tuple[int, int]) -> Tensor:
@@ -177,6 +184,9 @@ class Upsampling(nn.Module):
     def forward(self, grids: Sequence[Tensor]) -> Tensor:
         """Grids [1, C_i, h_i, w_i], finest first -> [1, sum(C_i), h, w] at the finest used size."""
         _, phases, refine = self.kernels()
+        if compiled_path(grids[-1]):
+            flat = torch.cat([grid.reshape(-1) for grid in grids])
+            return _CompiledUpsampling.apply(self._native_geometry(), flat, phases, refine)
         if self.banded_levels:
             n_levels = phases.shape[0]
             up_matrices = (self.upsampling_selection @ phases.reshape(n_levels, -1).t()).t().reshape(
@@ -194,6 +204,11 @@ class Upsampling(nn.Module):
                 refined = self._refine(grids[target_index], refine[level])
             dense = torch.cat([refined, upsampled], dim=1)
         return dense
+
+    def _native_geometry(self) -> tuple:
+        """The grids and filter shapes as :func:`coolchic_pl._native.upsampling_train_forward` takes them."""
+        _, first, _ = polyphase_index(self.ups_k_size)
+        return (tuple(self.grid_shapes), self.first_used, self.polyphase_index.shape[1], first, self.refine_k_size)
 
     def _banded_upsample(self, x: Tensor, matrix: Tensor) -> Tensor:
         """[1, C, h, w] -> [1, C, 2h, 2w]: replicate-padded, rows then columns."""
@@ -224,3 +239,29 @@ class Upsampling(nn.Module):
         k = self.refine_k_size
         rows = single_channel_conv(x, kernel.view(1, 1, k, 1), (k // 2, 0))
         return single_channel_conv(rows, kernel.view(1, 1, 1, k), (0, k // 2)) + x
+
+
+class _CompiledUpsampling(torch.autograd.Function):
+    """:meth:`Upsampling.forward` of a training step on the CPU in float32, compiled
+    (``csrc/upsampling.c``): every level of every channel in one call each way, in place of
+    a hundred tensor operations a level."""
+
+    @staticmethod
+    def forward(ctx, geometry: tuple, flat: Tensor, phases: Tensor, refine: Tensor) -> Tensor:
+        grids, first_used, phase_taps, phase_offset, refine_taps = geometry
+        spec = (grids, first_used, phases.detach().contiguous().numpy(), phase_taps, phase_offset,
+                refine.detach().contiguous().numpy(), refine_taps)
+        _, height, width = grids[first_used]
+        out = flat.new_empty(1, sum(c for c, _, _ in grids), height, width)
+        _native.upsampling_train_forward(flat.detach().numpy(), spec, out.numpy())
+        ctx.spec = spec
+        ctx.save_for_backward(flat, phases, refine)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        flat, phases, refine = ctx.saved_tensors
+        grad_flat, grad_phases, grad_refine = torch.empty_like(flat), torch.empty_like(phases), torch.empty_like(refine)
+        _native.upsampling_train_backward(flat.detach().numpy(), ctx.spec, grad.contiguous().numpy(), grad_flat.numpy(),
+                                          grad_phases.numpy(), grad_refine.numpy())
+        return None, grad_flat, grad_phases, grad_refine
