@@ -25,59 +25,15 @@
 #define MAX_TRAIN_SEGMENTS 64
 #define MAX_GRIDS 32
 
-/* Loops that gain from wider vectors get an AVX2/FMA clone picked at load time on x86-64;
- * their sums are exact (integers within float64's exact range), so every clone gives the
- * same values. */
+/* Loops that gain from wider vectors get an AVX2/FMA clone picked at load time on x86-64.
+ * The decoder's sums are exact (integers within float64's exact range), so every clone
+ * gives the same values; the training kernels' float32 sums are the same on one machine,
+ * run after run, and may differ in their last bits between clones, as training figures may
+ * between CPUs. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define NATIVE_VECTORISED __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define NATIVE_VECTORISED
-/* The ARM of a training step (armtrain.c), float32: each layer's weight [out][in] (the
- * hidden ones without their residual identity) and bias. */
-typedef struct {
-    const float *weight, *bias;
-    int n_in;
-} TrainLayer;
-
-/* Latents [start, end) whose IFCE features come from IFCE layer `layer` (-1: features 0),
- * their inputs' flat positions [n_in][end - start]. */
-typedef struct {
-    int64_t start, end;
-    int layer;
-    const int64_t *inputs;
-} TrainSegment;
-
-typedef struct {
-    int width, n_spatial, n_hidden, has_stabiliser, n_ifce, n_segments;
-    int64_t n_latents, n_parameters;
-    TrainLayer hidden[MAX_TRAIN_HIDDEN], output, stabiliser, ifce[MAX_IFCE_LAYERS];
-    TrainSegment segments[MAX_TRAIN_SEGMENTS]; /* covering [0, n_latents) in order */
-} TrainArm;
-
-/* The upsampling of a training step (upsampling.c): the synthesis grids, finest first, at
- * `starts` in the flat float32 latents (n_latents of them), those before first_used empty;
- * the polyphase filters [n_grids - 1][2][phase_taps] (output 2i + p reads inputs i +
- * phase_offset ...), the refine filters [n_grids - 1][refine_taps]. */
-typedef struct {
-    int n_grids, first_used, phase_taps, refine_taps;
-    int64_t phase_offset, n_latents;
-    int64_t channels[MAX_GRIDS], heights[MAX_GRIDS], widths[MAX_GRIDS], starts[MAX_GRIDS];
-    const float *phases, *refine;
-} TrainUpsampling;
-
-/* out [channels of the used grids][H][W] (the finest used grid's size); both return -1 when
- * out of memory. */
-int upsampling_train_forward(const TrainUpsampling *up, const float *latents, float *out);
-int upsampling_train_backward(const TrainUpsampling *up, const float *latents, const float *grad_out,
-                              float *grad_latents, float *grad_phases, float *grad_refine);
-
-/* raw [2][n_latents] (mu, log-scale before its shift) of the latents `padded` holds (then a
- * zero), their spatial contexts at the flat positions spatial [n_spatial][n_latents]. Both
- * return -1 when out of memory, -2 when a context or IFCE input lies outside the latents. */
-int arm_train_forward(const TrainArm *arm, const float *padded, const int64_t *spatial, float *raw);
-int arm_train_backward(const TrainArm *arm, const float *padded, const int64_t *spatial, const float *grad_raw,
-                       float *grad_padded, float *grads);
-
 #endif
 
 /* Four doubles: GCC and Clang vector extensions, two SSE2 operations each in the default
