@@ -5,7 +5,7 @@ from setuptools import Extension, setup
 
 setup(ext_modules=[Extension(
     "coolchic_pl._native",
-    sources=["csrc/module.c", "csrc/entropy.c", "csrc/synthesis.c", "csrc/armtrain.c", "csrc/upsampling.c"],
+    sources=["csrc/module.c", "csrc/entropy.c", "csrc/synthesis.c", "csrc/armtrain.c", "csrc/upsampling.c", "csrc/convtrain.c"],
     depends=["csrc/native.h"],
     # -fwrapv: int64 arithmetic wraps as NumPy's does, on files whose values would overflow.
     # -Wno-psabi: the vector helpers are inlined, so no vector crosses a call between clones.

@@ -780,6 +780,84 @@ static PyObject *py_upsampling_train_backward(PyObject *self, PyObject *args) {
     return status ? PyErr_NoMemory() : Py_NewRef(Py_None);
 }
 
+/* (in_channels, out_channels, kernel, height, width, weight, bias) into `conv`. */
+static int parse_train_conv(Buffers *held, PyObject *spec, TrainConv *conv) {
+    PyObject *weight, *bias;
+    long long height, width;
+    if (!PyArg_ParseTuple(spec, "iiiLLOO", &conv->in_channels, &conv->out_channels, &conv->kernel, &height, &width,
+                          &weight, &bias))
+        return -1;
+    conv->height = height, conv->width = width;
+    if (conv->in_channels < 1 || conv->in_channels > MAX_CHANNELS || conv->out_channels < 1
+        || conv->out_channels > MAX_CHANNELS || conv->kernel < 1 || conv->kernel > 63 || conv->kernel % 2 == 0
+        || height < 1 || width < 1 || height > (1 << 20) || width > (1 << 20)) {
+        PyErr_SetString(PyExc_ValueError, "convolution shape out of range");
+        return -1;
+    }
+    const Py_ssize_t n_weights = (Py_ssize_t)conv->out_channels * conv->in_channels * conv->kernel * conv->kernel;
+    return !(conv->weight = view(held, weight, 4, n_weights, 0, NULL, "weight"))
+           || !(conv->bias = view(held, bias, 4, conv->out_channels, 0, NULL, "bias"));
+}
+
+PyDoc_STRVAR(conv_train_forward_doc, "conv_train_forward(x, conv, y)\n\n"
+                                     "A replicate-padded k x k layer of a training step on float32 [in, H, W].");
+
+static PyObject *py_conv_train_forward(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *x_object, *spec, *y_object;
+    if (!PyArg_ParseTuple(args, "OO!O", &x_object, &PyTuple_Type, &spec, &y_object))
+        return NULL;
+    Buffers held = {.count = 0};
+    TrainConv conv;
+    const float *x;
+    float *y;
+    if (parse_train_conv(&held, spec, &conv)
+        || !(x = view(&held, x_object, 4, conv.in_channels * conv.height * conv.width, 0, NULL, "x"))
+        || !(y = (float *)view(&held, y_object, 4, conv.out_channels * conv.height * conv.width, 1, NULL, "y"))) {
+        release(&held);
+        return NULL;
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = conv_train_forward(&conv, x, y);
+    Py_END_ALLOW_THREADS
+    release(&held);
+    return status ? PyErr_NoMemory() : Py_NewRef(Py_None);
+}
+
+PyDoc_STRVAR(conv_train_backward_doc, "conv_train_backward(x, conv, grad_y, grad_x, grad_weight, grad_bias)\n\n"
+                                      "The gradients of conv_train_forward (float32), written.");
+
+static PyObject *py_conv_train_backward(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *x_object, *spec, *grad_y_object, *grad_x_object, *grad_weight_object, *grad_bias_object;
+    if (!PyArg_ParseTuple(args, "OO!OOOO", &x_object, &PyTuple_Type, &spec, &grad_y_object, &grad_x_object,
+                          &grad_weight_object, &grad_bias_object))
+        return NULL;
+    Buffers held = {.count = 0};
+    TrainConv conv;
+    const float *x, *grad_y;
+    float *grad_x, *grad_weight, *grad_bias;
+    if (parse_train_conv(&held, spec, &conv)
+        || !(x = view(&held, x_object, 4, conv.in_channels * conv.height * conv.width, 0, NULL, "x"))
+        || !(grad_y = view(&held, grad_y_object, 4, conv.out_channels * conv.height * conv.width, 0, NULL, "grad y"))
+        || !(grad_x = (float *)view(&held, grad_x_object, 4, conv.in_channels * conv.height * conv.width, 1, NULL,
+                                    "grad x"))
+        || !(grad_weight = (float *)view(&held, grad_weight_object, 4,
+                                         (Py_ssize_t)conv.out_channels * conv.in_channels * conv.kernel * conv.kernel,
+                                         1, NULL, "grad weight"))
+        || !(grad_bias = (float *)view(&held, grad_bias_object, 4, conv.out_channels, 1, NULL, "grad bias"))) {
+        release(&held);
+        return NULL;
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = conv_train_backward(&conv, x, grad_y, grad_x, grad_weight, grad_bias);
+    Py_END_ALLOW_THREADS
+    release(&held);
+    return status ? PyErr_NoMemory() : Py_NewRef(Py_None);
+}
+
 static PyMethodDef methods[] = {
     {"read_signed", py_read_signed, METH_VARARGS, read_signed_doc},
     {"warp", py_warp, METH_VARARGS, warp_doc},
@@ -793,6 +871,8 @@ static PyMethodDef methods[] = {
     {"arm_train_backward", py_arm_train_backward, METH_VARARGS, arm_train_backward_doc},
     {"upsampling_train_forward", py_upsampling_train_forward, METH_VARARGS, upsampling_train_forward_doc},
     {"upsampling_train_backward", py_upsampling_train_backward, METH_VARARGS, upsampling_train_backward_doc},
+    {"conv_train_forward", py_conv_train_forward, METH_VARARGS, conv_train_forward_doc},
+    {"conv_train_backward", py_conv_train_backward, METH_VARARGS, conv_train_backward_doc},
     {NULL, NULL, 0, NULL},
 };
 

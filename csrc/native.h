@@ -195,6 +195,20 @@ int upsampling_train_forward(const TrainUpsampling *up, const float *latents, fl
 int upsampling_train_backward(const TrainUpsampling *up, const float *latents, const float *grad_out,
                               float *grad_latents, float *grad_phases, float *grad_refine);
 
+/* A k x k synthesis layer of a training step (convtrain.c): weight [out][in][k][k], bias
+ * [out], on [in][height][width] inputs, replicate-padded. */
+typedef struct {
+    int in_channels, out_channels, kernel;
+    int64_t height, width;
+    const float *weight, *bias;
+} TrainConv;
+
+/* y [out][height][width]; the backward writes grad_x, grad_weight and grad_bias. Both
+ * return -1 when out of memory. */
+int conv_train_forward(const TrainConv *conv, const float *x, float *y);
+int conv_train_backward(const TrainConv *conv, const float *x, const float *grad_y, float *grad_x,
+                        float *grad_weight, float *grad_bias);
+
 /* raw [2][n_latents] (mu, log-scale before its shift) of the latents `padded` holds (then a
  * zero), their spatial contexts at the flat positions spatial [n_spatial][n_latents]. Both
  * return -1 when out of memory, -2 when a context or IFCE input lies outside the latents. */

@@ -69,6 +69,33 @@ def test_matrix_product_path_equals_convolution() -> None:
     assert torch.allclose(synthesis(x), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("channels, out_channels, kernel, height, width",
+                         [(3, 3, 3, 37, 53), (4, 2, 5, 16, 9), (3, 3, 3, 2, 1), (2, 3, 1, 5, 7)])
+def test_the_compiled_k_by_k_layer_matches_the_padded_convolution(channels: int, out_channels: int, kernel: int,
+                                                                   height: int, width: int) -> None:
+    """On the CPU in float32 a k x k layer runs compiled (csrc/convtrain.c): its output and the
+    gradients of its input, weight and bias are those of replicate padding and conv2d, at
+    sizes narrower than the kernel too."""
+    from coolchic_pl.model.synthesis import _CompiledConvolution
+
+    torch.manual_seed(0)
+    x = torch.randn(1, channels, height, width, requires_grad=True)
+    weight = torch.randn(out_channels, channels, kernel, kernel, requires_grad=True)
+    bias = torch.randn(out_channels, requires_grad=True)
+    gradient = torch.randn(1, out_channels, height, width)
+    results = []
+    for compiled in (True, False):
+        for t in (x, weight, bias):
+            t.grad = None
+        padded = torch.nn.functional.pad(x, (kernel // 2,) * 4, mode="replicate")
+        y = _CompiledConvolution.apply(x, weight, bias) if compiled else torch.nn.functional.conv2d(padded, weight,
+                                                                                                     bias)
+        y.backward(gradient)
+        results.append([y.detach(), x.grad.clone(), weight.grad.clone(), bias.grad.clone()])
+    for ours, reference in zip(*results):
+        assert torch.allclose(ours, reference, atol=1e-5 * reference.abs().max().item())
+
+
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_parameter_counts_from_the_layer_string_match_the_built_synthesis(name: str) -> None:
     """What a decoder checks against a file before building the synthesis is what it builds."""

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from coolchic_pl import _native
 from coolchic_pl.model.evalcache import VersionedCache
 from coolchic_pl.model.layers import SynthesisLayerSpec, parse_synthesis_layers
 from coolchic_pl.model.pointwise import MIN_HIDDEN_FLOATS, pointwise_layers
@@ -53,6 +54,9 @@ class SynthesisConv(nn.Module):
             source = x.reshape(in_channels, height * width)
             weight = self.weight.view(self.spec.out_channels, in_channels)
             y = torch.addmm(self.bias.view(-1, 1), weight, source)
+        elif batch == 1 and x.device.type == "cpu" and x.dtype == torch.float32:
+            source = x
+            y = _CompiledConvolution.apply(x, self.weight, self.bias)
         else:
             # oneDNN runs these few-channel convolutions about twice as fast (forward and
             # backward) in channels-last layout, conversion included. The output goes back to
@@ -71,6 +75,33 @@ class SynthesisConv(nn.Module):
             # residual add needs its output for backward, so no copy is made.
             y = torch.relu_(y)
         return y.view(batch, self.spec.out_channels, height, width)
+
+
+class _CompiledConvolution(torch.autograd.Function):
+    """A replicate-padded k x k layer on one [1, C, H, W] frame on the CPU in float32,
+    compiled forward and backward (``csrc/convtrain.c``): oneDNN spends most of its time
+    outside the arithmetic on these few channels."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        _, channels, height, width = x.shape
+        out_channels, _, kernel, _ = weight.shape
+        x = x.contiguous()
+        spec = (channels, out_channels, kernel, height, width, weight.detach().contiguous().numpy(),
+                bias.detach().contiguous().numpy())
+        y = x.new_empty(1, out_channels, height, width)
+        _native.conv_train_forward(x.detach().numpy(), spec, y.numpy())
+        ctx.spec = spec
+        ctx.save_for_backward(x, weight, bias)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x, weight, bias = ctx.saved_tensors
+        grad_x, grad_weight, grad_bias = torch.empty_like(x), torch.empty_like(weight), torch.empty_like(bias)
+        _native.conv_train_backward(x.detach().numpy(), ctx.spec, grad.contiguous().numpy(), grad_x.numpy(),
+                                    grad_weight.numpy(), grad_bias.numpy())
+        return grad_x, grad_weight, grad_bias
 
 
 class Synthesis(nn.Module):
