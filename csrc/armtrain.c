@@ -20,19 +20,6 @@
 
 enum { CHUNK = 256, STEP = 16 }; /* latents per chunk; per step of the products (two vectors) */
 
-typedef float f32x8 __attribute__((vector_size(32)));
-typedef int32_t i32x8 __attribute__((vector_size(32)));
-
-/* Scalars meet vectors as `scalar * vector` below: GCC broadcasts that with one instruction,
- * where a {v, v, ...} initialiser compiles to eight lane inserts. */
-static inline f32x8 load8(const float *from) {
-    f32x8 value;
-    __builtin_memcpy(&value, from, sizeof value);
-    return value;
-}
-
-static inline void store8(float *to, f32x8 value) { __builtin_memcpy(to, &value, sizeof value); }
-
 static inline f32x8 relu8(f32x8 v) { return (f32x8)((i32x8)v & (v > 0.0f)); }
 
 /* y[j][0..m) = bias[j] (0 without) + x[j] (with `residual`) + sum_i w(j, i) x[i], then a

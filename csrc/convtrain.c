@@ -13,29 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef float f32x8 __attribute__((vector_size(32)));
-
-static inline f32x8 load8(const float *from) {
-    f32x8 value;
-    __builtin_memcpy(&value, from, sizeof value);
-    return value;
-}
-
-/* sum_k a[k] b[k], k < n, in a fixed order (eight lanes, then the lanes, then the tail). */
-static inline float dot(const float *a, const float *b, int64_t n) {
-    f32x8 sums = {0};
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        sums += load8(a + k) * load8(b + k);
-    float total = 0.0f;
-    for (int t = 0; t < 8; t++)
-        total += sums[t];
-    for (; k < n; k++)
-        total += a[k] * b[k];
-    return total;
-}
-
-/* sum_k a[k], k < n, in the same fixed order. */
+/* sum_k a[k], k < n, in dot8's fixed order. */
 static inline float total(const float *a, int64_t n) {
     f32x8 sums = {0};
     int64_t k = 0;
@@ -122,7 +100,7 @@ int conv_train_backward(const TrainConv *conv, const float *x, const float *grad
                         const int index = ((j * in_channels + c) * k + dy) * k + dx;
                         const float weight = conv->weight[index];
                         float *into = grad_rows + (c * k + dy) * span + dx;
-                        totals[index] += dot(g, rows + (c * k + dy) * span + dx, w);
+                        totals[index] += dot8(g, rows + (c * k + dy) * span + dx, w);
                         for (int64_t t = 0; t < w; t++)
                             into[t] += weight * g[t];
                     }

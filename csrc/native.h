@@ -131,6 +131,35 @@ static inline int fail(GridInputs *in, const char *message) {
 int decode_grid(GridInputs *in, int64_t *out);
 int read_signed(GridInputs *in, int64_t count, int order, int64_t *values);
 
+/* Eight floats, for the training kernels (armtrain.c, upsampling.c, convtrain.c). Scalars
+ * meet them as `scalar * vector`: GCC broadcasts that with one instruction, where a {v, v,
+ * ...} initialiser compiles to eight lane inserts. */
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
+
+static inline f32x8 load8(const float *from) {
+    f32x8 value;
+    __builtin_memcpy(&value, from, sizeof value);
+    return value;
+}
+
+static inline void store8(float *to, f32x8 value) { __builtin_memcpy(to, &value, sizeof value); }
+
+/* sum_k a[k] b[k], k < n, in a fixed order (eight lanes, then the lanes, then the tail):
+ * GCC keeps a float sum in program order, so it would not vectorise a plain loop. */
+static inline float dot8(const float *a, const float *b, int64_t n) {
+    f32x8 sums = {0};
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        sums += load8(a + k) * load8(b + k);
+    float total = 0.0f;
+    for (int t = 0; t < 8; t++)
+        total += sums[t];
+    for (; k < n; k++)
+        total += a[k] * b[k];
+    return total;
+}
+
 /* A synthesis layer as a product: weight [n_out][n_in] (a k x k layer's inputs in channel,
  * row, column order), bias in activation units plus the rounding half. */
 typedef struct {

@@ -15,29 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef float f32x8 __attribute__((vector_size(32)));
-
-static inline f32x8 load8(const float *from) {
-    f32x8 value;
-    __builtin_memcpy(&value, from, sizeof value);
-    return value;
-}
-
-/* sum_k a[k] b[k], k < n, in a fixed order (eight lanes, then the lanes, then the tail):
- * GCC keeps a float sum in program order, so it would not vectorise a plain loop. */
-static inline float dot(const float *a, const float *b, int64_t n) {
-    f32x8 sums = {0};
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        sums += load8(a + k) * load8(b + k);
-    float total = 0.0f;
-    for (int t = 0; t < 8; t++)
-        total += sums[t];
-    for (; k < n; k++)
-        total += a[k] * b[k];
-    return total;
-}
-
 /* Where input sample `at` of a line of n samples is: clamped (edge padding), or -1 outside
  * the line (zero padding). */
 static inline int64_t source(int64_t at, int64_t n, int zero) {
@@ -121,7 +98,7 @@ static int filter_pass_backward(const float *x, int64_t h, int64_t w, int along_
                 float *gin = grad_x + row * w;
                 for (int64_t j = 0; j < w; j++)
                     gin[j] += k[t] * go[j];
-                gk[t] += dot(go, x + row * w, w);
+                gk[t] += dot8(go, x + row * w, w);
             }
         }
         return 0;
@@ -145,7 +122,7 @@ static int filter_pass_backward(const float *x, int64_t h, int64_t w, int along_
             for (int t = 0; t < n_taps; t++) {
                 for (int64_t i = 0; i < n; i++)
                     grad_extended[i + t] += k[t] * phase_grad[i];
-                gk[t] += dot(phase_grad, extended + t, n);
+                gk[t] += dot8(phase_grad, extended + t, n);
             }
         }
         float *gin = grad_x + r * w;
