@@ -91,34 +91,16 @@ static void reduce_chunk(const float *a, int n_a, const float *b, int n_b, int m
                 }
             }
             for (int u = 0; u < 4; u++)
-                for (int v = 0; v < 2; v++) {
-                    float total = 0.0f;
-                    for (int t = 0; t < 8; t++)
-                        total += sums[u][v][t];
-                    totals[(j + u) * n_b + i + v] += total;
-                }
+                for (int v = 0; v < 2; v++)
+                    totals[(j + u) * n_b + i + v] += lanes8(sums[u][v]);
         }
         for (int u = 0; u < rows; u++)
-            for (int k = i; k < n_b; k++) {
-                f32x8 sum = {0};
-                for (int n = 0; n < m; n += 8)
-                    sum += load8(a + (j + u) * CHUNK + n) * load8(b + k * CHUNK + n);
-                float total = 0.0f;
-                for (int t = 0; t < 8; t++)
-                    total += sum[t];
-                totals[(j + u) * n_b + k] += total;
-            }
+            for (int k = i; k < n_b; k++)
+                totals[(j + u) * n_b + k] += dot8(a + (j + u) * CHUNK, b + k * CHUNK, m);
     }
     if (bias_totals)
-        for (int u = 0; u < n_a; u++) {
-            f32x8 sum = {0};
-            for (int n = 0; n < m; n += 8)
-                sum += load8(a + u * CHUNK + n);
-            float total = 0.0f;
-            for (int t = 0; t < 8; t++)
-                total += sum[t];
-            bias_totals[u] += total;
-        }
+        for (int u = 0; u < n_a; u++)
+            bias_totals[u] += sum8(a + u * CHUNK, m);
 }
 
 /* The rows of one chunk: inputs (contexts, then IFCE features), each hidden layer's output,

@@ -13,20 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* sum_k a[k], k < n, in dot8's fixed order. */
-static inline float total(const float *a, int64_t n) {
-    f32x8 sums = {0};
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        sums += load8(a + k);
-    float result = 0.0f;
-    for (int t = 0; t < 8; t++)
-        result += sums[t];
-    for (; k < n; k++)
-        result += a[k];
-    return result;
-}
-
 /* The k input rows of every channel that output row `row` reads, each extended by `half`
  * edge samples on both sides: rows[(c * k + dy) * (w + 2 half) + half + x] = x[c][clamp(row + dy - half)][x]. */
 static void extended_rows(const float *x, int channels, int64_t h, int64_t w, int k, int64_t row, float *rows) {
@@ -93,7 +79,7 @@ int conv_train_backward(const TrainConv *conv, const float *x, const float *grad
         memset(grad_rows, 0, sizeof(float) * (size_t)(in_channels * k * span));
         for (int j = 0; j < out_channels; j++) {
             const float *g = grad_y + (j * h + row) * w;
-            totals[n_weights + j] += total(g, w);
+            totals[n_weights + j] += sum8(g, w);
             for (int c = 0; c < in_channels; c++)
                 for (int dy = 0; dy < k; dy++)
                     for (int dx = 0; dx < k; dx++) {

@@ -278,7 +278,8 @@ static inline int gather_fast(const GridInputs *in, int64_t y, int64_t x, int64_
 static void gather_exact(const GridInputs *in, int64_t y, int64_t x, int64_t p, int64_t *exact) {
     for (int i = 0; i < in->n_contexts; i++)
         exact[i] = (int64_t)((uint64_t)in->latents[p + in->deltas[i]] << ARM_FRACTIONAL_BITS);
-    memcpy(exact + in->n_contexts, ifce_features(in, y, x), sizeof(int64_t) * (size_t)(in->arm->width - in->n_contexts));
+    memcpy(exact + in->n_contexts, ifce_features(in, y, x),
+           sizeof(int64_t) * (size_t)(in->arm->width - in->n_contexts));
 }
 
 /* Symbols of front f's `count` latents from row `first` given their ARM outputs, written to the grid. */

@@ -145,6 +145,14 @@ static inline f32x8 load8(const float *from) {
 
 static inline void store8(float *to, f32x8 value) { __builtin_memcpy(to, &value, sizeof value); }
 
+/* The sum of the eight lanes, first to last. */
+static inline float lanes8(f32x8 v) {
+    float total = 0.0f;
+    for (int t = 0; t < 8; t++)
+        total += v[t];
+    return total;
+}
+
 /* sum_k a[k] b[k], k < n, in a fixed order (eight lanes, then the lanes, then the tail):
  * GCC keeps a float sum in program order, so it would not vectorise a plain loop. */
 static inline float dot8(const float *a, const float *b, int64_t n) {
@@ -152,11 +160,21 @@ static inline float dot8(const float *a, const float *b, int64_t n) {
     int64_t k = 0;
     for (; k + 8 <= n; k += 8)
         sums += load8(a + k) * load8(b + k);
-    float total = 0.0f;
-    for (int t = 0; t < 8; t++)
-        total += sums[t];
+    float total = lanes8(sums);
     for (; k < n; k++)
         total += a[k] * b[k];
+    return total;
+}
+
+/* sum_k a[k], k < n, in dot8's order. */
+static inline float sum8(const float *a, int64_t n) {
+    f32x8 sums = {0};
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        sums += load8(a + k);
+    float total = lanes8(sums);
+    for (; k < n; k++)
+        total += a[k];
     return total;
 }
 

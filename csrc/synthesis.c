@@ -30,8 +30,8 @@ static inline double clamp_activation(double v) { return clamp_range(v, -ACTIVAT
  * in + offsets[i], BLOCK consecutive values each; `source` (row stride `source_stride`) is
  * the residual input of a residual layer, NULL otherwise. */
 NATIVE_VECTORISED
-static void dense_block(const DenseLayer *layer, const double *restrict in, const int64_t *restrict offsets, const double *source,
-                        int64_t source_stride, double *restrict out) {
+static void dense_block(const DenseLayer *layer, const double *restrict in, const int64_t *restrict offsets,
+                        const double *source, int64_t source_stride, double *restrict out) {
     const int n_in = layer->n_in, n_out = layer->n_out;
     const double *w = layer->weight, *b = layer->bias;
     const double low = layer->relu ? 0.0 : -ACTIVATION_LIMIT;

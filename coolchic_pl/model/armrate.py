@@ -239,8 +239,8 @@ def _native_arm(plan: ArmPlan, n_hidden: int, has_stabiliser: bool, weights: tup
     hidden, output = tuple(pairs[:n_hidden]), pairs[n_hidden]
     stabiliser = pairs[n_hidden + 1] if has_stabiliser else None
     ifce = tuple((w, b, w.shape[1]) for w, b in pairs[n_hidden + 1 + has_stabiliser:])
-    segments = tuple((s.start, s.end, -1 if s.layer is None else s.layer, None if s.inputs is None else s.inputs.numpy())
-                     for s in plan.segments)
+    segments = tuple((s.start, s.end, -1 if s.layer is None else s.layer,
+                      None if s.inputs is None else s.inputs.numpy()) for s in plan.segments)
     return output[0].shape[1], plan.n_latents, hidden, output, stabiliser, ifce, segments
 
 
@@ -269,5 +269,5 @@ class _CompiledArmRate(torch.autograd.Function):
         grads = grad_y.new_empty(sum(w.numel() for w in weights))
         _native.arm_train_backward(padded.numpy(), ctx.plan.spatial.numpy(), ctx.native, grad_raw.numpy(),
                                    grad_padded.numpy(), grads.numpy())
-        return None, None, None, grad_padded[:-1], *(g.view_as(w) for g, w in zip(grads.split([w.numel() for w in weights]),
-                                                                                  weights))
+        parts = grads.split([w.numel() for w in weights])
+        return None, None, None, grad_padded[:-1], *(g.view_as(w) for g, w in zip(parts, weights))
