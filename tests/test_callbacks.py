@@ -279,6 +279,29 @@ def test_quantisation_runs_on_the_training_device_before_teardown(crop_frame, mo
     assert set(module.quantization) == {"arm", "synthesis", "upsampling"}
 
 
+def test_quantisation_and_rdoq_evaluate_a_decoder_switched_to_eval_once(crop_frame, monkeypatch) -> None:
+    """After the phase, Lightning leaves the decoder training: the search and RDOQ switch it to
+    eval mode once for all their tries, and give it back training for the next phase."""
+    modes = []
+    real_evaluate_loss = CoolChicModule.evaluate_loss
+
+    def evaluate_loss(module, network_bits):
+        modes.append(module.coolchic.training)
+        return real_evaluate_loss(module, network_bits)
+
+    monkeypatch.setattr(CoolChicModule, "evaluate_loss", evaluate_loss)
+    module = CoolChicModule(crop_frame, ARCHITECTURES["vlop"], lmbda=1e-3)
+    phase = TrainerPhase(max_itr=3, freq_valid=3, quantize_model=True, rdoq=True)
+    module.phase = phase
+    switches = []
+    real_train = type(module.coolchic).train
+    monkeypatch.setattr(type(module.coolchic), "train",
+                        lambda decoder, mode=True: switches.append(mode) or real_train(decoder, mode))
+    _fit(module, phase, [PatienceWithReload(10, False, 3), PostPhaseQuantization(rdoq=True)])
+    assert len(modes) > 100 and not any(modes)
+    assert switches.count(False) <= 3 and module.coolchic.training
+
+
 def test_quantisation_skips_steps_that_overflow(crop_frame) -> None:
     module = CoolChicModule(crop_frame, ARCHITECTURES["vlop"], lmbda=1e-3)
     with torch.no_grad():

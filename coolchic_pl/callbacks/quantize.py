@@ -62,14 +62,15 @@ class PostPhaseQuantization(pl.Callback):
         self._search = search
         progress = self.progress
         after_each = (lambda: progress(self)) if progress else lambda: None
-        self.quantization = search.run(after_each)
-        if self.rdoq:
-            rdoq = Rdoq(pl_module.coolchic, self.quantization, pl_module.evaluate_loss)
-            if self._pending_rdoq is not None:
-                rdoq.load_state_dict(self._pending_rdoq)
-                self._pending_rdoq = None
-            self._rdoq = rdoq
-            self.quantization = rdoq.run(after_each)
+        with pl_module.evaluating():
+            self.quantization = search.run(after_each)
+            if self.rdoq:
+                rdoq = Rdoq(pl_module.coolchic, self.quantization, pl_module.evaluate_loss)
+                if self._pending_rdoq is not None:
+                    rdoq.load_state_dict(self._pending_rdoq)
+                    self._pending_rdoq = None
+                self._rdoq = rdoq
+                self.quantization = rdoq.run(after_each)
         pl_module.quantization = dict(self.quantization)
 
     def state_dict(self) -> dict[str, Any]:

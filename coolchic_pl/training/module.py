@@ -9,8 +9,9 @@ step needs.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Any, Callable, Union
+from typing import Any, Callable, Iterator, Union
 
 import lightning.pytorch as pl
 import torch
@@ -172,18 +173,24 @@ class CoolChicModule(pl.LightningModule):
         """The decoder's output as the frame's planes, comparable with the target."""
         return output_planes(raw, self.color_space, self.bitdepth, rounded)
 
-    @torch.no_grad()
-    def _eval_output(self) -> CoolChicOutput:
-        """Switching a module tree's mode walks every submodule: the quantisation search
-        and RDOQ evaluate an already evaluating decoder thousands of times, so only a
-        training one is switched (and back)."""
-        if not self.coolchic.training:
-            return self.coolchic()
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """The decoder in eval mode for a whole block. Switching a module tree's mode walks
+        every submodule, and the quantisation search and RDOQ evaluate the decoder thousands
+        of times: they switch it once, around all their tries (a tenth of RDOQ's time)."""
+        was_training = self.coolchic.training
         self.coolchic.eval()
         try:
-            return self.coolchic()
+            yield
         finally:
-            self.coolchic.train()
+            self.coolchic.train(was_training)
+
+    @torch.no_grad()
+    def _eval_output(self) -> CoolChicOutput:
+        if not self.coolchic.training:
+            return self.coolchic()
+        with self.evaluating():
+            return self.coolchic()
 
     def decode(self) -> tuple[Tensor, ...]:
         """The frame planes a decoder produces from the bitstream: the integer decoding
